@@ -1,0 +1,46 @@
+"""The ledger: blocks and transactions, the hash chain, verification, receipts, and the on-disk
+store.
+
+The types and verification are pure; :mod:`ledger.store` is the one module that does file I/O.
+"""
+
+from .block import (
+    BFT_PROTOCOLS,
+    MAX_BLOCK_TXS,
+    MAX_TX_SIZE,
+    PROTOCOLS,
+    Block,
+    BlockHeader,
+    commit_domain,
+    genesis_hash,
+    make_header,
+)
+from .errors import BlockError, CorruptRecord, LedgerError, ReceiptError, StoreError
+from .receipt import Receipt
+from .tx import Transaction, tx_domain, txid_of
+from .verify import ChainSummary, verify_block, verify_certificate, verify_chain
+
+__all__ = [
+    "BFT_PROTOCOLS",
+    "MAX_BLOCK_TXS",
+    "MAX_TX_SIZE",
+    "PROTOCOLS",
+    "Block",
+    "BlockError",
+    "BlockHeader",
+    "ChainSummary",
+    "CorruptRecord",
+    "LedgerError",
+    "Receipt",
+    "ReceiptError",
+    "StoreError",
+    "Transaction",
+    "commit_domain",
+    "genesis_hash",
+    "make_header",
+    "tx_domain",
+    "txid_of",
+    "verify_block",
+    "verify_certificate",
+    "verify_chain",
+]

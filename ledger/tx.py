@@ -1,0 +1,84 @@
+"""Transactions: what clients submit and the ledger orders.
+
+A transaction is the client's identity, its sequence number, an opaque payload and an optional
+Ed25519 signature. ``(client, seq)`` identifies a request, so a retried request can be recognised
+and committed once. When signed, ``client`` is the client's 32-byte public key and the signature
+covers ``[client, seq, payload]`` in the domain ``(chain id, "client/tx")``.
+
+Blocks carry transactions as their canonical encodings (opaque byte strings); a transaction's id
+is the RFC 6962 leaf hash of that encoding, ``SHA-256(0x00 || encoding)``, which is also its leaf
+in the block's Merkle tree.
+"""
+
+from __future__ import annotations
+
+from crypto import PublicKey, SigningKey, leaf_hash
+from crypto.codec import Bytes, CodecError, Record, UInt, encode_value, record, wire
+from crypto.errors import InvalidKey
+from crypto.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Domain
+
+TX_TAG = 0x12
+TX_DOMAIN_KIND = "client/tx"
+MAX_CLIENT_ID = 32
+MAX_PAYLOAD = 4 * 1024 * 1024
+"""Largest payload the format allows; deployments set a smaller admission limit."""
+
+
+def tx_domain(chain_id: str) -> Domain:
+    return Domain(chain_id, TX_DOMAIN_KIND)
+
+
+@record(tag=TX_TAG)
+class Transaction(Record):
+    client: bytes = wire(Bytes(min_size=1, max_size=MAX_CLIENT_ID))
+    seq: int = wire(UInt())
+    payload: bytes = wire(Bytes(max_size=MAX_PAYLOAD))
+    signature: bytes = wire(Bytes(max_size=SIGNATURE_SIZE))
+
+    def _check(self) -> None:
+        if self.signature:
+            if len(self.signature) != SIGNATURE_SIZE:
+                raise CodecError("a signature is 64 bytes or absent", "Transaction.signature")
+            if len(self.client) != PUBLIC_KEY_SIZE:
+                raise CodecError(
+                    "a signed transaction's client is its 32-byte public key", "Transaction.client"
+                )
+
+    @classmethod
+    def signed(cls, key: SigningKey, chain_id: str, seq: int, payload: bytes) -> Transaction:
+        """A transaction signed by ``key``; its client id is the key's public key."""
+        client = key.public_key.raw
+        body = encode_value([client, seq, payload])
+        return cls(
+            client=client, seq=seq, payload=payload, signature=key.sign(tx_domain(chain_id), body)
+        )
+
+    @property
+    def request_id(self) -> tuple[bytes, int]:
+        """``(client, seq)``: what deduplication keys on."""
+        return (self.client, self.seq)
+
+    @property
+    def is_signed(self) -> bool:
+        return bool(self.signature)
+
+    def signing_digest(self, chain_id: str) -> bytes:
+        return tx_domain(chain_id).digest(encode_value([self.client, self.seq, self.payload]))
+
+    def verify_signature(self, chain_id: str) -> bool:
+        """True when the transaction carries a valid signature by its client for ``chain_id``."""
+        if not self.signature:
+            return False
+        try:
+            key = PublicKey(self.client)
+        except InvalidKey:
+            return False
+        return key.verify_digest(self.signing_digest(chain_id), self.signature)
+
+    def txid(self) -> bytes:
+        return leaf_hash(self.encode())
+
+
+def txid_of(encoded: bytes) -> bytes:
+    """The id of an encoded transaction: its Merkle leaf hash."""
+    return leaf_hash(encoded)

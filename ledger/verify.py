@@ -1,0 +1,127 @@
+"""Verification of blocks and chains, with no I/O: the rules an auditor applies to a ledger.
+
+For each block, in order:
+
+1. the header is for this chain and the next height, and links to the previous block's hash
+   (the genesis hash for height 1);
+2. the Merkle root and count in the header match the transactions;
+3. with a committee: the certificate is over this block's commit statement and carries, in the
+   BFT modes, valid signatures of a Byzantine quorum of distinct members; in Raft mode, a majority
+   of known members (unsigned, see ``docs/ledger-format.md`` for what that proves);
+4. optionally, every transaction decodes and, when signed, carries its client's valid signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from crypto import Committee, InvalidCertificate, QuorumCertificate
+from crypto.codec import CodecError
+
+from .block import BFT_PROTOCOLS, Block, BlockHeader, genesis_hash
+from .errors import BlockError
+from .tx import Transaction
+
+
+def certificate_threshold(committee: Committee, protocol: str) -> int:
+    return committee.quorum if protocol in BFT_PROTOCOLS else committee.majority
+
+
+def verify_certificate(
+    header: BlockHeader,
+    certificate: QuorumCertificate,
+    committee: Committee,
+    block_hash: bytes | None = None,
+) -> None:
+    """Raise :class:`BlockError` unless ``certificate`` proves the block of ``header`` committed."""
+    if committee.chain_id != header.chain_id:
+        raise BlockError(
+            header.height,
+            f"committee is for chain {committee.chain_id!r}, block for {header.chain_id!r}",
+        )
+    statement = header.commit_statement(block_hash)
+    threshold = certificate_threshold(committee, header.protocol)
+    try:
+        if header.protocol in BFT_PROTOCOLS:
+            certificate.verify(committee, threshold=threshold, statement=statement)
+        else:
+            certificate.verify_acknowledgements(committee, threshold=threshold, statement=statement)
+    except InvalidCertificate as exc:
+        raise BlockError(header.height, f"certificate: {exc.reason}") from None
+
+
+def verify_transactions(block: Block, *, check_signatures: bool = True) -> None:
+    """Every transaction decodes; signed ones carry their client's valid signature."""
+    height = block.height
+    chain_id = block.header.chain_id
+    for i, raw in enumerate(block.txs):
+        try:
+            tx = Transaction.decode(raw)
+        except CodecError as exc:
+            raise BlockError(height, f"transaction {i} is malformed: {exc}") from None
+        if check_signatures and tx.is_signed and not tx.verify_signature(chain_id):
+            raise BlockError(height, f"transaction {i} has an invalid client signature")
+
+
+def verify_block(
+    block: Block,
+    *,
+    chain_id: str,
+    height: int,
+    prev_hash: bytes,
+    committee: Committee | None = None,
+    check_transactions: bool = False,
+) -> bytes:
+    """Check one block against its expected place in the chain; return its hash."""
+    header = block.header
+    if header.chain_id != chain_id:
+        raise BlockError(height, f"block is for chain {header.chain_id!r}, not {chain_id!r}")
+    if header.height != height:
+        raise BlockError(height, f"block claims height {header.height}")
+    if header.prev_hash != prev_hash:
+        raise BlockError(height, "previous-hash link is broken")
+    if block.computed_root() != header.tx_root:
+        raise BlockError(height, "Merkle root does not match the transactions")
+    block_hash = header.hash()
+    if committee is not None:
+        verify_certificate(header, block.certificate, committee, block_hash)
+    if check_transactions:
+        verify_transactions(block)
+    return block_hash
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSummary:
+    """What a verified chain (or verified prefix) holds."""
+
+    chain_id: str
+    height: int
+    last_hash: bytes
+    transactions: int
+    certificates_checked: bool
+
+
+def verify_chain(
+    blocks: Iterable[Block],
+    *,
+    chain_id: str,
+    committee: Committee | None = None,
+    check_transactions: bool = False,
+) -> ChainSummary:
+    """Verify blocks from height 1 in order; raise :class:`BlockError` at the first bad one."""
+    prev = genesis_hash(chain_id)
+    height = 0
+    txs = 0
+    for block in blocks:
+        height += 1
+        prev = verify_block(
+            block,
+            chain_id=chain_id,
+            height=height,
+            prev_hash=prev,
+            committee=committee,
+            check_transactions=check_transactions,
+        )
+        txs += len(block.txs)
+    return ChainSummary(chain_id, height, prev, txs, committee is not None)
