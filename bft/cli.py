@@ -1,0 +1,455 @@
+"""The ``bft`` command.
+
+Errors that a user can act on (a bad file, a wrong argument, a corrupt ledger) print one line on
+standard error and exit with status 2 (or 1 where a check found the data invalid). Anything
+unexpected prints one line too; ``BFT_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_INVALID = 1
+EXIT_ERROR = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+# ---------------------------------------------------------------------------------- keygen
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from crypto import Committee, SigningKey
+    from crypto.keyfiles import committee_toml, write_committee, write_secret_key
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.client:
+        path = out / f"client-{args.client}.key"
+        key = SigningKey.generate()
+        write_secret_key(path, key, chain_id=args.chain_id, role="client", id=args.client)
+        print(f"wrote {path} (client {args.client}, public key {key.public_key.hex()})")
+        return 0
+    if args.n < 1:
+        raise CliError("-n must be at least 1")
+    existing = [
+        out / f"replica-{i}.key" for i in range(args.n) if (out / f"replica-{i}.key").exists()
+    ]
+    if existing or (out / "committee.toml").exists():
+        raise CliError(f"{out} already holds keys; refusing to overwrite them")
+    keys = [SigningKey.generate() for _ in range(args.n)]
+    committee = Committee(args.chain_id, [k.public_key for k in keys])
+    for i, key in enumerate(keys):
+        write_secret_key(
+            out / f"replica-{i}.key", key, chain_id=args.chain_id, role="replica", id=i
+        )
+    write_committee(out / "committee.toml", committee)
+    print(f"wrote {args.n} replica keys (mode 0600) and {out / 'committee.toml'}")
+    if args.verbose:
+        print(committee_toml(committee), end="")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- ledger
+
+
+def _open_ledger(path: str) -> Any:
+    from ledger.store import LedgerStore
+
+    return LedgerStore.open(path, readonly=True)
+
+
+def _load_committee(path: str | None) -> Any:
+    if path is None:
+        return None
+    from crypto.keyfiles import load_committee
+
+    return load_committee(Path(path))
+
+
+def _header_json(header: Any) -> dict[str, Any]:
+    return {
+        "chain_id": header.chain_id,
+        "height": header.height,
+        "prev_hash": header.prev_hash.hex(),
+        "tx_root": header.tx_root.hex(),
+        "tx_count": header.tx_count,
+        "protocol": header.protocol,
+        "view": header.view,
+        "proposer": header.proposer,
+    }
+
+
+def _certificate_json(cert: Any) -> dict[str, Any]:
+    return {
+        "statement": cert.statement.hex(),
+        "signers": list(cert.signer_ids),
+        "signatures": [s.hex() for s in cert.signatures],
+    }
+
+
+def _tx_json(raw: bytes) -> dict[str, Any]:
+    from crypto import CodecError
+    from ledger import Transaction, txid_of
+
+    out: dict[str, Any] = {"txid": txid_of(raw).hex(), "raw": raw.hex()}
+    try:
+        tx = Transaction.decode(raw)
+    except CodecError as exc:
+        out["error"] = str(exc)
+        return out
+    out.update(
+        client=tx.client.hex(), seq=tx.seq, payload=tx.payload.hex(), signature=tx.signature.hex()
+    )
+    return out
+
+
+def _block_json(block: Any, with_txs: bool = True) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "height": block.height,
+        "hash": block.hash().hex(),
+        "header": _header_json(block.header),
+        "certificate": _certificate_json(block.certificate),
+    }
+    if with_txs:
+        doc["txs"] = [_tx_json(t) for t in block.txs]
+    return doc
+
+
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    from ledger import BlockError, CorruptRecord
+
+    committee = _load_committee(args.committee)
+    console = _console()
+    with _open_ledger(args.path) as store:
+        try:
+            summary = store.verify(committee, check_transactions=args.transactions)
+        except (BlockError, CorruptRecord) as exc:
+            raise CliError(
+                f"{args.path}: invalid at height {exc.height}: {exc.reason}", EXIT_INVALID
+            ) from None
+        checks = ["hash chain", "Merkle roots"]
+        if committee is not None:
+            checks.append(f"certificates (committee of {committee.n})")
+        if args.transactions:
+            checks.append("transactions and client signatures")
+        console.print(
+            f"[green]OK[/green] {args.path}: chain {summary.chain_id!r}, height {summary.height}, "
+            f"{summary.transactions} transactions; checked {', '.join(checks)}"
+        )
+        console.print(f"last block hash {summary.last_hash.hex()}")
+        if store.tail_dropped:
+            console.print(
+                f"[yellow]note[/yellow]: {store.tail_dropped} bytes of torn tail after height "
+                f"{summary.height} were ignored (a writer opening the ledger truncates them)"
+            )
+        if committee is None:
+            console.print("[yellow]note[/yellow]: certificates not checked (give --committee)")
+    return 0
+
+
+def cmd_ledger_show(args: argparse.Namespace) -> int:
+    console = _console()
+    with _open_ledger(args.path) as store:
+        if args.height is not None:
+            block = store.get(args.height)
+            if args.json:
+                print(json.dumps(_block_json(block, with_txs=args.txs), indent=2))
+                return 0
+            doc = _block_json(block, with_txs=False)
+            from rich.table import Table
+
+            table = Table(title=f"block {block.height}", show_header=False)
+            table.add_row("hash", doc["hash"])
+            for key, value in doc["header"].items():
+                table.add_row(key, str(value))
+            table.add_row("signers", ", ".join(map(str, doc["certificate"]["signers"])) or "-")
+            console.print(table)
+            if args.txs:
+                for entry in (_tx_json(t) for t in block.txs):
+                    console.print(
+                        f"{entry['txid']}  seq={entry.get('seq')}  client={entry.get('client')}"
+                    )
+            return 0
+        stats = store.statistics()
+        doc = {
+            "path": str(args.path),
+            "chain_id": store.chain_id,
+            "height": store.height,
+            "last_hash": store.last_hash.hex(),
+            "segments": stats.segments,
+            "bytes": stats.bytes_on_disk,
+            "damage": None if store.damage is None else str(store.damage.error()),
+            "torn_tail_bytes": store.tail_dropped,
+        }
+        if args.json:
+            print(json.dumps(doc, indent=2))
+            return 0
+        from rich.table import Table
+
+        table = Table(title=f"ledger {args.path}", show_header=False)
+        for key, value in doc.items():
+            table.add_row(key, "-" if value is None else str(value))
+        console.print(table)
+    return 0
+
+
+def cmd_ledger_export(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    with _open_ledger(args.path) as store:
+        stop = args.to if args.to is not None else store.height
+        for block in store.blocks(args.start, stop):
+            out.write(json.dumps(_block_json(block), separators=(",", ":")))
+            out.write("\n")
+    return 0
+
+
+def _parse_txid(text: str) -> bytes:
+    try:
+        txid = bytes.fromhex(text)
+    except ValueError:
+        raise CliError(f"transaction id {text!r} is not hex") from None
+    if len(txid) != 32:
+        raise CliError("a transaction id is 32 bytes (64 hex digits)")
+    return txid
+
+
+def cmd_ledger_proof(args: argparse.Namespace) -> int:
+    txid = _parse_txid(args.txid)
+    with _open_ledger(args.path) as store:
+        receipt = store.receipt(txid)
+    if receipt is None:
+        raise CliError(f"{args.path}: no transaction {txid.hex()}", EXIT_INVALID)
+    encoded = receipt.encode()
+    summary = {
+        "txid": txid.hex(),
+        "height": receipt.height,
+        "index": receipt.index,
+        "block_hash": receipt.header.hash().hex(),
+        "signers": list(receipt.certificate.signer_ids),
+        "receipt": encoded.hex(),
+    }
+    if args.out:
+        Path(args.out).write_bytes(encoded)
+        summary["written_to"] = args.out
+        del summary["receipt"]
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _read_receipt(path: str) -> Any:
+    from crypto import CodecError
+    from ledger import Receipt
+
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror}") from None
+    text = data.strip()
+    if text and all(c in b"0123456789abcdefABCDEF" for c in text):
+        data = bytes.fromhex(text.decode())
+    elif text.startswith(b"{"):
+        try:
+            data = bytes.fromhex(json.loads(text)["receipt"])
+        except (ValueError, KeyError, TypeError):
+            raise CliError(f"{path}: JSON without a hex 'receipt' field") from None
+    try:
+        return Receipt.decode(data)
+    except CodecError as exc:
+        raise CliError(f"{path}: not a receipt: {exc}") from None
+
+
+def cmd_receipt_verify(args: argparse.Namespace) -> int:
+    from ledger import ReceiptError
+
+    committee = _load_committee(args.committee)
+    receipt = _read_receipt(args.receipt)
+    try:
+        receipt.verify(committee)
+    except ReceiptError as exc:
+        raise CliError(f"{args.receipt}: receipt is invalid: {exc.reason}", EXIT_INVALID) from None
+    print(
+        f"OK transaction {receipt.txid.hex()} committed at height {receipt.height}, "
+        f"position {receipt.index}, block {receipt.header.hash().hex()[:16]}, "
+        f"signed by replicas {', '.join(map(str, receipt.certificate.signer_ids))}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from bft.demo import run_demo
+
+    console = _console()
+    directory = Path(args.dir)
+    if directory.exists() and any(directory.iterdir()):
+        raise CliError(f"{directory} is not empty; give a new --dir")
+    console.print(
+        f"[bold]Building a {args.blocks}-block ledger[/bold] for a committee of {args.n} "
+        f"in {directory} ({args.txs_per_block} transactions of {args.payload} bytes per block)"
+    )
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("appending blocks (group commit)", total=args.blocks)
+        result = run_demo(
+            directory,
+            chain_id=args.chain_id,
+            n=args.n,
+            blocks=args.blocks,
+            txs_per_block=args.txs_per_block,
+            payload_size=args.payload,
+            seed=args.seed,
+            clock=time.perf_counter,
+            progress=lambda h: progress.update(task, completed=h),
+        )
+    rate = result.transactions / result.seconds_appending if result.seconds_appending else 0.0
+    console.print(
+        f"appended {result.height} blocks, {result.transactions} transactions "
+        f"({result.signed_transactions} client-signed) at {rate:,.0f} tx/s with fsync"
+    )
+    committee = str(result.committee_file)
+    ledger_path = str(result.ledger_dir)
+    console.print("\n[bold]$ bft ledger verify[/bold] --committee --transactions")
+    cmd_ledger_verify(argparse.Namespace(path=ledger_path, committee=committee, transactions=True))
+    receipt_file = directory / "receipt.cbor"
+    console.print(f"\n[bold]$ bft ledger proof[/bold] {result.sample_txid.hex()[:16]}...")
+    with _open_ledger(ledger_path) as store:
+        receipt = store.receipt(result.sample_txid)
+    if receipt is None:
+        raise CliError("demo transaction missing from its own ledger")
+    receipt_file.write_bytes(receipt.encode())
+    console.print(f"receipt of {len(receipt.encode())} bytes written to {receipt_file}")
+    console.print("\n[bold]$ bft receipt verify[/bold]")
+    cmd_receipt_verify(argparse.Namespace(receipt=str(receipt_file), committee=committee))
+    console.print(
+        f"\nTry: bft ledger show {ledger_path} --height 1    "
+        f"bft ledger export {ledger_path} --jsonl | head -c 600"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bft", description="Byzantine-fault-tolerant ordering service"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="more output and logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("keygen", help="make replica keys and a committee file, or a client key")
+    p.add_argument("--chain-id", required=True, help="the chain these keys belong to")
+    p.add_argument("-n", type=int, default=4, help="number of replicas (default 4)")
+    p.add_argument("--client", metavar="NAME", help="make one client key instead")
+    p.add_argument("--out", required=True, help="directory for the key files")
+    p.set_defaults(func=cmd_keygen)
+
+    ledger = sub.add_parser("ledger", help="inspect and verify a ledger directory")
+    lsub = ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
+    p = lsub.add_parser("verify", help="check hash chain, Merkle roots and certificates")
+    p.add_argument("path")
+    p.add_argument("--committee", help="committee file: also check every certificate")
+    p.add_argument(
+        "--transactions", action="store_true", help="also decode transactions, check signatures"
+    )
+    p.set_defaults(func=cmd_ledger_verify)
+    p = lsub.add_parser("show", help="summary of a ledger, or one block")
+    p.add_argument("path")
+    p.add_argument("--height", type=int)
+    p.add_argument("--txs", action="store_true", help="list the block's transactions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ledger_show)
+    p = lsub.add_parser("export", help="blocks as JSON lines (bytes as hex)")
+    p.add_argument("path")
+    p.add_argument("--jsonl", action="store_true", required=True, help="JSON lines (the format)")
+    p.add_argument("--from", dest="start", type=int, default=1)
+    p.add_argument("--to", type=int)
+    p.set_defaults(func=cmd_ledger_export)
+    p = lsub.add_parser("proof", help="a receipt proving a transaction committed")
+    p.add_argument("path")
+    p.add_argument("txid", help="transaction id (hex)")
+    p.add_argument("--out", help="write the receipt (CBOR) to this file")
+    p.set_defaults(func=cmd_ledger_proof)
+
+    receipt = sub.add_parser("receipt", help="check receipts offline")
+    rsub = receipt.add_subparsers(dest="receipt_command", metavar="ACTION", required=True)
+    p = rsub.add_parser("verify", help="verify a receipt against a committee file")
+    p.add_argument(
+        "receipt", help="receipt file (CBOR, hex, or the JSON of 'ledger proof'), - for stdin"
+    )
+    p.add_argument("--committee", required=True)
+    p.set_defaults(func=cmd_receipt_verify)
+
+    p = sub.add_parser("demo", help="build, store, verify and prove a demonstration ledger")
+    p.add_argument("--dir", default="demo-ledger", help="new directory for keys and ledger")
+    p.add_argument("--chain-id", default="demo")
+    p.add_argument("-n", type=int, default=4)
+    p.add_argument("--blocks", type=int, default=40)
+    p.add_argument("--txs-per-block", type=int, default=500)
+    p.add_argument("--payload", type=int, default=256, help="payload bytes per transaction")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from crypto import CodecError, CryptoError
+    from ledger import LedgerError
+
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"bft: error: {exc}", file=sys.stderr)
+        return exc.code
+    except (CryptoError, LedgerError, CodecError, ValueError) as exc:
+        print(f"bft: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"bft: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("bft: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("BFT_DEBUG"):
+            raise
+        print(
+            f"bft: internal error: {type(exc).__name__}: {exc} (BFT_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
