@@ -1,0 +1,226 @@
+"""The ledger store: group commit, reads, indexes, segments, locking, read-only use."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ledger import BlockError, StoreError, txid_of
+from ledger.store import LedgerStore
+from tests.ledger.chain import CHAIN, COMMITTEE, build_chain
+
+BLOCKS = build_chain(30)
+
+
+def open_store(path: Path, **kwargs: object) -> LedgerStore:
+    return LedgerStore.open(path, chain_id=CHAIN, **kwargs)  # type: ignore[arg-type]
+
+
+def test_append_sync_read(tmp_path: Path) -> None:
+    with open_store(tmp_path / "l") as store:
+        assert store.height == 0
+        store.extend(BLOCKS[:10])
+        assert store.height == 10
+        assert [b for b in store.blocks()] == BLOCKS[:10]
+        assert store.get(7) == BLOCKS[6]
+        assert store.last_hash == BLOCKS[9].hash()
+        assert store.verify(COMMITTEE, check_transactions=True).height == 10
+
+
+def test_unsynced_blocks_are_not_served_and_are_lost_on_close(tmp_path: Path) -> None:
+    with open_store(tmp_path / "l") as store:
+        store.extend(BLOCKS[:3])
+        store.append(BLOCKS[3])
+        assert store.tip[0] == 4 and store.height == 3
+        with pytest.raises(StoreError, match="no block at height 4"):
+            store.get(4)
+    with open_store(tmp_path / "l") as store:
+        assert store.height == 3
+
+
+def test_group_commit_uses_one_fsync_per_sync(tmp_path: Path) -> None:
+    with open_store(tmp_path / "l") as store:
+        for block in BLOCKS[:12]:
+            store.append(block)
+        store.sync()
+        store.extend(BLOCKS[12:15])
+        assert store.statistics().syncs == 2
+
+
+@pytest.mark.parametrize(
+    "index,changes,words",
+    [
+        (5, {}, "expected height 5"),  # skips height 5 (appends block 6 after 4)
+        (4, {"prev_hash": bytes(32)}, "link is broken"),
+        (4, {"chain_id": "other"}, "block of chain"),
+        (4, {"tx_root": bytes(32)}, "Merkle root"),
+    ],
+)
+def test_append_checks_linkage_and_contents(
+    tmp_path: Path, index: int, changes: dict, words: str
+) -> None:
+    with open_store(tmp_path / "l") as store:
+        store.extend(BLOCKS[:4])
+        block = BLOCKS[index]
+        if changes:
+            block = dataclasses.replace(block, header=dataclasses.replace(block.header, **changes))
+        with pytest.raises(BlockError, match=words):
+            store.append(block)
+        assert store.tip == (4, BLOCKS[3].hash())
+        store.extend(BLOCKS[4:6])
+        assert store.height == 6
+
+
+def test_segments_roll_over_and_reopen(tmp_path: Path) -> None:
+    with open_store(tmp_path / "l", segment_size=8192) as store:
+        for i in range(0, 30, 3):
+            store.extend(BLOCKS[i : i + 3])
+        assert store.statistics().segments > 3
+    with open_store(tmp_path / "l", segment_size=8192) as store:
+        assert store.height == 30
+        assert list(store.blocks()) == BLOCKS
+        assert store.verify(COMMITTEE).height == 30
+
+
+def test_transaction_index_and_receipts(tmp_path: Path) -> None:
+    with open_store(tmp_path / "l", segment_size=8192) as store:
+        store.extend(BLOCKS)
+        for height in (1, 9, 30):
+            block = BLOCKS[height - 1]
+            for position, raw in enumerate(block.txs):
+                assert store.find_transaction(txid_of(raw)) == (height, position)
+        assert store.find_transaction(bytes(32)) is None
+        raw = BLOCKS[17].txs[-1]
+        receipt = store.receipt(txid_of(raw))
+        assert receipt is not None and receipt.tx == raw
+        receipt.verify(COMMITTEE)
+        assert store.receipt(bytes(32)) is None
+
+
+def test_index_is_rebuilt_when_missing_or_garbage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "l"
+    with open_store(path, segment_size=8192) as store:
+        store.extend(BLOCKS)
+    (path / "index.sqlite").unlink()
+    for suffix in ("-wal", "-shm"):
+        (path / f"index.sqlite{suffix}").unlink(missing_ok=True)
+    with open_store(path) as store:
+        assert store.height == 30
+        raw = BLOCKS[20].txs[0]
+        assert store.find_transaction(txid_of(raw)) == (21, 0)
+    (path / "index.sqlite").write_bytes(b"this is not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (path / f"index.sqlite{suffix}").unlink(missing_ok=True)
+    with caplog.at_level(logging.WARNING), open_store(path) as store:
+        assert store.height == 30
+        assert store.get(30) == BLOCKS[29]
+    assert "rebuilding it" in caplog.text
+
+
+def test_index_that_lags_catches_up_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "l"
+    with open_store(path) as store:
+        store.extend(BLOCKS)
+    db = sqlite3.connect(path / "index.sqlite")
+    db.execute("DELETE FROM blocks WHERE height > 11")
+    db.execute("DELETE FROM txs WHERE height > 11")
+    db.commit()
+    db.close()
+    with open_store(path) as store:
+        assert store.height == 30
+        raw = BLOCKS[25].txs[1]
+        assert store.find_transaction(txid_of(raw)) == (26, 1)
+
+
+def test_index_ahead_of_the_segments_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "l"
+    with open_store(path) as store:
+        store.extend(BLOCKS[:10])
+    segment = next(path.glob("*.seg"))
+    data = segment.read_bytes()
+    with open_store(path) as store:
+        store.extend(BLOCKS[10:])
+    segment.write_bytes(data)  # the segment loses blocks 11..30, the index still has them
+    with caplog.at_level(logging.WARNING), open_store(path) as store:
+        assert store.height == 10
+        store.extend(BLOCKS[10:12])
+        assert store.verify(COMMITTEE).height == 12
+    assert "index disagrees" in caplog.text
+
+
+def test_only_one_writer(tmp_path: Path) -> None:
+    path = tmp_path / "l"
+    with open_store(path) as store:
+        store.extend(BLOCKS[:2])
+        with pytest.raises(StoreError, match="in use by another process"):
+            open_store(path)
+        with LedgerStore.open(path, readonly=True) as reader:
+            assert reader.height == 2
+    with open_store(path) as store:
+        assert store.height == 2
+
+
+def test_readonly_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "l"
+    with open_store(path) as store:
+        store.extend(BLOCKS[:5])
+    segment = next(path.glob("*.seg"))
+    with open(segment, "ab") as fh:
+        fh.write(b"BFTR\x00\x00")  # a torn record
+    before = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    with LedgerStore.open(path, readonly=True) as reader:
+        assert reader.height == 5 and reader.tail_dropped == 6
+        with pytest.raises(StoreError, match="read-only"):
+            reader.append(BLOCKS[5])
+        with pytest.raises(StoreError, match="read-only"):
+            reader.truncate_after(2)
+    after = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_manifest_guards_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "l"
+    open_store(path).close()
+    with pytest.raises(StoreError, match="ledger of chain 'testchain', not 'other'"):
+        LedgerStore.open(path, chain_id="other")
+    with pytest.raises(StoreError, match="not a ledger"):
+        LedgerStore.open(tmp_path / "missing", chain_id=CHAIN, create=False)
+    with pytest.raises(StoreError, match="not a ledger"):
+        LedgerStore.open(tmp_path / "missing", readonly=True)
+    (path / "LEDGER").write_text("format = 'x'\n")
+    with pytest.raises(StoreError, match="format"):
+        open_store(path)
+
+
+def test_truncate_after(tmp_path: Path) -> None:
+    path = tmp_path / "l"
+    with open_store(path, segment_size=8192) as store:
+        store.extend(BLOCKS)
+        store.truncate_after(12)
+        assert store.height == 12 and store.last_hash == BLOCKS[11].hash()
+        assert store.find_transaction(txid_of(BLOCKS[20].txs[0])) is None
+        store.extend(BLOCKS[12:])
+        assert store.verify(COMMITTEE).height == 30
+        store.truncate_after(0)
+        assert store.height == 0
+        store.extend(BLOCKS[:3])
+    with open_store(path) as store:
+        assert store.height == 3
+        with pytest.raises(StoreError, match="cannot truncate"):
+            store.truncate_after(4)
+
+
+def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "l")
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.append(BLOCKS[0])
+    store.close()  # idempotent
