@@ -58,7 +58,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     if existing or (out / "committee.toml").exists():
         raise CliError(f"{out} already holds keys; refusing to overwrite them")
     keys = [SigningKey.generate() for _ in range(args.n)]
-    committee = Committee(args.chain_id, [k.public_key for k in keys])
+    committee = Committee(args.chain_id, [k.public_key for k in keys], args.protocol)
     for i, key in enumerate(keys):
         write_secret_key(
             out / f"replica-{i}.key", key, chain_id=args.chain_id, role="replica", id=i
@@ -364,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keygen", help="make replica keys and a committee file, or a client key")
     p.add_argument("--chain-id", required=True, help="the chain these keys belong to")
     p.add_argument("-n", type=int, default=4, help="number of replicas (default 4)")
+    p.add_argument(
+        "--protocol",
+        choices=("pbft", "hotstuff", "raft"),
+        default="pbft",
+        help="the protocol the committee runs; fixes what its certificates must be",
+    )
     p.add_argument("--client", metavar="NAME", help="make one client key instead")
     p.add_argument("--out", required=True, help="directory for the key files")
     p.set_defaults(func=cmd_keygen)

@@ -36,18 +36,30 @@ def majority(n: int) -> int:
     return n // 2 + 1
 
 
+PROTOCOLS = ("pbft", "hotstuff", "raft")
+BFT_PROTOCOLS = frozenset({"pbft", "hotstuff"})
+
+
 class Committee:
-    """The replicas of one chain, in id order. Keys must be distinct.
+    """The replicas of one chain, in id order, and the protocol they run. Keys must be distinct.
+
+    ``protocol`` decides what a certificate from this committee must be: the BFT protocols
+    (``pbft``, ``hotstuff``) sign with a Byzantine quorum, and a committee of one of them accepts
+    only signed certificates, of either; a ``raft`` committee accepts only unsigned majority
+    acknowledgements. A block cannot choose a weaker rule for itself.
 
     Immutable once built. ``verify_signature`` is the single place where a signer id is turned
     into a key; a deployment-specific verifier (such as the simulator's fast insecure scheme) is
     a subclass that overrides it.
     """
 
-    __slots__ = ("_index", "chain_id", "members")
+    __slots__ = ("_index", "chain_id", "members", "protocol")
 
-    def __init__(self, chain_id: str, members: Iterable[PublicKey]) -> None:
+    def __init__(self, chain_id: str, members: Iterable[PublicKey], protocol: str = "pbft") -> None:
         self.chain_id = check_chain_id(chain_id)
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        self.protocol = protocol
         self.members: tuple[PublicKey, ...] = tuple(members)
         n = len(self.members)
         if not 1 <= n <= MAX_COMMITTEE:
@@ -60,6 +72,16 @@ class Committee:
                 raise ValueError(f"replicas {index[key]} and {i} have the same public key")
             index[key] = i
         self._index = index
+
+    @property
+    def is_bft(self) -> bool:
+        return self.protocol in BFT_PROTOCOLS
+
+    def accepts_protocol(self, protocol: str) -> bool:
+        """Whether blocks of ``protocol`` may be certified by this committee."""
+        if self.is_bft:
+            return protocol in BFT_PROTOCOLS
+        return protocol == self.protocol
 
     @property
     def n(self) -> int:
@@ -102,10 +124,11 @@ class Committee:
             and isinstance(other, Committee)
             and other.chain_id == self.chain_id
             and other.members == self.members
+            and other.protocol == self.protocol
         )
 
     def __hash__(self) -> int:
-        return hash((self.chain_id, self.members))
+        return hash((self.chain_id, self.members, self.protocol))
 
     def __repr__(self) -> str:
-        return f"Committee({self.chain_id!r}, n={self.n})"
+        return f"Committee({self.chain_id!r}, {self.protocol}, n={self.n})"

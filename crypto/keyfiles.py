@@ -13,6 +13,7 @@ Committee file (public)::
 
     format = "bft-committee-v1"
     chain_id = "demo"
+    protocol = "pbft"         # or "hotstuff", "raft": what certificates must look like
 
     [[replica]]
     id = 0
@@ -25,13 +26,14 @@ where there is one, the key at fault.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .committee import Committee
+from .committee import PROTOCOLS, Committee
 from .errors import InvalidKey, KeyFileError
 from .keys import PublicKey, SigningKey, check_chain_id
 
@@ -121,6 +123,7 @@ def committee_toml(committee: Committee) -> str:
         "# Public: give it to every replica and client of the chain.",
         f"format = {_toml_str(COMMITTEE_FORMAT)}",
         f"chain_id = {_toml_str(committee.chain_id)}",
+        f"protocol = {_toml_str(committee.protocol)}",
     ]
     for i, key in enumerate(committee.members):
         lines += ["", "[[replica]]", f"id = {i}", f"public_key = {_toml_str(key.hex())}"]
@@ -188,11 +191,9 @@ def load_secret_key(path: Path) -> SecretKeyFile:
         raise KeyFileError(path, f"'role' must be one of {', '.join(ROLES)}")
     ident = _require(doc, "id", int if role == "replica" else str, path)
     seed_hex = _require(doc, "seed", str, path)
-    try:
-        seed = bytes.fromhex(seed_hex)
-        key = SigningKey(seed)
-    except (ValueError, InvalidKey):
-        raise KeyFileError(path, "'seed' must be 64 hex digits (a 32-byte Ed25519 seed)") from None
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", seed_hex):
+        raise KeyFileError(path, "'seed' must be 64 hex digits (a 32-byte Ed25519 seed)")
+    key = SigningKey(bytes.fromhex(seed_hex))
     return SecretKeyFile(key=key, chain_id=chain_id, role=role, id=ident)
 
 
@@ -208,6 +209,9 @@ def load_committee(path: Path) -> Committee:
         check_chain_id(chain_id)
     except ValueError as exc:
         raise KeyFileError(path, f"'chain_id': {exc}") from None
+    protocol = _require(doc, "protocol", str, path)
+    if protocol not in PROTOCOLS:
+        raise KeyFileError(path, f"'protocol' must be one of {', '.join(PROTOCOLS)}")
     replicas = _require(doc, "replica", list, path)
     if not replicas:
         raise KeyFileError(path, "no [[replica]] entries")
@@ -224,6 +228,6 @@ def load_committee(path: Path) -> Committee:
         except InvalidKey as exc:
             raise KeyFileError(path, f"'{where}public_key': {exc}") from None
     try:
-        return Committee(chain_id, keys)
+        return Committee(chain_id, keys, protocol)
     except ValueError as exc:
         raise KeyFileError(path, str(exc)) from None

@@ -31,13 +31,14 @@ SEED_SIZE = 32
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 
-_KIND = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,63}$")
-_CHAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_KIND = re.compile(r"[a-z0-9][a-z0-9._/-]{0,63}")
+_CHAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def check_chain_id(chain_id: str) -> str:
     """Validate a chain id: 1-64 characters of letters, digits, '.', '_' and '-'."""
-    if not isinstance(chain_id, str) or not _CHAIN.match(chain_id):
+    if not isinstance(chain_id, str) or not _CHAIN.fullmatch(chain_id):
         raise ValueError(
             f"invalid chain id {chain_id!r}: use 1-64 letters, digits, '.', '_' or '-'"
         )
@@ -54,7 +55,7 @@ class Domain:
 
     def __post_init__(self) -> None:
         check_chain_id(self.chain_id)
-        if not isinstance(self.kind, str) or not _KIND.match(self.kind):
+        if not isinstance(self.kind, str) or not _KIND.fullmatch(self.kind):
             raise ValueError(f"invalid signature domain kind {self.kind!r}")
         object.__setattr__(self, "tag", encode_value(["bft-sig", 1, self.chain_id, self.kind]))
 
@@ -83,11 +84,9 @@ class PublicKey:
 
     @classmethod
     def from_hex(cls, text: str) -> PublicKey:
-        try:
-            raw = bytes.fromhex(text)
-        except (ValueError, TypeError):
-            raise InvalidKey("public key is not hex") from None
-        return cls(raw)
+        if not isinstance(text, str) or not _HEX_KEY.fullmatch(text):
+            raise InvalidKey("a public key is 64 hex digits")
+        return cls(bytes.fromhex(text))
 
     @property
     def key_id(self) -> str:

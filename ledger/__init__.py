@@ -4,11 +4,11 @@ store.
 The types and verification are pure; :mod:`ledger.store` is the one module that does file I/O.
 """
 
+from crypto.committee import BFT_PROTOCOLS, PROTOCOLS
+
 from .block import (
-    BFT_PROTOCOLS,
     MAX_BLOCK_TXS,
     MAX_TX_SIZE,
-    PROTOCOLS,
     Block,
     BlockHeader,
     commit_domain,

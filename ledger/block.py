@@ -27,6 +27,7 @@ from crypto.codec import (
     record,
     wire,
 )
+from crypto.committee import PROTOCOLS
 from crypto.hashing import DIGEST_SIZE
 from crypto.keys import Domain, check_chain_id
 
@@ -35,8 +36,6 @@ from .tx import MAX_PAYLOAD
 HEADER_TAG = 0x10
 BLOCK_TAG = 0x11
 
-PROTOCOLS = ("pbft", "hotstuff", "raft")
-BFT_PROTOCOLS = frozenset({"pbft", "hotstuff"})
 COMMIT_DOMAIN_KIND = "block/commit"
 
 MAX_BLOCK_TXS = 100_000

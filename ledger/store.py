@@ -44,6 +44,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import sqlite3
 import struct
 import tomllib
@@ -73,6 +74,7 @@ RECORD_HEADER = struct.Struct(">4sII")
 MAX_RECORD = 1 << 30
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 _INDEX_BATCH = 1000
+_SEGMENT_NAME = re.compile(r"[0-9]{20}\.seg")
 _OPEN_READERS = 8
 
 
@@ -141,8 +143,20 @@ def _read_record(fd: int, offset: int, file_size: int) -> bytes:
     return payload
 
 
-def _valid_record_after(fd: int, start: int, file_size: int) -> bool:
-    """True when some complete record with a good checksum begins at or after ``start``."""
+def _declared_end(fd: int, offset: int, file_size: int) -> int | None:
+    """Where the record at ``offset`` says it ends, when its 12-byte header is there and has the
+    record magic; ``None`` when the header itself is unreadable."""
+    if offset + RECORD_HEADER.size > file_size:
+        return None
+    magic, length, _ = RECORD_HEADER.unpack(os.pread(fd, RECORD_HEADER.size, offset))
+    if magic != RECORD_MAGIC:
+        return None
+    return offset + RECORD_HEADER.size + length
+
+
+def _valid_record_after(fd: int, start: int, file_size: int, chain_id: str, above: int) -> bool:
+    """True when a record at or after ``start`` holds a block of ``chain_id`` above height
+    ``above`` with a good checksum: evidence that something durable follows."""
     window = 1 << 20
     pos = start
     while pos < file_size:
@@ -150,10 +164,13 @@ def _valid_record_after(fd: int, start: int, file_size: int) -> bool:
         i = chunk.find(RECORD_MAGIC)
         while i != -1:
             try:
-                _read_record(fd, pos + i, file_size)
-                return True
-            except _BadRecord:
-                i = chunk.find(RECORD_MAGIC, i + 1)
+                payload = _read_record(fd, pos + i, file_size)
+                block = Block.decode(payload, max_size=MAX_RECORD)
+                if block.header.chain_id == chain_id and block.height > above:
+                    return True
+            except (_BadRecord, CodecError):
+                pass
+            i = chunk.find(RECORD_MAGIC, i + 1)
         pos += window
     return False
 
@@ -346,9 +363,8 @@ class LedgerStore:
     def _list_segments(self) -> list[int]:
         firsts = []
         for entry in self.directory.iterdir():
-            name = entry.name
-            if name.endswith(".seg") and name[:-4].isdigit() and len(name) == 24:
-                firsts.append(int(name[:-4]))
+            if _SEGMENT_NAME.fullmatch(entry.name):
+                firsts.append(int(entry.name[:20]))
         return sorted(firsts)
 
     def _open_index(self) -> _Index:
@@ -475,7 +491,18 @@ class LedgerStore:
     def _bad_record(self, seg: int, offset: int, reason: str, later: list[int]) -> None:
         fd = self._reader(seg)
         size = os.fstat(fd).st_size
-        follows = bool(later) or _valid_record_after(fd, offset + 1, size)
+        # Is anything durable after the bad record? A record whose intact header says it runs
+        # past the end of the file was cut short: a torn write. Otherwise search from where it
+        # says it ends (so its own payload, which a client chose, cannot pass for a record), or
+        # from the next byte when its header is unreadable.
+        end = _declared_end(fd, offset, size) if offset >= SEGMENT_HEADER.size else None
+        if later:
+            follows = True
+        elif end is not None and end > size:
+            follows = False
+        else:
+            start = end if end is not None else offset + 1
+            follows = _valid_record_after(fd, start, size, self.chain_id, self.height)
         name = segment_name(seg)
         if follows:
             self.damage = Damage(self.height + 1, name, offset, reason)
@@ -591,7 +618,13 @@ class LedgerStore:
         leaves = leaf_hashes(block.txs)
         if root_from_leaf_hashes(leaves) != header.tx_root:
             raise BlockError(header.height, "Merkle root does not match the transactions")
-        self._pending.append((block, frame_record(block.encode()), header.hash(), leaves))
+        payload = block.encode()
+        if len(payload) > MAX_RECORD:
+            raise BlockError(
+                header.height,
+                f"block of {len(payload)} bytes exceeds the record limit of {MAX_RECORD}",
+            )
+        self._pending.append((block, frame_record(payload), header.hash(), leaves))
 
     def extend(self, blocks: list[Block]) -> int:
         """Append ``blocks`` and sync them with one fsync; returns the durable height."""

@@ -5,9 +5,11 @@ For each block, in order:
 1. the header is for this chain and the next height, and links to the previous block's hash
    (the genesis hash for height 1);
 2. the Merkle root and count in the header match the transactions;
-3. with a committee: the certificate is over this block's commit statement and carries, in the
-   BFT modes, valid signatures of a Byzantine quorum of distinct members; in Raft mode, a majority
-   of known members (unsigned, see ``docs/ledger-format.md`` for what that proves);
+3. with a committee: the block's protocol is one the committee runs (the committee file states
+   it; a block cannot pick a weaker rule for itself), its proposer is a member, and the
+   certificate is over this block's commit statement and carries, for a BFT committee, valid
+   signatures of a Byzantine quorum of distinct members; for a Raft committee, a majority of
+   known members (unsigned, see ``docs/ledger-format.md`` for what that proves);
 4. optionally, every transaction decodes and, when signed, carries its client's valid signature.
 """
 
@@ -19,13 +21,13 @@ from dataclasses import dataclass
 from crypto import Committee, InvalidCertificate, QuorumCertificate
 from crypto.codec import CodecError
 
-from .block import BFT_PROTOCOLS, Block, BlockHeader, genesis_hash
+from .block import Block, BlockHeader, genesis_hash
 from .errors import BlockError
 from .tx import Transaction
 
 
-def certificate_threshold(committee: Committee, protocol: str) -> int:
-    return committee.quorum if protocol in BFT_PROTOCOLS else committee.majority
+def certificate_threshold(committee: Committee) -> int:
+    return committee.quorum if committee.is_bft else committee.majority
 
 
 def verify_certificate(
@@ -40,10 +42,17 @@ def verify_certificate(
             header.height,
             f"committee is for chain {committee.chain_id!r}, block for {header.chain_id!r}",
         )
+    if not committee.accepts_protocol(header.protocol):
+        raise BlockError(
+            header.height,
+            f"block of protocol {header.protocol!r}; the committee runs {committee.protocol!r}",
+        )
+    if header.proposer >= committee.n:
+        raise BlockError(header.height, f"proposer {header.proposer} is not a committee member")
     statement = header.commit_statement(block_hash)
-    threshold = certificate_threshold(committee, header.protocol)
+    threshold = certificate_threshold(committee)
     try:
-        if header.protocol in BFT_PROTOCOLS:
+        if committee.is_bft:
             certificate.verify(committee, threshold=threshold, statement=statement)
         else:
             certificate.verify_acknowledgements(committee, threshold=threshold, statement=statement)

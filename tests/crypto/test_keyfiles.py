@@ -98,16 +98,18 @@ def test_missing_files(tmp_path: Path) -> None:
         load_committee(tmp_path / "nope.toml")
 
 
-def test_committee_round_trip(tmp_path: Path) -> None:
-    committee = Committee("alpha", [k.public_key for k in KEYS])
+@pytest.mark.parametrize("protocol", ["pbft", "hotstuff", "raft"])
+def test_committee_round_trip(tmp_path: Path, protocol: str) -> None:
+    committee = Committee("alpha", [k.public_key for k in KEYS], protocol)
     path = tmp_path / "committee.toml"
     write_committee(path, committee)
-    assert load_committee(path) == committee
+    loaded = load_committee(path)
+    assert loaded == committee and loaded.protocol == protocol
 
 
 def _committee_text(keys: list[str], ids: list[int] | None = None, chain: str = "alpha") -> str:
     ids = ids if ids is not None else list(range(len(keys)))
-    out = f'format = "bft-committee-v1"\nchain_id = "{chain}"\n'
+    out = f'format = "bft-committee-v1"\nchain_id = "{chain}"\nprotocol = "pbft"\n'
     for i, k in zip(ids, keys, strict=True):
         out += f'\n[[replica]]\nid = {i}\npublic_key = "{k}"\n'
     return out
@@ -119,7 +121,19 @@ BAD_COMMITTEES = {
     "bad key": (_committee_text([GOOD_HEX[0], "zz"]), "replica[1].public_key"),
     "small order key": (_committee_text([GOOD_HEX[0], "01" + "00" * 31]), "small order"),
     "duplicate key": (_committee_text([GOOD_HEX[0], GOOD_HEX[0]]), "same public key"),
-    "no replicas": ('format = "bft-committee-v1"\nchain_id = "alpha"\n', "missing key 'replica'"),
+    "no replicas": (
+        'format = "bft-committee-v1"\nchain_id = "alpha"\nprotocol = "raft"\n',
+        "missing key 'replica'",
+    ),
+    "no protocol": ('format = "bft-committee-v1"\nchain_id = "alpha"\n', "missing key 'protocol'"),
+    "unknown protocol": (
+        _committee_text(GOOD_HEX).replace('"pbft"', '"paxos"'),
+        "'protocol' must be one of",
+    ),
+    "spaced hex key": (
+        _committee_text([GOOD_HEX[0][:10] + " " + GOOD_HEX[0][11:]]),
+        "64 hex digits",
+    ),
     "bad chain": (_committee_text(GOOD_HEX, chain="no spaces"), "chain_id"),
 }
 

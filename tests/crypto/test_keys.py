@@ -91,7 +91,7 @@ def test_key_id_and_repr_hide_the_seed() -> None:
     assert PublicKey.from_hex(KEY.public_key.hex()) == KEY.public_key
 
 
-@pytest.mark.parametrize("bad", ["", "has space", "x" * 65, "-lead", "ü"])
+@pytest.mark.parametrize("bad", ["", "has space", "x" * 65, "-lead", "ü", "demo\n", "\ndemo"])
 def test_chain_id_rules(bad: str) -> None:
     with pytest.raises(ValueError):
         check_chain_id(bad)
@@ -99,7 +99,7 @@ def test_chain_id_rules(bad: str) -> None:
         Domain(bad, "kind")
 
 
-@pytest.mark.parametrize("bad", ["", "Upper", "has space", "x" * 65])
+@pytest.mark.parametrize("bad", ["", "Upper", "has space", "x" * 65, "client/tx\n"])
 def test_domain_kind_rules(bad: str) -> None:
     with pytest.raises(ValueError):
         Domain("c", bad)

@@ -10,6 +10,7 @@ from ledger import Block, Transaction, genesis_hash, make_header
 CHAIN = "testchain"
 KEYS = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
 COMMITTEE = Committee(CHAIN, [k.public_key for k in KEYS])
+RAFT_COMMITTEE = Committee(CHAIN, [k.public_key for k in KEYS], "raft")
 CLIENT = SigningKey(b"\x77" * 32)
 
 

@@ -10,7 +10,7 @@ from crypto import Committee, SigningKey
 from crypto.codec import CodecError
 from ledger import Block, BlockError, BlockHeader, genesis_hash, make_header, verify_chain
 from ledger.verify import verify_transactions
-from tests.ledger.chain import CHAIN, CLIENT, COMMITTEE, KEYS, build_chain, certify
+from tests.ledger.chain import CHAIN, CLIENT, COMMITTEE, KEYS, RAFT_COMMITTEE, build_chain, certify
 
 CHAIN_OF_6 = build_chain(6)
 
@@ -115,19 +115,34 @@ def test_committee_of_another_chain() -> None:
 
 def test_raft_blocks_carry_a_majority_acknowledgement() -> None:
     raft = build_chain(4, protocol="raft")
-    verify_chain(raft, chain_id=CHAIN, committee=COMMITTEE)
+    verify_chain(raft, chain_id=CHAIN, committee=RAFT_COMMITTEE)
     thin = list(raft)
     thin[2] = with_cert(thin[2], certify(thin[2].header, signers=(0,), unsigned=True))
     with pytest.raises(BlockError, match="1 signers, 3 required"):
-        verify_chain(thin, chain_id=CHAIN, committee=COMMITTEE)
+        verify_chain(thin, chain_id=CHAIN, committee=RAFT_COMMITTEE)
 
 
-def test_mode_switch_keeps_one_verifiable_chain() -> None:
+def test_a_block_cannot_choose_a_weaker_certificate_rule() -> None:
+    # An unsigned "raft" block is refused by a BFT committee, whatever its header says.
+    raft = build_chain(2, protocol="raft")
+    with pytest.raises(BlockError, match="block of protocol 'raft'; the committee runs 'pbft'"):
+        verify_chain(raft, chain_id=CHAIN, committee=COMMITTEE)
+    # A raft committee accepts only raft blocks.
+    with pytest.raises(BlockError, match="block of protocol 'pbft'"):
+        verify_chain(build_chain(2), chain_id=CHAIN, committee=RAFT_COMMITTEE)
+
+
+def test_bft_committee_accepts_both_bft_protocols() -> None:
     first = build_chain(3, protocol="pbft")
-    then = build_chain(3, protocol="raft", start_height=4, prev_hash=first[-1].hash(), seed=2)
-    last = build_chain(2, protocol="hotstuff", start_height=7, prev_hash=then[-1].hash(), seed=3)
-    summary = verify_chain(first + then + last, chain_id=CHAIN, committee=COMMITTEE)
-    assert summary.height == 8
+    then = build_chain(3, protocol="hotstuff", start_height=4, prev_hash=first[-1].hash(), seed=3)
+    assert verify_chain(first + then, chain_id=CHAIN, committee=COMMITTEE).height == 6
+
+
+def test_proposer_must_be_a_member() -> None:
+    chain = list(build_chain(2))
+    chain[1] = replace_header(chain[1], proposer=4)
+    with pytest.raises(BlockError, match="proposer 4 is not a committee member"):
+        verify_chain(chain, chain_id=CHAIN, committee=COMMITTEE)
 
 
 def test_transaction_checks() -> None:

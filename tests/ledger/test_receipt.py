@@ -55,3 +55,29 @@ def test_receipt_against_another_committee() -> None:
     strangers = Committee(CHAIN, [SigningKey(bytes([50 + i]) * 32).public_key for i in range(4)])
     with pytest.raises(ReceiptError, match="invalid signature"):
         receipt_for(0).verify(strangers)
+
+
+def test_forged_unsigned_receipt_is_refused_by_a_bft_committee() -> None:
+    """Anyone can write an unsigned acknowledgement set; only a raft committee accepts one."""
+    from crypto import MerkleTree, QuorumCertificate
+    from ledger import Transaction, genesis_hash, make_header
+
+    tx = Transaction(client=b"mallory", seq=1, payload=b"pay mallory 10^6", signature=b"").encode()
+    header = make_header(
+        chain_id=CHAIN,
+        height=1,
+        prev_hash=genesis_hash(CHAIN),
+        txs=[tx],
+        protocol="raft",
+        view=9,
+        proposer=0,
+    )
+    forged = Receipt(
+        header=header,
+        certificate=QuorumCertificate.unsigned(header.commit_statement(), [0, 1, 2], 4),
+        tx=tx,
+        index=0,
+        path=MerkleTree([tx]).proof(0),
+    )
+    with pytest.raises(ReceiptError, match="committee runs 'pbft'"):
+        forged.verify(COMMITTEE)

@@ -225,3 +225,70 @@ def test_garbage_appended_after_the_tail(tmp_path: Path) -> None:
     with LedgerStore.open(path, chain_id=CHAIN) as store:
         assert store.height == 12 and store.damage is None
         assert store.tail_dropped == 5000
+
+
+def test_a_framed_block_inside_a_payload_cannot_fake_durable_data(tmp_path: Path) -> None:
+    """A client may put anything in a payload, even a framed block of this chain above the tip.
+
+    When the last record is torn, that planted record must not turn the torn tail into
+    'corruption in the middle' (which would stop appends until a repair)."""
+    from ledger import Block, Transaction, make_header
+    from ledger.store import frame_record
+    from tests.ledger.chain import certify
+
+    fake_header = make_header(
+        chain_id=CHAIN, height=99, prev_hash=bytes(32), txs=[], protocol="pbft", view=0, proposer=0
+    )
+    planted = frame_record(
+        Block(header=fake_header, txs=(), certificate=certify(fake_header)).encode()
+    )
+    tx = Transaction(
+        client=b"mallory", seq=1, payload=b"x" * 64 + planted + b"y" * 64, signature=b""
+    )
+    head = BLOCKS[-1]
+    header = make_header(
+        chain_id=CHAIN,
+        height=13,
+        prev_hash=head.hash(),
+        txs=[tx.encode()],
+        protocol="pbft",
+        view=3,
+        proposer=1,
+    )
+    block = Block(header=header, txs=(tx.encode(),), certificate=certify(header))
+    path = tmp_path / "l"
+    write_ledger(path, BLOCKS + [block])
+    segment = next(path.glob("*.seg"))
+    offset, length = record_offsets(segment)[-1]
+    data = segment.read_bytes()
+    for cut in (offset + length - 10, offset + length - 100):  # torn after the planted record
+        segment.write_bytes(data[:cut])
+        for extra in path.glob("index.sqlite*"):
+            extra.unlink()
+        with LedgerStore.open(path, chain_id=CHAIN) as store:
+            assert store.damage is None and store.height == 12
+            assert segment.stat().st_size == offset
+        segment.write_bytes(data)
+
+
+def test_oversized_blocks_are_refused_on_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger import BlockError
+    from ledger import store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_RECORD", 200)
+    with LedgerStore.open(tmp_path / "l", chain_id=CHAIN) as store:
+        big = next(b for b in BLOCKS if len(b.encode()) > 200)
+        store.extend(BLOCKS[: big.height - 1])
+        with pytest.raises(BlockError, match="exceeds the record limit"):
+            store.append(big)
+
+
+def test_stray_files_are_not_segments(tmp_path: Path) -> None:
+    path = tmp_path / "l"
+    write_ledger(path)
+    (path / ("\u0660" * 19 + "\u0661.seg")).write_bytes(b"junk")  # Arabic-Indic digits
+    (path / "notes.seg").write_bytes(b"junk")
+    with LedgerStore.open(path, chain_id=CHAIN) as store:
+        assert store.height == 12 and store.damage is None
