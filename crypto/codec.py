@@ -312,7 +312,15 @@ class Seq(Spec):
         if not isinstance(value, tuple | list):
             raise CodecError(f"expected a sequence, got {type(value).__name__}", where)
         self._length(value, where)
-        check = self.item.check
+        item = self.item
+        if type(item) is Bytes:
+            # The common arrays of byte strings: check in one pass, name the item only on failure.
+            lo, hi = item.min_size, item.max_size
+            for i, v in enumerate(value):
+                if type(v) is not bytes or not lo <= len(v) <= hi:
+                    item.check(v, f"{where}[{i}]")
+            return value if type(value) is tuple else tuple(value)
+        check = item.check
         return tuple([check(v, f"{where}[{i}]") for i, v in enumerate(value)])
 
     def from_wire(self, value: Any, where: str) -> tuple[Any, ...]:
@@ -437,15 +445,20 @@ class Record:
                 f"unsupported {cls.__name__} version {value[1]!r} (this build reads {cls.VERSION})",
                 where,
             )
-        kwargs = {}
+        # Each field's ``from_wire`` applies the same checks as the constructor's ``check``, so the
+        # record is built directly rather than checked a second time, then the cross-field rules
+        # run as they do for a local construction.
+        made = object.__new__(cls)
+        setter = object.__setattr__
         for (field_name, spec), item in zip(schema, value[2:], strict=True):
-            kwargs[field_name] = spec.from_wire(item, f"{where}.{field_name}")
+            setter(made, field_name, spec.from_wire(item, f"{where}.{field_name}"))
         try:
-            return cls(**kwargs)
+            made._check()
         except CodecError as exc:
             if exc.where or not where:
                 raise
             raise CodecError(exc.reason, where) from None
+        return made
 
     @classmethod
     def decode(
