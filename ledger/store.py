@@ -74,6 +74,10 @@ RECORD_HEADER = struct.Struct(">4sII")
 MAX_RECORD = 1 << 30
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 _INDEX_BATCH = 1000
+INDEX_EVERY_BLOCKS = 64
+"""Index rows are committed to SQLite every this many blocks (and on close). The index is
+derived: rows not yet committed when the process dies are rebuilt from the segments on open."""
+INDEX_EVERY_ROWS = 50_000
 _SEGMENT_NAME = re.compile(r"[0-9]{20}\.seg")
 _OPEN_READERS = 8
 
@@ -220,6 +224,8 @@ class _Index:
     def add(
         self, blocks: list[tuple[int, int, int, int, bytes]], txs: list[tuple[int, int, int]]
     ) -> None:
+        # Inserting the transaction rows in key order touches each index page once.
+        txs.sort()
         with self._transaction():
             self.db.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)", blocks)
             self.db.executemany("INSERT INTO txs VALUES (?, ?, ?)", txs)
@@ -319,6 +325,10 @@ class LedgerStore:
         self.damage: Damage | None = None
         self.tail_dropped = 0
         self._index: _Index | None = None
+        # Index rows of synced blocks not yet committed to SQLite (bounded by INDEX_EVERY_*).
+        self._deferred_blocks: dict[int, tuple[int, int, int, int, bytes]] = {}
+        self._deferred_txs: dict[int, list[tuple[int, int]]] = {}
+        self._deferred_rows = 0
         try:
             self._open(chain_id, create)
         except BaseException:
@@ -563,6 +573,9 @@ class LedgerStore:
     def close(self) -> None:
         """Close files and release the lock. Queued, unsynced blocks are discarded."""
         self._pending.clear()
+        if self._index is not None and self._failed is None:
+            with contextlib.suppress(StoreError):
+                self.flush_index()
         for fd in self._readers.values():
             os.close(fd)
         self._readers.clear()
@@ -645,15 +658,41 @@ class LedgerStore:
             log.error("%s: ledger write failed: %s", self.directory, exc)
             raise StoreError(f"{self.directory}: ledger write failed: {exc}") from exc
         self.height, self.last_hash = pending[-1][0].height, pending[-1][2]
+        for row in rows:
+            self._deferred_blocks[row[0]] = row
+        for prefix, height, position in txs:
+            self._deferred_txs.setdefault(prefix, []).append((height, position))
+        self._deferred_rows += len(txs)
+        if (
+            len(self._deferred_blocks) >= INDEX_EVERY_BLOCKS
+            or self._deferred_rows >= INDEX_EVERY_ROWS
+        ):
+            self.flush_index()
+        return self.height
+
+    def flush_index(self) -> None:
+        """Commit the deferred index rows to SQLite (done every few dozen blocks and on close)."""
+        if not self._deferred_blocks:
+            return
+        blocks = list(self._deferred_blocks.values())
+        txs = [(prefix, h, p) for prefix, places in self._deferred_txs.items() for h, p in places]
         try:
-            self._idx.add(rows, txs)
+            self._idx.add(blocks, txs)
         except sqlite3.Error as exc:
             # The blocks are durable; only the derived index lags. Reopening rebuilds it.
             self._failed = exc
             raise StoreError(
                 f"{self.directory}: index update failed: {exc}; reopen the ledger"
             ) from exc
-        return self.height
+        self._deferred_blocks.clear()
+        self._deferred_txs.clear()
+        self._deferred_rows = 0
+
+    def _locate(self, height: int) -> tuple[int, int, int, bytes] | None:
+        row = self._deferred_blocks.get(height)
+        if row is not None:
+            return row[1:]
+        return self._idx.locate(height)
 
     def _write(
         self, pending: list[tuple[Block, bytes, bytes, list[bytes]]]
@@ -721,6 +760,7 @@ class LedgerStore:
         if self._writer is not None:
             os.close(self._writer[1])
             self._writer = None
+        self.flush_index()
         if height == 0:
             cut_seg, cut_at, new_hash = None, 0, genesis_hash(self.chain_id)
         else:
@@ -756,7 +796,7 @@ class LedgerStore:
             raise StoreError(f"no block at height {height} (durable height is {self.height})")
         if self.damage is not None and height >= self.damage.height:
             raise self.damage.error()
-        row = self._idx.locate(height)
+        row = self._locate(height)
         if row is None:
             raise StoreError(f"height {height} is not indexed")
         seg, off, length, block_hash = row
@@ -787,7 +827,8 @@ class LedgerStore:
 
     def find_transaction(self, txid: bytes) -> tuple[int, int] | None:
         """``(height, position)`` of the transaction with id ``txid``, or ``None``."""
-        for height, position in self._idx.candidates(txid):
+        places = self._idx.candidates(txid) + self._deferred_txs.get(_prefix(txid), [])
+        for height, position in places:
             if height > self.height:
                 continue
             block = self.get(height)
