@@ -1,0 +1,102 @@
+"""Admission of client transactions: size, form and (when required) signatures, per batch.
+
+The driver admits a client's batch before handing its requests to ``propose``; a replica that
+receives transactions inside a proposal checks them the same way before voting. Signatures of a
+batch are checked in one call, so a runtime can move the whole batch to a worker thread in one
+hop. :class:`VerifiedCache` remembers transaction ids whose signatures were checked (bounded), so
+a transaction admitted from its client is not checked again when it arrives in a proposal.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from crypto.codec import CodecError
+from ledger import Transaction, txid_of
+
+from .requests import Request
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPolicy:
+    chain_id: str
+    max_tx_bytes: int = 64 * 1024
+    require_signatures: bool = False
+
+
+class VerifiedCache:
+    """A bounded set of transaction ids whose client signatures are known to be valid."""
+
+    __slots__ = ("_ids", "capacity")
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[bytes, None] = OrderedDict()
+
+    def add(self, txids: Iterable[bytes]) -> None:
+        for txid in txids:
+            self._ids[txid] = None
+            self._ids.move_to_end(txid)
+        while len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, txid: bytes) -> bool:
+        return txid in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def check_transactions(
+    raws: Sequence[bytes], policy: AdmissionPolicy, cache: VerifiedCache | None = None
+) -> tuple[list[Request], list[tuple[int, str]]]:
+    """Admit what passes; return the admitted requests and ``(index, reason)`` for the rest."""
+    admitted: list[Request] = []
+    refused: list[tuple[int, str]] = []
+    verified: list[bytes] = []
+    for i, raw in enumerate(raws):
+        if len(raw) > policy.max_tx_bytes:
+            refused.append((i, f"transaction of {len(raw)} bytes exceeds {policy.max_tx_bytes}"))
+            continue
+        try:
+            tx = Transaction.decode(raw)
+        except CodecError as exc:
+            refused.append((i, f"malformed transaction: {exc}"))
+            continue
+        if tx.is_signed or policy.require_signatures:
+            if not tx.is_signed:
+                refused.append((i, "unsigned transaction; this chain requires client signatures"))
+                continue
+            txid = txid_of(raw)
+            if cache is None or txid not in cache:
+                if not tx.verify_signature(policy.chain_id):
+                    refused.append((i, "invalid client signature"))
+                    continue
+                verified.append(txid)
+        admitted.append(Request(raw=raw, client=tx.client, seq=tx.seq, signed=tx.is_signed))
+    if cache is not None and verified:
+        cache.add(verified)
+    return admitted, refused
+
+
+def verify_signatures(
+    raws: Sequence[bytes], chain_id: str, cache: VerifiedCache | None = None
+) -> list[bytes]:
+    """Check the signatures of a batch (for a runtime's worker thread); return the good txids.
+
+    Feeding the result to ``cache.add`` lets a core skip them later.
+    """
+    good = []
+    for raw in raws:
+        txid = txid_of(raw)
+        if cache is not None and txid in cache:
+            continue
+        try:
+            tx = Transaction.decode(raw)
+        except CodecError:
+            continue
+        if tx.is_signed and tx.verify_signature(chain_id):
+            good.append(txid)
+    return good

@@ -1,0 +1,111 @@
+"""What every core has in common: the Ready contract, rejections, and verified catch-up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from crypto import Committee
+from crypto.codec import Record
+from ledger import Block, BlockError, verify_block
+
+from .errors import LocalMisuse, Rejections
+from .interface import CoreContext
+from .ready import BROADCAST, Outbound, Ready, Reply
+
+
+class CoreBase:
+    """Buffers a core's outputs and hands them out as one :class:`Ready` at a time."""
+
+    def __init__(self, context: CoreContext) -> None:
+        self.context = context
+        self.committee: Committee = context.committee
+        self.replica = context.replica
+        self.signer = context.signer
+        self.chain_id = context.committee.chain_id
+        self.rejections = Rejections()
+        self._persist: list[Record] = []
+        self._persist_replaces = False
+        self._committed: list[Block] = []
+        self._messages: list[Outbound] = []
+        self._replies: list[Reply] = []
+        self._outstanding: Ready | None = None
+
+    # -- outputs
+
+    def send(self, to: int, message: Record) -> None:
+        if to == self.replica:
+            raise LocalMisuse("a core does not send to itself")
+        self._messages.append(Outbound(to, message))
+
+    def broadcast(self, message: Record) -> None:
+        self._messages.append(Outbound(BROADCAST, message))
+
+    def persist(self, record: Record) -> None:
+        self._persist.append(record)
+
+    def persist_snapshot(self, records: Sequence[Record]) -> None:
+        """Replace the whole durable protocol log by ``records``."""
+        self._persist = list(records)
+        self._persist_replaces = True
+
+    def emit_committed(self, block: Block) -> None:
+        self._committed.append(block)
+
+    def reply(self, reply: Reply) -> None:
+        self._replies.append(reply)
+
+    def reject(self, sender: int, message: object, reason: str) -> None:
+        self.rejections.record(sender, type(message).__name__, reason)
+
+    # -- the Ready contract
+
+    def has_ready(self) -> bool:
+        return self._outstanding is None and bool(
+            self._persist
+            or self._persist_replaces
+            or self._committed
+            or self._messages
+            or self._replies
+        )
+
+    def ready(self) -> Ready | None:
+        if not self.has_ready():
+            return None
+        ready = Ready(
+            persist=tuple(self._persist),
+            persist_replaces=self._persist_replaces,
+            committed=tuple(self._committed),
+            messages=tuple(self._messages),
+            replies=tuple(self._replies),
+        )
+        self._persist.clear()
+        self._persist_replaces = False
+        self._committed.clear()
+        self._messages.clear()
+        self._replies.clear()
+        self._outstanding = ready
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        if ready is not self._outstanding:
+            raise LocalMisuse("advance() must be given the Ready that ready() returned")
+        self._outstanding = None
+
+    def transactions_to_verify(self, message: Record) -> Sequence[bytes]:
+        return ()
+
+    # -- catch-up verification shared by the protocols
+
+    def verify_fetched(self, block: Block, height: int, prev_hash: bytes) -> str:
+        """Check a block fetched from a peer: ``""`` when it may be committed, else why not."""
+        try:
+            verify_block(
+                block,
+                chain_id=self.chain_id,
+                height=height,
+                prev_hash=prev_hash,
+                committee=self.committee,
+            )
+        except BlockError as exc:
+            return exc.reason
+        return ""

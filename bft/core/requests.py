@@ -1,0 +1,284 @@
+"""Client requests: identity, deduplication, the pending pool, and batching.
+
+A request is identified by ``(client, seq)``. Exactly-once rests on two rules every honest replica
+applies identically, because both depend only on the committed ledger:
+
+* :class:`ClientTable` remembers, per client, the highest committed sequence number and where each
+  of the last ``window`` sequence numbers committed. A request already committed is answered with
+  its place instead of being ordered again; one more than ``window`` below the client's highest
+  committed sequence number is refused as stale (a client keeps at most ``window`` requests in
+  flight, so such a request was either committed or abandoned).
+* A block may not hold a request twice, nor one that is committed or pending in an earlier block
+  of the same pipeline: a replica votes only for proposals that pass :meth:`ClientTable.status`.
+
+The table keeps at most ``max_clients`` clients, evicting the one whose last commit is oldest (a
+deterministic choice, the same on every replica). An evicted client's old requests look new
+again, so clients should not reuse an identity across long idle periods; the limit is a memory
+bound, set it well above the number of active clients.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from crypto.codec import CodecError
+from ledger import Block, Transaction
+
+RequestId = tuple[bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A client transaction in its encoded form, with its identity decoded once."""
+
+    raw: bytes
+    client: bytes
+    seq: int
+    signed: bool
+
+    @classmethod
+    def from_tx(cls, tx: Transaction) -> Request:
+        return cls(raw=tx.encode(), client=tx.client, seq=tx.seq, signed=tx.is_signed)
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> Request:
+        """Decode an encoded transaction; raises :class:`CodecError` if it is not one."""
+        tx = Transaction.decode(raw)
+        return cls(raw=raw, client=tx.client, seq=tx.seq, signed=tx.is_signed)
+
+    @property
+    def id(self) -> RequestId:
+        return (self.client, self.seq)
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+
+def requests_of(block: Block) -> list[Request]:
+    """The requests of a committed block (its transactions are valid encodings)."""
+    out = []
+    for raw in block.txs:
+        try:
+            out.append(Request.from_raw(raw))
+        except CodecError:
+            continue  # cannot happen for blocks that passed validation; ignore defensively
+    return out
+
+
+class Status(Enum):
+    NEW = "new"
+    COMMITTED = "committed"
+    STALE = "stale"
+
+
+class _Client:
+    __slots__ = ("committed", "max_seq")
+
+    def __init__(self) -> None:
+        self.max_seq = -1
+        self.committed: dict[int, tuple[int, int]] = {}
+
+
+class ClientTable:
+    """Per-client committed sequence numbers: a deterministic function of the ledger."""
+
+    __slots__ = ("_clients", "max_clients", "window")
+
+    def __init__(self, window: int = 1024, max_clients: int = 100_000) -> None:
+        if window < 1 or max_clients < 1:
+            raise ValueError("window and max_clients must be positive")
+        self.window = window
+        self.max_clients = max_clients
+        self._clients: OrderedDict[bytes, _Client] = OrderedDict()
+
+    def status(self, client: bytes, seq: int) -> tuple[Status, tuple[int, int] | None]:
+        """Whether ``(client, seq)`` is new, committed (with its height and position), or stale."""
+        state = self._clients.get(client)
+        if state is None:
+            return Status.NEW, None
+        where = state.committed.get(seq)
+        if where is not None:
+            return Status.COMMITTED, where
+        if seq <= state.max_seq - self.window:
+            return Status.STALE, None
+        return Status.NEW, None
+
+    def record(self, request: Request, height: int, position: int) -> None:
+        state = self._clients.get(request.client)
+        if state is None:
+            state = self._clients[request.client] = _Client()
+            while len(self._clients) > self.max_clients:
+                self._clients.popitem(last=False)
+        else:
+            self._clients.move_to_end(request.client)
+        state.committed[request.seq] = (height, position)
+        if request.seq > state.max_seq:
+            state.max_seq = request.seq
+        if len(state.committed) > 2 * self.window:
+            floor = state.max_seq - self.window
+            state.committed = {s: w for s, w in state.committed.items() if s > floor}
+
+    def record_block(self, block: Block, requests: Sequence[Request] | None = None) -> None:
+        if requests is None:
+            requests = requests_of(block)
+        for position, request in enumerate(requests):
+            self.record(request, block.height, position)
+
+    def rebuild(self, blocks: Iterable[Block]) -> None:
+        for block in blocks:
+            self.record_block(block)
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+
+class Mempool:
+    """Requests waiting to be ordered, bounded in count, bytes and per client.
+
+    A request is either *waiting* (in arrival order, not yet in any proposal) or *held* (in a
+    proposal that has not committed). ``take`` moves requests from waiting to held for a new
+    proposal; ``hold`` does the same when a replica accepts someone else's proposal; ``release``
+    puts every held request back in front of the waiting ones (a view change: what a failed
+    leader did not get committed is proposed again); ``remove`` forgets committed requests.
+    All of these cost in proportion to the requests they touch, not to the pool's size.
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_held",
+        "_per_client",
+        "_waiting",
+        "max_bytes",
+        "max_per_client",
+        "max_requests",
+    )
+
+    def __init__(
+        self, max_requests: int = 100_000, max_bytes: int = 256 << 20, max_per_client: int = 10_000
+    ) -> None:
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self.max_per_client = max_per_client
+        self._waiting: dict[RequestId, tuple[Request, int]] = {}
+        self._held: dict[RequestId, tuple[Request, int]] = {}
+        self._per_client: dict[bytes, int] = {}
+        self._bytes = 0
+
+    def add(self, request: Request, tick: int = 0) -> str:
+        """Queue ``request``; returns ``""`` or why it was not queued."""
+        rid = request.id
+        if rid in self._waiting or rid in self._held:
+            return "already pending"
+        if len(self) >= self.max_requests or self._bytes + request.size > self.max_bytes:
+            return "mempool full"
+        count = self._per_client.get(request.client, 0)
+        if count >= self.max_per_client:
+            return "too many pending requests from this client"
+        self._waiting[rid] = (request, tick)
+        self._per_client[request.client] = count + 1
+        self._bytes += request.size
+        return ""
+
+    def take(self, max_count: int, max_bytes: int) -> list[Request]:
+        """Up to ``max_count`` waiting requests (and ``max_bytes``), oldest first, now held."""
+        out: list[Request] = []
+        size = 0
+        for request, _ in self._waiting.values():
+            if out and size + request.size > max_bytes:
+                break
+            out.append(request)
+            size += request.size
+            if len(out) >= max_count:
+                break
+        for request in out:
+            self._held[request.id] = self._waiting.pop(request.id)
+        return out
+
+    def peek(self, max_count: int, max_bytes: int) -> tuple[int, int]:
+        """How many waiting requests (and bytes) a ``take`` with these bounds would return."""
+        count = size = 0
+        for request, _ in self._waiting.values():
+            if count and size + request.size > max_bytes:
+                break
+            count += 1
+            size += request.size
+            if count >= max_count:
+                break
+        return count, size
+
+    def hold(self, ids: Iterable[RequestId]) -> None:
+        for rid in ids:
+            entry = self._waiting.pop(rid, None)
+            if entry is not None:
+                self._held[rid] = entry
+
+    def release(self, now: int | None = None) -> None:
+        """Every held request waits again, ahead of the others (restamped to ``now`` if given)."""
+        if now is None:
+            merged = {**self._held, **self._waiting}
+        else:
+            merged = {rid: (r, now) for rid, (r, _) in self._held.items()}
+            merged.update((rid, (r, now)) for rid, (r, _) in self._waiting.items())
+        self._waiting = merged
+        self._held = {}
+
+    def remove(self, ids: Iterable[RequestId]) -> None:
+        for rid in ids:
+            entry = self._waiting.pop(rid, None) or self._held.pop(rid, None)
+            if entry is None:
+                continue
+            request = entry[0]
+            self._bytes -= request.size
+            left = self._per_client[request.client] - 1
+            if left:
+                self._per_client[request.client] = left
+            else:
+                del self._per_client[request.client]
+
+    def __contains__(self, rid: RequestId) -> bool:
+        return rid in self._waiting or rid in self._held
+
+    def __len__(self) -> int:
+        return len(self._waiting) + len(self._held)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def oldest_tick(self, *, include_held: bool = False) -> int | None:
+        """Arrival tick of the oldest waiting (or, with ``include_held``, any) request."""
+        oldest = None
+        for entries in (self._waiting, self._held) if include_held else (self._waiting,):
+            for _, tick in entries.values():
+                oldest = tick if oldest is None else min(oldest, tick)
+                break
+        return oldest
+
+    def requests(self) -> list[Request]:
+        return [r for r, _ in self._held.values()] + [r for r, _ in self._waiting.values()]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """When a leader cuts a batch: at ``max_txs`` or ``max_bytes``, or once the oldest waiting
+    request has lingered ``linger_ticks`` ticks (0: as soon as anything is waiting)."""
+
+    max_txs: int = 500
+    max_bytes: int = 1 << 20
+    linger_ticks: int = 0
+
+    def due(self, waiting: int, waiting_bytes: int, oldest_tick: int | None, now: int) -> bool:
+        """Whether to cut a batch of the ``waiting`` requests now."""
+        if waiting == 0 or oldest_tick is None:
+            return False
+        if waiting >= self.max_txs or waiting_bytes >= self.max_bytes:
+            return True
+        return now - oldest_tick >= self.linger_ticks
