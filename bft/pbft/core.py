@@ -1,0 +1,1072 @@
+"""PBFT, after Castro & Liskov, "Practical Byzantine Fault Tolerance" (OSDI'99) and
+"Practical Byzantine Fault Tolerance and Proactive Recovery" (TOCS'02). Section numbers below
+refer to the TOCS paper.
+
+Theory of operation
+-------------------
+Normal case (4.2). The primary of view ``v`` (``leader(v)``) assigns a :class:`Proposal` to the
+next sequence number ``n`` within the watermarks and broadcasts a signed PRE-PREPARE. A backup
+accepts it if it is in view ``v``, the signature is the primary's, ``n`` is within the watermarks,
+it has accepted no other proposal at ``(v, n)``, and the proposal is valid (well-formed requests,
+none committed, stale or already in flight, client signatures good); it then broadcasts a signed
+PREPARE. A replica is *prepared* at ``(v, n, d)`` with the pre-prepare and 2f matching prepares
+from distinct backups; it then broadcasts a signed COMMIT, and is *committed-local* with a
+Byzantine quorum (2f+1) of matching commits. Several sequence numbers are in flight at once
+(pipelining), each carrying a batch of requests.
+
+Execution and checkpoints (4.3). Committed proposals execute in sequence order: executing ``n``
+builds ledger block ``n`` (its previous hash is block ``n-1``'s; its view and proposer are the
+proposal's, so every replica builds the same block whichever view it committed in). The replica
+signs the block's ledger commit statement and broadcasts it in a CHECKPOINT message. A Byzantine
+quorum of matching CHECKPOINTs is both the block's certificate, which makes it a ledger block, and
+a checkpoint certificate; every ``K`` blocks the checkpoint becomes *stable*, the log below it is
+garbage-collected, and the watermarks move to ``(s, s + L]``.
+
+View changes (4.4). A backup whose oldest pending request waited ``request_timeout`` ticks, or
+that sees f+1 replicas ask for a higher view, moves to view ``v+1``: it broadcasts a signed
+VIEW-CHANGE with its last certified block and a prepared certificate for every request it
+prepared above it. The primary of ``v+1`` collects 2f+1 valid ones and broadcasts NEW-VIEW: those
+view changes and, for each sequence number between the highest checkpoint and the highest
+prepared request among them, a pre-prepare for the request prepared in the highest view, or a
+null request. Every replica checks NEW-VIEW by recomputing that set before it acts on it. A
+replica that waited ``view_change_timeout`` (doubling each time) for NEW-VIEW moves on to the next
+view. A replica that learns of a later view from f+1 replicas asks to join it, and any replica in
+that view answers a VIEW-CHANGE for it with the NEW-VIEW it installed.
+
+State transfer (4.5, with ledger blocks as the state). A replica that sees f+1 replicas
+checkpoint heights it has not reached, or whose NEW-VIEW starts above its ledger, fetches the
+certified blocks from a peer and appends each one only after verifying its hash link and its
+certificate.
+
+Durability (see :mod:`bft.pbft.state`): the view, every vote, and every prepared certificate are
+persisted before the message that depends on them is sent; a restarted replica will not sign a
+vote that conflicts with one it cast before the crash.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bft.core.admission import VerifiedCache
+from bft.core.base import CoreBase
+from bft.core.errors import LocalMisuse, SafetyViolation
+from bft.core.interface import CoreContext, CoreStatus
+from bft.core.messages import BlockRequest, BlockResponse
+from bft.core.quorum import VoteTally
+from bft.core.ready import Reply
+from bft.core.requests import ClientTable, Mempool, Request, RequestId, Status, requests_of
+from crypto import InvalidCertificate, QuorumCertificate
+from crypto.codec import CodecError, Record, encode_value
+from ledger import (
+    Block,
+    BlockError,
+    BlockHeader,
+    Transaction,
+    commit_domain,
+    make_header,
+    txid_of,
+    verify_certificate,
+)
+
+from .config import PbftConfig
+from .messages import (
+    Checkpoint,
+    CheckpointProof,
+    Commit,
+    NewView,
+    Prepare,
+    PreparedProof,
+    PrePrepare,
+    Proposal,
+    Statements,
+    ViewChange,
+)
+from .state import Durable, ViewRecord, VoteRecord
+
+FETCH_BATCH = 32
+
+
+@dataclass(slots=True)
+class Slot:
+    """What a replica holds for one sequence number in the current view."""
+
+    preprepare: PrePrepare
+    proposal: Proposal
+    digest: bytes
+    requests: list[Request]
+    accepted_at: int
+    prepared: bool = False
+    committed: bool = False
+
+
+@dataclass(slots=True)
+class Executed:
+    """A block executed locally and waiting for its certificate (2f+1 checkpoints)."""
+
+    header: BlockHeader
+    txs: tuple[bytes, ...]
+    requests: list[Request]
+    block_hash: bytes
+    statement: bytes
+
+
+class PbftCore(CoreBase):
+    protocol = "pbft"
+
+    def __init__(self, context: CoreContext) -> None:
+        super().__init__(context)
+        cfg = context.config if context.config is not None else PbftConfig()
+        if not isinstance(cfg, PbftConfig):
+            raise LocalMisuse(f"PBFT needs a PbftConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.n = self.committee.n
+        self.f = self.committee.f
+        self.quorum = self.committee.quorum
+        self.commit_quorum = cfg.unsafe_commit_quorum or self.quorum
+        self.st = Statements(self.chain_id)
+        self.commit_domain = commit_domain(self.chain_id)
+        self.now = 0
+
+        durable = Durable.load(context.persisted)
+        self.durable = durable
+        self.view = durable.view
+        self.in_view_change = False
+        self.view_changes_started = 0
+        self.backoff = 0
+        self.vc_deadline = 0
+
+        ledger = context.ledger
+        self.cert_height = self.exec_height = self.stable = ledger.height
+        self.cert_hash = self.exec_hash = ledger.last_hash
+        self.last_cert: CheckpointProof | None = None
+        if ledger.recent:
+            last = ledger.recent[-1]
+            self.last_cert = CheckpointProof(header=last.header, certificate=last.certificate)
+
+        self.clients = ClientTable(cfg.client_window, cfg.max_clients)
+        self.clients.rebuild(ledger.recent)
+        self.mempool = Mempool(cfg.mempool_requests, cfg.mempool_bytes, cfg.mempool_per_client)
+        self.verified = VerifiedCache()
+
+        self.slots: dict[int, Slot] = {}
+        self.in_flight: dict[RequestId, int] = {}
+        self.prepares: VoteTally[tuple[int, int, bytes], bytes] = VoteTally()
+        self.commits: VoteTally[tuple[int, int, bytes], bytes] = VoteTally()
+        self.executed: dict[int, Executed] = {}
+        self.checkpoints: dict[int, dict[tuple[int, bytes], dict[int, bytes]]] = {}
+        self.claims: dict[int, int] = {}
+        self.latest_vc: dict[int, ViewChange] = {}
+        self.seen_views: dict[int, int] = {}
+        self.last_new_view: NewView | None = None
+        self.next_seq = (
+            max(
+                [self.exec_height]
+                + [
+                    seq
+                    for (kind, v, seq) in durable.votes
+                    if kind == "pre-prepare" and v == self.view
+                ]
+            )
+            + 1
+        )
+        self.fetching: tuple[int, int] | None = None  # (peer, deadline)
+        self.last_checkpoint: Checkpoint | None = None
+        self.last_progress = 0
+        self.last_certified = 0
+        self.evidence: deque[tuple[Record, Record]] = deque(maxlen=cfg.evidence_kept)
+        self.evidence_total = 0
+        if self.view > 0:
+            # Restarted in a view whose NEW-VIEW we may not have: ask to join it again; any
+            # replica already in it answers with that NEW-VIEW.
+            self.start_view_change(self.view, resume=True)
+
+    # ================================================================ small rules by name
+
+    def leader(self, view: int) -> int:
+        return self.cfg.leaders.get(view, view % self.n)
+
+    @property
+    def is_primary(self) -> bool:
+        return not self.in_view_change and self.leader(self.view) == self.replica
+
+    @property
+    def low(self) -> int:
+        return self.stable
+
+    @property
+    def high(self) -> int:
+        return self.stable + self.cfg.window
+
+    def in_watermarks(self, seq: int) -> bool:
+        return self.low < seq <= self.high
+
+    def sig_ok(self, replica: int, digest: bytes, signature: bytes) -> bool:
+        return self.committee.verify_signature(replica, digest, signature)
+
+    def safe_to_sign(self, kind: str, view: int, seq: int, digest: bytes) -> bool:
+        """Never sign two different digests for one (kind, view, seq), even across a restart."""
+        known = self.durable.votes.get((kind, view, seq))
+        return known is None or known == digest
+
+    def sign_vote(self, kind: str, view: int, seq: int, digest: bytes, statement: bytes) -> bytes:
+        if not self.safe_to_sign(kind, view, seq, digest):
+            raise SafetyViolation(f"replica {self.replica} asked to sign a conflicting {kind}")
+        if (kind, view, seq) not in self.durable.votes:
+            self.durable.votes[(kind, view, seq)] = digest
+            self.persist(VoteRecord(kind=kind, view=view, seq=seq, digest=digest))
+        return self.signer.sign_digest(statement)
+
+    # ================================================================ inputs
+
+    def tick(self) -> None:
+        self.now += 1
+        if self.in_view_change:
+            if self.now >= self.vc_deadline:
+                self.start_view_change(self.view + 1)
+        elif not self.is_primary and self.request_timer_expired():
+            self.start_view_change(self.view + 1)
+        if self.is_primary:
+            self.maybe_propose()
+        if self.now % self.cfg.retransmit_interval == 0:
+            self.retransmit()
+        self.maybe_fetch()
+
+    def propose(self, request: Request) -> None:
+        status, where = self.clients.status(request.client, request.seq)
+        if status is Status.COMMITTED and where is not None:
+            if where[0] <= self.cert_height:
+                self.reply(Reply(request.client, request.seq, where[0], where[1]))
+            return
+        if status is Status.STALE:
+            self.reply(
+                Reply(
+                    request.client,
+                    request.seq,
+                    error="stale request: sequence number too far behind",
+                )
+            )
+            return
+        if request.id in self.in_flight or request.id in self.mempool:
+            return
+        if request.signed:
+            self.verified.add([txid_of(request.raw)])
+        if self.mempool.add(request, self.now):
+            return  # full: the client retries
+        if self.is_primary:
+            self.maybe_propose()
+
+    def step(self, sender: int, message: Record) -> None:
+        if not 0 <= sender < self.n or sender == self.replica:
+            self.reject(sender, message, "sender is not another committee member")
+            return
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            self.reject(sender, message, f"unexpected message {type(message).__name__}")
+            return
+        handler(self, sender, message)
+
+    def transactions_to_verify(self, message: Record) -> Sequence[bytes]:
+        if isinstance(message, PrePrepare):
+            return message.proposal.txs
+        return ()
+
+    # ================================================================ normal case (4.2)
+
+    def maybe_propose(self) -> None:
+        """The primary cuts batches while it has requests, room in the window and in flight."""
+        cfg = self.cfg
+        while self.is_primary:
+            if (
+                self.next_seq > self.high
+                or self.next_seq - 1 - self.exec_height >= cfg.max_inflight
+            ):
+                return
+            count, size = self.mempool.peek(cfg.batch.max_txs, cfg.batch.max_bytes)
+            oldest = self.mempool.oldest_tick()
+            if not cfg.batch.due(count, size, oldest, self.now):
+                return
+            requests = self.mempool.take(cfg.batch.max_txs, cfg.batch.max_bytes)
+            seq = self.next_seq
+            proposal = Proposal(
+                seq=seq, view=self.view, proposer=self.replica, txs=tuple(r.raw for r in requests)
+            )
+            self.send_preprepare(seq, proposal, requests)
+
+    def send_preprepare(self, seq: int, proposal: Proposal, requests: list[Request]) -> None:
+        digest = proposal.digest()
+        signature = self.sign_vote(
+            "pre-prepare",
+            self.view,
+            seq,
+            digest,
+            self.st.pre_prepare_digest(self.view, seq, digest),
+        )
+        pp = PrePrepare(view=self.view, seq=seq, proposal=proposal, signature=signature)
+        self.accept_slot(pp, digest, requests)
+        self.next_seq = max(self.next_seq, seq + 1)
+        self.broadcast(pp)
+
+    def accept_slot(self, pp: PrePrepare, digest: bytes, requests: list[Request]) -> Slot:
+        slot = Slot(pp, pp.proposal, digest, requests, self.now)
+        self.slots[pp.seq] = slot
+        if pp.seq > self.exec_height:  # a re-proposal of an executed request is only voted on
+            ids = [r.id for r in requests]
+            for rid in ids:
+                self.in_flight[rid] = pp.seq
+            self.mempool.hold(ids)
+        return slot
+
+    def on_preprepare(self, sender: int, pp: PrePrepare) -> None:
+        if pp.view != self.view or self.in_view_change:
+            self.note_view(sender, pp.view, pp)
+            return
+        if sender != self.leader(pp.view):
+            self.reject(sender, pp, "pre-prepare from a replica that is not the primary")
+            return
+        if not self.in_watermarks(pp.seq):
+            self.reject(sender, pp, "pre-prepare outside the watermarks")
+            return
+        proposal = pp.proposal
+        digest = proposal.digest()
+        if not self.sig_ok(
+            sender, self.st.pre_prepare_digest(pp.view, pp.seq, digest), pp.signature
+        ):
+            self.reject(sender, pp, "bad pre-prepare signature")
+            return
+        existing = self.slots.get(pp.seq)
+        if existing is not None:
+            if existing.digest != digest:
+                self.record_equivocation(existing.preprepare, pp)
+            elif not self.is_primary:
+                self.send_prepare(existing)  # a retransmission: our prepare may have been lost
+            return
+        if proposal.seq != pp.seq or proposal.view != pp.view or proposal.proposer != sender:
+            self.reject(sender, pp, "proposal does not belong to this pre-prepare")
+            return
+        requests = self.valid_requests(sender, pp)
+        if requests is None:
+            return
+        if not self.safe_to_sign("prepare", pp.view, pp.seq, digest):
+            self.reject(sender, pp, "conflicts with a prepare cast before a restart")
+            return
+        slot = self.accept_slot(pp, digest, requests)
+        self.send_prepare(slot)
+        self.check_prepared(slot)
+
+    def valid_requests(self, sender: int, pp: PrePrepare) -> list[Request] | None:
+        """The proposal's requests if every one may be ordered now; ``None`` (recorded) if not."""
+        out: list[Request] = []
+        seen: set[RequestId] = set()
+        unverified: list[tuple[Transaction, bytes]] = []
+        for raw in pp.proposal.txs:
+            if len(raw) > self.cfg.max_tx_bytes:
+                self.reject(sender, pp, "proposal holds an oversized transaction")
+                return None
+            try:
+                tx = Transaction.decode(raw)
+            except CodecError:
+                self.reject(sender, pp, "proposal holds a malformed transaction")
+                return None
+            request = Request(raw=raw, client=tx.client, seq=tx.seq, signed=tx.is_signed)
+            rid = request.id
+            if rid in seen:
+                self.reject(sender, pp, "proposal holds a request twice")
+                return None
+            seen.add(rid)
+            other = self.in_flight.get(rid)
+            if other is not None and other != pp.seq:
+                self.reject(sender, pp, "proposal holds a request already in flight")
+                return None
+            if self.clients.status(tx.client, tx.seq)[0] is not Status.NEW:
+                self.reject(sender, pp, "proposal holds a committed or stale request")
+                return None
+            if tx.is_signed:
+                if txid_of(raw) not in self.verified:
+                    unverified.append((tx, raw))
+            elif self.cfg.require_signatures:
+                self.reject(sender, pp, "proposal holds an unsigned transaction")
+                return None
+            out.append(request)
+        good = []
+        for tx, raw in unverified:
+            if not tx.verify_signature(self.chain_id):
+                self.reject(sender, pp, "proposal holds a transaction with a bad client signature")
+                return None
+            good.append(txid_of(raw))
+        self.verified.add(good)
+        return out
+
+    def send_prepare(self, slot: Slot) -> None:
+        pp = slot.preprepare
+        signature = self.sign_vote(
+            "prepare",
+            pp.view,
+            pp.seq,
+            slot.digest,
+            self.st.prepare_digest(pp.view, pp.seq, slot.digest),
+        )
+        self.prepares.add((pp.view, pp.seq, slot.digest), self.replica, signature)
+        self.broadcast(Prepare(view=pp.view, seq=pp.seq, digest=slot.digest, signature=signature))
+
+    def on_prepare(self, sender: int, msg: Prepare) -> None:
+        if msg.view != self.view or self.in_view_change:
+            self.note_view(sender, msg.view, msg)
+            return
+        if sender == self.leader(msg.view):
+            self.reject(sender, msg, "the primary does not send prepares")
+            return
+        if not self.in_watermarks(msg.seq):
+            return
+        if not self.sig_ok(
+            sender, self.st.prepare_digest(msg.view, msg.seq, msg.digest), msg.signature
+        ):
+            self.reject(sender, msg, "bad prepare signature")
+            return
+        self.prepares.add((msg.view, msg.seq, msg.digest), sender, msg.signature)
+        slot = self.slots.get(msg.seq)
+        if slot is not None:
+            self.check_prepared(slot)
+
+    def check_prepared(self, slot: Slot) -> None:
+        """Prepared: the pre-prepare and 2f matching prepares from distinct backups."""
+        if slot.prepared:
+            return
+        pp = slot.preprepare
+        key = (pp.view, pp.seq, slot.digest)
+        votes = self.prepares.votes(key)
+        votes.pop(self.leader(pp.view), None)
+        if len(votes) < self.quorum - 1:
+            return
+        chosen = sorted(votes.items())[: self.quorum - 1]
+        qc = QuorumCertificate.from_votes(self.st.prepare_digest(*key), chosen, self.n)
+        proof = PreparedProof(preprepare=pp, prepares=qc)
+        slot.prepared = True
+        self.durable.prepared[pp.seq] = proof
+        self.persist(proof)
+        signature = self.sign_vote(
+            "commit", pp.view, pp.seq, slot.digest, self.st.commit_digest(*key)
+        )
+        self.commits.add(key, self.replica, signature)
+        self.broadcast(Commit(view=pp.view, seq=pp.seq, digest=slot.digest, signature=signature))
+        self.check_committed(slot)
+
+    def on_commit(self, sender: int, msg: Commit) -> None:
+        if msg.view != self.view or self.in_view_change:
+            self.note_view(sender, msg.view, msg)
+            return
+        if not self.in_watermarks(msg.seq):
+            return
+        if not self.sig_ok(
+            sender, self.st.commit_digest(msg.view, msg.seq, msg.digest), msg.signature
+        ):
+            self.reject(sender, msg, "bad commit signature")
+            return
+        self.commits.add((msg.view, msg.seq, msg.digest), sender, msg.signature)
+        slot = self.slots.get(msg.seq)
+        if slot is not None:
+            self.check_committed(slot)
+
+    def check_committed(self, slot: Slot) -> None:
+        """Committed-local: prepared and a Byzantine quorum of matching commits."""
+        if slot.committed or not slot.prepared:
+            return
+        pp = slot.preprepare
+        if self.commits.count((pp.view, pp.seq, slot.digest)) < self.commit_quorum:
+            return
+        slot.committed = True
+        self.execute_committed()
+
+    # ================================================================ execution, checkpoints (4.3)
+
+    def execute_committed(self) -> None:
+        """Execute committed proposals in sequence order, each into a ledger block."""
+        while True:
+            slot = self.slots.get(self.exec_height + 1)
+            if slot is None or not slot.committed:
+                break
+            self.execute(slot.proposal, slot.requests)
+        if self.is_primary:
+            self.maybe_propose()
+
+    def execute(self, proposal: Proposal, requests: list[Request]) -> None:
+        """Execute the proposal committed at the next height into a ledger block.
+
+        Only requests that are new at this point of the ledger go into the block: a request
+        ordered twice (a Byzantine primary can get one request prepared at two sequence
+        numbers, for instance across a replica's restart) executes once, as in PBFT, where a
+        replica never re-executes a request it has already answered. The rule depends only on
+        the ledger, so every honest replica builds the same block.
+        """
+        height = self.exec_height + 1
+        if len(requests) != len(proposal.txs):
+            requests = self.decode_requests(proposal.txs)
+        kept: list[Request] = []
+        seen: set[RequestId] = set()
+        for request in requests:
+            rid = request.id
+            self.in_flight.pop(rid, None)
+            if rid in seen or self.clients.status(request.client, request.seq)[0] is not Status.NEW:
+                continue
+            seen.add(rid)
+            kept.append(request)
+        txs = tuple(r.raw for r in kept)
+        header = make_header(
+            chain_id=self.chain_id,
+            height=height,
+            prev_hash=self.exec_hash,
+            txs=txs,
+            protocol=self.protocol,
+            view=proposal.view,
+            proposer=proposal.proposer,
+        )
+        block_hash = header.hash()
+        statement = header.commit_statement(block_hash)
+        self.executed[height] = Executed(header, txs, kept, block_hash, statement)
+        self.exec_height, self.exec_hash = height, block_hash
+        self.applied(height, kept)
+        self.mempool.remove(r.id for r in requests)
+        signature = self.signer.sign_digest(statement)
+        self.add_checkpoint_vote(height, header.view, block_hash, self.replica, signature)
+        self.broadcast(
+            Checkpoint(height=height, view=header.view, block_hash=block_hash, signature=signature)
+        )
+        self.last_progress = self.now
+        self.backoff = 0
+        self.certify()
+
+    @staticmethod
+    def decode_requests(txs: Sequence[bytes]) -> list[Request]:
+        """The decodable requests of a batch, in order (the same on every replica)."""
+        out = []
+        for raw in txs:
+            try:
+                out.append(Request.from_raw(raw))
+            except CodecError:
+                continue
+        return out
+
+    def applied(self, height: int, requests: list[Request]) -> None:
+        """Bookkeeping once a block's requests are in the executed state."""
+        ids = []
+        for position, request in enumerate(requests):
+            self.clients.record(request, height, position)
+            self.in_flight.pop(request.id, None)
+            ids.append(request.id)
+        self.mempool.remove(ids)
+
+    def add_checkpoint_vote(
+        self, height: int, view: int, block_hash: bytes, replica: int, sig: bytes
+    ) -> None:
+        self.checkpoints.setdefault(height, {}).setdefault((view, block_hash), {}).setdefault(
+            replica, sig
+        )
+
+    def on_checkpoint(self, sender: int, msg: Checkpoint) -> None:
+        if msg.height <= self.cert_height:
+            return
+        if msg.height > self.claims.get(sender, 0):
+            self.claims[sender] = msg.height
+        if msg.height > self.cert_height + 2 * self.cfg.window:
+            return  # far ahead: only counts as a claim (bounded memory); state transfer follows
+        statement = self.checkpoint_statement(msg)
+        if not self.sig_ok(sender, statement, msg.signature):
+            self.reject(sender, msg, "bad checkpoint signature")
+            return
+        self.add_checkpoint_vote(msg.height, msg.view, msg.block_hash, sender, msg.signature)
+        self.certify()
+
+    def checkpoint_statement(self, msg: Checkpoint) -> bytes:
+        """The ledger commit statement of the block the checkpoint names (see ledger.block)."""
+        payload = encode_value([self.protocol, msg.view, msg.height, msg.block_hash])
+        return self.commit_domain.digest(payload)
+
+    def certify(self) -> None:
+        """Blocks whose checkpoints reached a quorum become ledger blocks, in height order."""
+        while True:
+            height = self.cert_height + 1
+            done = self.executed.get(height)
+            if done is None:
+                return
+            votes = self.checkpoints.get(height, {}).get((done.header.view, done.block_hash), {})
+            if len(votes) < self.quorum:
+                return
+            chosen = sorted(votes.items())[: self.quorum]
+            qc = QuorumCertificate.from_votes(done.statement, chosen, self.n)
+            block = Block(header=done.header, txs=done.txs, certificate=qc)
+            del self.executed[height]
+            self.checkpoints.pop(height, None)
+            self.commit_block(block, done.requests)
+            if height % self.cfg.checkpoint_interval == 0:
+                self.make_stable(height)
+
+    def commit_block(self, block: Block, requests: list[Request]) -> None:
+        self.emit_committed(block)
+        self.last_certified = self.now
+        self.cert_height, self.cert_hash = block.height, block.hash()
+        self.last_cert = CheckpointProof(header=block.header, certificate=block.certificate)
+        self.last_checkpoint = Checkpoint(
+            height=block.height,
+            view=block.header.view,
+            block_hash=self.cert_hash,
+            signature=self.signer.sign_digest(block.header.commit_statement(self.cert_hash)),
+        )
+        for position, request in enumerate(requests):
+            self.reply(Reply(request.client, request.seq, block.height, position))
+
+    def make_stable(self, height: int) -> None:
+        """A stable checkpoint at ``height``: collect the log below it, move the watermarks."""
+        if height <= self.stable:
+            return
+        self.stable = height
+        for seq in [s for s in self.slots if s <= height]:
+            del self.slots[seq]
+        for tally in (self.prepares, self.commits):
+            for key in [k for k in tally.tallied() if k[1] <= height]:
+                tally.discard(key)
+        self.durable.forget_below(height)
+        self.persist_snapshot(self.durable.snapshot(height))
+        if self.is_primary:
+            self.maybe_propose()
+
+    # ================================================================ view changes (4.4)
+
+    def request_timer_expired(self) -> bool:
+        """A pending request waited too long, and not because this replica is behind."""
+        oldest = self.mempool.oldest_tick(include_held=True)
+        if oldest is None or self.now - oldest <= self.cfg.request_timeout:
+            return False
+        return self.fetching is None and not self.behind()
+
+    def start_view_change(self, new_view: int, *, resume: bool = False) -> None:
+        """Move to ``new_view`` and ask for it (``resume``: ask again for the current view,
+        after a restart, without knowing whether its NEW-VIEW was installed)."""
+        if resume:
+            new_view = self.view
+        elif new_view <= self.view:
+            return
+        self.view = new_view
+        self.in_view_change = True
+        self.view_changes_started += 0 if resume else 1
+        if not resume:
+            self.durable.view = new_view
+            self.persist(ViewRecord(view=new_view))
+        timeout = min(
+            self.cfg.view_change_timeout << self.backoff, self.cfg.max_view_change_timeout
+        )
+        self.vc_deadline = self.now + timeout
+        self.backoff += 1
+        prepared = tuple(
+            p for s, p in sorted(self.durable.prepared.items()) if s > self.cert_height
+        )
+        unsigned = ViewChange(
+            new_view=new_view,
+            replica=self.replica,
+            checkpoint=self.last_cert,
+            prepared=prepared,
+            signature=bytes(64),
+        )
+        signature = self.signer.sign_digest(self.st.view_change.digest(unsigned.body()))
+        vc = ViewChange(
+            new_view=new_view,
+            replica=self.replica,
+            checkpoint=self.last_cert,
+            prepared=prepared,
+            signature=signature,
+        )
+        self.latest_vc[self.replica] = vc
+        # What was in flight in the old view is proposed again unless NEW-VIEW re-proposes it.
+        self.slots.clear()
+        self.in_flight.clear()
+        self.mempool.release(self.now)
+        self.broadcast(vc)
+        self.try_new_view()
+
+    def validate_view_change(self, vc: ViewChange) -> str:
+        """``""`` when ``vc`` is well signed and every proof in it holds, else the reason."""
+        if not self.sig_ok(vc.replica, self.st.view_change.digest(vc.body()), vc.signature):
+            return "bad view-change signature"
+        stable = vc.stable_height
+        if vc.checkpoint is not None:
+            try:
+                verify_certificate(vc.checkpoint.header, vc.checkpoint.certificate, self.committee)
+            except BlockError as exc:
+                return f"view change checkpoint: {exc.reason}"
+            if vc.checkpoint.header.chain_id != self.chain_id:
+                return "view change checkpoint of another chain"
+        seen: set[int] = set()
+        for proof in vc.prepared:
+            reason = self.validate_prepared(proof, vc.new_view, stable)
+            if reason:
+                return reason
+            if proof.preprepare.seq in seen:
+                return "view change lists a sequence number twice"
+            seen.add(proof.preprepare.seq)
+        return ""
+
+    def validate_prepared(self, proof: PreparedProof, new_view: int, stable: int) -> str:
+        pp = proof.preprepare
+        if not stable < pp.seq <= stable + self.cfg.window:
+            return "prepared certificate outside the view change's watermarks"
+        if pp.view >= new_view:
+            return "prepared certificate from a view not before the new one"
+        if pp.proposal.seq != pp.seq:
+            return "prepared proposal for another sequence number"
+        digest = pp.proposal.digest()
+        primary = self.leader(pp.view)
+        if not self.sig_ok(
+            primary, self.st.pre_prepare_digest(pp.view, pp.seq, digest), pp.signature
+        ):
+            return "prepared certificate with a bad pre-prepare signature"
+        if primary in proof.prepares.signer_ids:
+            return "prepared certificate counts the primary's prepare"
+        try:
+            proof.prepares.verify(
+                self.committee,
+                threshold=self.quorum - 1,
+                statement=self.st.prepare_digest(pp.view, pp.seq, digest),
+            )
+        except InvalidCertificate as exc:
+            return f"prepared certificate: {exc.reason}"
+        return ""
+
+    def on_view_change(self, sender: int, vc: ViewChange) -> None:
+        if vc.replica != sender:
+            self.reject(sender, vc, "view change relayed for another replica")
+            return
+        known = self.latest_vc.get(sender)
+        if known is not None and known.new_view >= vc.new_view:
+            return
+        if vc.new_view < self.view:
+            return
+        reason = self.validate_view_change(vc)
+        if reason:
+            self.reject(sender, vc, reason)
+            return
+        self.latest_vc[sender] = vc
+        self.note_view(sender, vc.new_view, vc)
+        if vc.new_view == self.view and not self.in_view_change and self.last_new_view is not None:
+            if self.last_new_view.view == self.view:
+                self.send(sender, self.last_new_view)  # it missed the NEW-VIEW we installed
+            return
+        self.join_if_asked()
+        self.try_new_view()
+
+    def join_if_asked(self) -> None:
+        """Join a view change that f+1 replicas ask for (the smallest such view above ours)."""
+        current = self.view
+        higher = sorted(
+            vc.new_view
+            for r, vc in self.latest_vc.items()
+            if r != self.replica and vc.new_view > current
+        )
+        if len(higher) >= self.f + 1:
+            self.start_view_change(higher[0])
+
+    def note_view(self, sender: int, view: int, msg: Record) -> None:
+        """A signed message from a later view: after f+1 replicas, move there and ask to join."""
+        if view <= self.view:
+            return
+        if view > self.seen_views.get(sender, -1):
+            self.seen_views[sender] = view
+        ahead = sorted((v for v in self.seen_views.values() if v > self.view), reverse=True)
+        if len(ahead) >= self.f + 1 and not isinstance(msg, ViewChange):
+            self.start_view_change(ahead[self.f])
+
+    def try_new_view(self) -> None:
+        """As primary of the view being changed to, send NEW-VIEW once 2f+1 ask for it."""
+        if not self.in_view_change or self.leader(self.view) != self.replica:
+            return
+        asking = sorted((r, vc) for r, vc in self.latest_vc.items() if vc.new_view == self.view)
+        if len(asking) < self.quorum:
+            return
+        chosen = tuple(vc for _, vc in asking[: self.quorum])
+        plan = self.plan_new_view(self.view, chosen)
+        if not all(self.safe_to_sign("pre-prepare", self.view, seq, p.digest()) for seq, p in plan):
+            # Restarted after signing a different plan for this view: sending another would
+            # equivocate. Let the view time out; the next primary takes over.
+            return
+        preprepares = []
+        for seq, proposal in plan:
+            digest = proposal.digest()
+            signature = self.sign_vote(
+                "pre-prepare",
+                self.view,
+                seq,
+                digest,
+                self.st.pre_prepare_digest(self.view, seq, digest),
+            )
+            preprepares.append(
+                PrePrepare(view=self.view, seq=seq, proposal=proposal, signature=signature)
+            )
+        unsigned = NewView(
+            view=self.view, view_changes=chosen, preprepares=tuple(preprepares), signature=bytes(64)
+        )
+        signature = self.signer.sign_digest(self.st.new_view.digest(unsigned.body()))
+        nv = NewView(
+            view=self.view, view_changes=chosen, preprepares=tuple(preprepares), signature=signature
+        )
+        self.broadcast(nv)
+        self.install_new_view(nv)
+
+    def plan_new_view(self, view: int, vcs: Sequence[ViewChange]) -> list[tuple[int, Proposal]]:
+        """The O set of NEW-VIEW: for each sequence number from the highest checkpoint to the
+        highest prepared request, the request prepared in the highest view, or a null request."""
+        min_s = max(vc.stable_height for vc in vcs)
+        best: dict[int, PreparedProof] = {}
+        for vc in vcs:
+            for proof in vc.prepared:
+                seq = proof.preprepare.seq
+                if seq <= min_s:
+                    continue
+                known = best.get(seq)
+                if known is None or known.preprepare.view < proof.preprepare.view:
+                    best[seq] = proof
+        max_s = max(best, default=min_s)
+        plan = []
+        for seq in range(min_s + 1, max_s + 1):
+            proof = best.get(seq)
+            if proof is not None:
+                plan.append((seq, proof.preprepare.proposal))
+            else:
+                plan.append((seq, Proposal(seq=seq, view=view, proposer=self.leader(view), txs=())))
+        return plan
+
+    def on_new_view(self, sender: int, nv: NewView) -> None:
+        if nv.view < self.view or (nv.view == self.view and not self.in_view_change):
+            return
+        reason = self.validate_new_view(sender, nv)
+        if reason:
+            self.reject(sender, nv, reason)
+            return
+        if nv.view > self.view:
+            self.view = nv.view
+        self.install_new_view(nv)
+
+    def validate_new_view(self, sender: int, nv: NewView) -> str:
+        if sender != self.leader(nv.view):
+            return "new view from a replica that is not its primary"
+        if not self.sig_ok(sender, self.st.new_view.digest(nv.body()), nv.signature):
+            return "bad new-view signature"
+        senders = set()
+        for vc in nv.view_changes:
+            if vc.new_view != nv.view:
+                return "new view carries a view change for another view"
+            if vc.replica in senders:
+                return "new view counts a replica's view change twice"
+            senders.add(vc.replica)
+            reason = self.validate_view_change(vc)
+            if reason:
+                return f"new view carries an invalid view change: {reason}"
+        if len(senders) < self.quorum:
+            return "new view without a quorum of view changes"
+        plan = self.plan_new_view(nv.view, nv.view_changes)
+        if len(plan) != len(nv.preprepares):
+            return "new view's pre-prepares differ from what its view changes imply"
+        for (seq, proposal), pp in zip(plan, nv.preprepares, strict=True):
+            digest = pp.proposal.digest()
+            if pp.view != nv.view or pp.seq != seq or digest != proposal.digest():
+                return "new view's pre-prepares differ from what its view changes imply"
+            if not self.sig_ok(
+                sender, self.st.pre_prepare_digest(pp.view, seq, digest), pp.signature
+            ):
+                return "bad pre-prepare signature in new view"
+        return ""
+
+    def install_new_view(self, nv: NewView) -> None:
+        self.in_view_change = False
+        self.durable.view = self.view
+        self.persist(ViewRecord(view=self.view))
+        self.last_new_view = nv
+        self.slots.clear()
+        self.in_flight.clear()
+        self.mempool.release(self.now)
+        min_s = max(vc.stable_height for vc in nv.view_changes)
+        primary = self.leader(self.view) == self.replica
+        for pp in nv.preprepares:
+            requests = self.decode_requests(pp.proposal.txs)
+            digest = pp.proposal.digest()
+            slot = self.accept_slot(pp, digest, requests)
+            if not primary and self.safe_to_sign("prepare", pp.view, pp.seq, digest):
+                self.send_prepare(slot)
+        self.next_seq = max(self.exec_height, min_s, *(pp.seq for pp in nv.preprepares)) + 1
+        if min_s > self.cert_height:
+            peers = [
+                vc.replica
+                for vc in nv.view_changes
+                if vc.stable_height == min_s and vc.replica != self.replica
+            ]
+            if peers:
+                self.fetch_from(peers[0])
+        for slot in list(self.slots.values()):
+            self.check_prepared(slot)
+        if self.is_primary:
+            self.maybe_propose()
+
+    def record_equivocation(self, first: Record, second: Record) -> None:
+        self.evidence.append((first, second))
+        self.evidence_total += 1
+        self.reject(
+            self.leader(self.view),
+            second,
+            "equivocation: two pre-prepares for one view and sequence",
+        )
+
+    # ================================================================ state transfer (4.5)
+
+    def behind(self) -> bool:
+        """f+1 replicas report certified blocks above our ledger, and our ledger is not moving
+        (blocks we executed but could not certify, because the others had moved on, count as
+        missing: fetching them brings their certificates)."""
+        ahead = sum(1 for h in self.claims.values() if h > self.cert_height)
+        return ahead >= self.f + 1 and self.now - self.last_certified > self.cfg.retransmit_interval
+
+    def maybe_fetch(self) -> None:
+        if self.fetching is not None:
+            if self.now < self.fetching[1]:
+                return
+            self.fetching = None
+        if not self.behind():
+            return
+        peers = sorted((h, r) for r, h in self.claims.items() if h > self.cert_height)
+        self.fetch_from(peers[(self.now // self.cfg.retransmit_interval) % len(peers)][1])
+
+    def fetch_from(self, peer: int) -> None:
+        self.fetching = (peer, self.now + 2 * self.cfg.retransmit_interval)
+        self.send(peer, BlockRequest(start=self.cert_height + 1, count=FETCH_BATCH))
+
+    def on_block_response(self, sender: int, msg: BlockResponse) -> None:
+        self.claims[sender] = msg.height  # what its ledger holds, whatever it executed
+        progressed = False
+        for block in msg.blocks:
+            height = block.height
+            if height <= self.cert_height:
+                continue
+            if height != self.cert_height + 1:
+                break
+            reason = self.verify_fetched(block, height, self.cert_hash)
+            if reason:
+                self.reject(sender, msg, f"fetched block {height}: {reason}")
+                break
+            self.adopt_block(block)
+            progressed = True
+        if self.fetching is not None and self.fetching[0] == sender:
+            self.fetching = None
+        if progressed:
+            self.last_progress = self.now
+            if msg.height > self.cert_height:
+                self.fetch_from(sender)
+            self.execute_committed()
+
+    def adopt_block(self, block: Block) -> None:
+        """Append a verified, certified block fetched from a peer."""
+        height = block.height
+        mine = self.executed.pop(height, None)
+        if mine is not None:
+            if mine.block_hash != block.hash():
+                raise SafetyViolation(
+                    f"replica {self.replica} executed a different block at height {height} "
+                    "than a quorum certified"
+                )
+            requests = mine.requests
+        else:
+            requests = requests_of(block)
+            self.exec_height, self.exec_hash = height, block.hash()
+            self.applied(height, requests)
+        self.checkpoints.pop(height, None)
+        self.slots.pop(height, None)
+        self.commit_block(block, requests)
+        if self.exec_height < height:
+            self.exec_height, self.exec_hash = height, block.hash()
+        self.make_stable(height)
+        self.certify()
+
+    # ================================================================ retransmission
+
+    def retransmit(self) -> None:
+        """Re-send our part of unfinished work, so lost messages do not stall it, and tell the
+        others how far our ledger is (a replica that fell behind learns it and fetches)."""
+        if self.last_checkpoint is not None:
+            self.broadcast(self.last_checkpoint)
+        if self.in_view_change:
+            vc = self.latest_vc.get(self.replica)
+            if vc is not None and vc.new_view == self.view:
+                self.broadcast(vc)
+            return
+        # Until a block is certified here (so 2f+1 replicas executed it), others may still need
+        # our part of it; after that, a replica that missed it fetches the certified block.
+        stale = self.now - self.cfg.retransmit_interval
+        for seq in sorted(self.slots):
+            slot = self.slots[seq]
+            if seq <= self.cert_height or slot.accepted_at > stale:
+                continue
+            pp = slot.preprepare
+            key = (pp.view, pp.seq, slot.digest)
+            if self.leader(pp.view) == self.replica:
+                self.broadcast(pp)
+            elif self.replica in self.prepares.voters(key):
+                self.broadcast(
+                    Prepare(
+                        view=pp.view,
+                        seq=pp.seq,
+                        digest=slot.digest,
+                        signature=self.prepares.votes(key)[self.replica],
+                    )
+                )
+            if slot.prepared and self.replica in self.commits.voters(key):
+                self.broadcast(
+                    Commit(
+                        view=pp.view,
+                        seq=pp.seq,
+                        digest=slot.digest,
+                        signature=self.commits.votes(key)[self.replica],
+                    )
+                )
+        for height in sorted(self.executed):
+            done = self.executed[height]
+            votes = self.checkpoints.get(height, {}).get((done.header.view, done.block_hash), {})
+            mine = votes.get(self.replica)
+            if mine is not None:
+                self.broadcast(
+                    Checkpoint(
+                        height=height,
+                        view=done.header.view,
+                        block_hash=done.block_hash,
+                        signature=mine,
+                    )
+                )
+
+    # ================================================================ status
+
+    def status(self) -> CoreStatus:
+        role = (
+            "view-change" if self.in_view_change else ("primary" if self.is_primary else "backup")
+        )
+        return CoreStatus(
+            protocol=self.protocol,
+            replica=self.replica,
+            role=role,
+            view=self.view,
+            leader=None if self.in_view_change else self.leader(self.view),
+            height=self.cert_height,
+            pending=len(self.mempool),
+            extra={
+                "view_changes": self.view_changes_started,
+                "executed": self.exec_height,
+                "stable": self.stable,
+                "watermarks": (self.low, self.high),
+                "evidence": self.evidence_total,
+                "rejected": self.rejections.total,
+            },
+        )
+
+    _handlers = {
+        PrePrepare: on_preprepare,
+        Prepare: on_prepare,
+        Commit: on_commit,
+        Checkpoint: on_checkpoint,
+        ViewChange: on_view_change,
+        NewView: on_new_view,
+        BlockResponse: on_block_response,
+    }
