@@ -109,8 +109,20 @@ def parse_faults(text: str, config: SimConfig) -> SimConfig:
     crashes = list(config.crashes)
     silent = set(config.silent)
     twins = config.twins
+    forms = {
+        "drop": "drop=P",
+        "dup": "dup=P",
+        "delay": "delay=BASE_US:JITTER_US",
+        "crash": "crash=R@MS[:MS]",
+        "partition": "partition=A.B|C.D@MS:MS",
+        "cut": "cut=A>B@MS[:MS]",
+        "silent": "silent=R",
+        "twins": "twins=K",
+    }
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
+        if key not in forms:
+            raise ValueError(f"unknown fault {item!r}; known: {', '.join(forms.values())}")
         try:
             if key == "drop":
                 network.drop = float(value)
@@ -145,10 +157,8 @@ def parse_faults(text: str, config: SimConfig) -> SimConfig:
                 silent.add(int(value))
             elif key == "twins":
                 twins = int(value)
-            else:
-                raise ValueError(f"unknown fault {key!r}")
-        except ValueError as exc:
-            raise ValueError(f"bad fault {item!r}: {exc}") from None
+        except ValueError:
+            raise ValueError(f"bad fault {item!r}: expected {forms[key]}") from None
     f = config.spec.faults(config.n)
     return replace(
         config,

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bft.core.errors import SafetyViolation
 from bft.core.interface import CoreContext, LedgerState, ProtocolSpec, serve_block_request
 from bft.core.messages import BlockRequest
 from bft.core.ready import BROADCAST, Reply
@@ -184,6 +185,7 @@ class Simulation:
         self._events: list[tuple[int, int, int, Any]] = []
         self._seq = 0
         self._crash_on_send = list(config.crash_on_send)
+        self._started = False
         self.trace: deque[tuple[int, str, Any]] = deque(maxlen=config.trace_length)
         self.stats = {"sent": 0, "delivered": 0, "dropped": 0, "crashes": 0, "restarts": 0}
         self.violations: list[Violation] = []
@@ -313,14 +315,23 @@ class Simulation:
                 for at in self.config.network.deliveries(self.rng, self.now, dst, peer.index, None):
                     self._push(at, _DELIVER, (peer.index, node.identity, response))
             return
-        node.core.step(sender, message)
-        self._drain(node)
+        self._guarded(node, lambda: node.core.step(sender, message))
+
+    def _guarded(self, node: SimNode, action: Callable[[], None]) -> None:
+        """Feed a core an input and drain it; a core that detects a broken safety invariant stops
+        (as a replica would), and the run records the violation."""
+        try:
+            action()
+            self._drain(node)
+        except SafetyViolation as exc:
+            self.violations.append(Violation("S1", f"node {node.index} stopped: {exc}"))
+            self._note(f"n{node.index} stops on a safety violation", str(exc))
+            self._crash(node)
 
     def _tick(self) -> None:
         for node in self.nodes:
             if node.alive:
-                node.core.tick()
-                self._drain(node)
+                self._guarded(node, node.core.tick)
         for request in self.workload.poll(self.now):
             self._note("client sends", f"{request.client!r}#{request.seq}")
             for node in self.nodes:
@@ -340,8 +351,7 @@ class Simulation:
             index, request = payload
             node = self.nodes[index]
             if node.alive:
-                node.core.propose(request)
-                self._drain(node)
+                self._guarded(node, lambda: node.core.propose(request))
         elif kind == _REPLY:
             identity, reply = payload
             self.workload.on_reply(identity, reply, self.now)
@@ -359,7 +369,25 @@ class Simulation:
                 self.stats["restarts"] += 1
                 self._start(node)
 
+    def start(self) -> int:
+        """Schedule the clock and the configured crashes (once); returns when faults heal."""
+        cfg = self.config
+        if not self._started:
+            self._started = True
+            self._push(cfg.tick_us, _TICK, None)
+            for crash in cfg.crashes:
+                self._push(crash.at, _CRASH, crash.node)
+                if crash.restart_at is not None:
+                    self._push(crash.restart_at, _RESTART, crash.node)
+        healed = cfg.duration
+        for crash in cfg.crashes:
+            if crash.restart_at is not None:
+                healed = max(healed, crash.restart_at)
+        return max(healed, cfg.network.heal_at(cfg.duration))
+
     def run_until(self, end: int, stop: Callable[[], bool] | None = None) -> None:
+        """Process events up to virtual time ``end`` (or until ``stop()`` after a tick)."""
+        self.start()
         events = self._events
         while events and events[0][0] <= end:
             at, _, kind, payload = heapq.heappop(events)
@@ -370,15 +398,9 @@ class Simulation:
         self.now = max(self.now, end)
 
     def run(self) -> Report:
+        """Run the faulty phase, then let the run settle with faults healed; check everything."""
         cfg = self.config
-        self._push(cfg.tick_us, _TICK, None)
-        healed = cfg.duration
-        for crash in cfg.crashes:
-            self._push(crash.at, _CRASH, crash.node)
-            if crash.restart_at is not None:
-                self._push(crash.restart_at, _RESTART, crash.node)
-                healed = max(healed, crash.restart_at)
-        healed = max(healed, cfg.network.heal_at(cfg.duration))
+        healed = self.start()
         self.run_until(cfg.duration)
         self.run_until(max(healed, cfg.duration) + cfg.settle, stop=self._settled)
         return self.report(healed)
