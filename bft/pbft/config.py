@@ -36,9 +36,10 @@ class PbftConfig:
     """Primary of chosen views (for Twins); other views use ``view mod n``."""
     evidence_kept: int = 64
 
-    # Test-only knob for negative controls: commit on this many matching commits instead of
-    # the Byzantine quorum. Unsafe; never set outside tests that show the checker catches it.
-    unsafe_commit_quorum: int | None = None
+    # Test-only knob for negative controls: use this quorum (e.g. f+1) instead of the Byzantine
+    # quorum to prepare, commit and certify. Unsafe; never set outside tests that show the
+    # invariant checkers catch it.
+    unsafe_quorum: int | None = None
 
     def __post_init__(self) -> None:
         if self.checkpoint_interval < 1 or self.window < 2 * self.checkpoint_interval:

@@ -123,8 +123,7 @@ class PbftCore(CoreBase):
         self.cfg = cfg
         self.n = self.committee.n
         self.f = self.committee.f
-        self.quorum = self.committee.quorum
-        self.commit_quorum = cfg.unsafe_commit_quorum or self.quorum
+        self.quorum = cfg.unsafe_quorum or self.committee.quorum
         self.st = Statements(self.chain_id)
         self.commit_domain = commit_domain(self.chain_id)
         self.now = 0
@@ -304,9 +303,11 @@ class PbftCore(CoreBase):
             self.st.pre_prepare_digest(self.view, seq, digest),
         )
         pp = PrePrepare(view=self.view, seq=seq, proposal=proposal, signature=signature)
-        self.accept_slot(pp, digest, requests)
+        slot = self.accept_slot(pp, digest, requests)
         self.next_seq = max(self.next_seq, seq + 1)
-        self.broadcast(pp)
+        if self.n > 1:
+            self.broadcast(pp)
+        self.check_prepared(slot)  # a committee of one needs no prepares
 
     def accept_slot(self, pp: PrePrepare, digest: bytes, requests: list[Request]) -> Slot:
         slot = Slot(pp, pp.proposal, digest, requests, self.now)
@@ -473,7 +474,7 @@ class PbftCore(CoreBase):
         if slot.committed or not slot.prepared:
             return
         pp = slot.preprepare
-        if self.commits.count((pp.view, pp.seq, slot.digest)) < self.commit_quorum:
+        if self.commits.count((pp.view, pp.seq, slot.digest)) < self.quorum:
             return
         slot.committed = True
         self.execute_committed()
