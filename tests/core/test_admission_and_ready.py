@@ -1,0 +1,117 @@
+"""Admission of client transactions, and the Ready contract of every core."""
+
+from __future__ import annotations
+
+import pytest
+
+from bft.core.admission import AdmissionPolicy, VerifiedCache, check_transactions, verify_signatures
+from bft.core.base import CoreBase
+from bft.core.errors import LocalMisuse
+from bft.core.interface import CoreContext, LedgerState
+from bft.core.quorum import VoteTally
+from bft.core.ready import BROADCAST, Reply
+from crypto import Committee, SigningKey
+from crypto.codec import Record
+from ledger import Transaction, txid_of
+
+CLIENT = SigningKey(b"\x21" * 32)
+POLICY = AdmissionPolicy(chain_id="adm", max_tx_bytes=200)
+
+
+def test_admission_checks_size_form_and_signatures_per_batch() -> None:
+    good = Transaction.signed(CLIENT, "adm", 1, b"ok").encode()
+    forged = Transaction(
+        client=CLIENT.public_key.raw, seq=2, payload=b"x", signature=b"\x00" * 64
+    ).encode()
+    other_chain = Transaction.signed(CLIENT, "elsewhere", 3, b"ok").encode()
+    unsigned = Transaction(client=b"anon", seq=1, payload=b"p", signature=b"").encode()
+    big = Transaction(client=b"anon", seq=2, payload=b"p" * 300, signature=b"").encode()
+    raws = [good, forged, other_chain, unsigned, big, b"\xff garbage"]
+    admitted, refused = check_transactions(raws, POLICY)
+    assert [r.raw for r in admitted] == [good, unsigned]
+    reasons = dict(refused)
+    assert reasons[1] == reasons[2] == "invalid client signature"
+    assert "exceeds" in reasons[4] and "malformed" in reasons[5]
+    strict = AdmissionPolicy(chain_id="adm", require_signatures=True)
+    admitted, refused = check_transactions([good, unsigned], strict)
+    assert [r.raw for r in admitted] == [good]
+    assert "requires client signatures" in refused[0][1]
+
+
+def test_verified_cache_skips_checked_signatures_and_is_bounded() -> None:
+    cache = VerifiedCache(capacity=2)
+    txs = [Transaction.signed(CLIENT, "adm", s, b"p").encode() for s in range(3)]
+    assert verify_signatures(txs, "adm", cache) == [txid_of(t) for t in txs]
+    cache.add(txid_of(t) for t in txs)
+    assert len(cache) == 2 and txid_of(txs[0]) not in cache
+    assert verify_signatures(txs, "adm", cache) == [txid_of(txs[0])]
+
+
+def test_vote_tally_counts_each_replica_once_per_key() -> None:
+    tally: VoteTally[str, bytes] = VoteTally()
+    assert tally.add("a", 1, b"s1") and not tally.add("a", 1, b"other")
+    tally.add("a", 2, b"s2")
+    tally.add("b", 1, b"s3")
+    assert tally.count("a") == 2 and tally.votes("a")[1] == b"s1"
+    assert sorted(tally.voted(1)) == ["a", "b"]
+    tally.discard("a")
+    assert tally.count("a") == 0 and tally.tallied() == ["b"]
+
+
+class Echo(CoreBase):
+    """A minimal core to check the Ready contract itself."""
+
+    def step(self, sender: int, message: Record) -> None:
+        self.broadcast(message)
+        self.reply(Reply(b"c", 1, 1, 0))
+
+
+def echo() -> Echo:
+    keys = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
+    committee = Committee("ready", [k.public_key for k in keys])
+    return Echo(
+        CoreContext(committee=committee, replica=0, signer=keys[0], ledger=LedgerState("ready"))
+    )
+
+
+def test_ready_is_handed_out_once_until_advance() -> None:
+    core = echo()
+    assert core.ready() is None
+    msg = Transaction(client=b"c", seq=1, payload=b"", signature=b"")
+    core.step(1, msg)
+    first = core.ready()
+    assert first is not None and [m.to for m in first.messages] == [BROADCAST]
+    core.step(2, msg)
+    assert core.ready() is None, "no new Ready before advance"
+    core.advance(first)
+    second = core.ready()
+    assert second is not None and len(second.messages) == 1 and len(second.replies) == 1
+    with pytest.raises(LocalMisuse):
+        core.advance(first)
+    core.advance(second)
+    assert core.ready() is None
+
+
+def test_persist_snapshot_replaces_the_log() -> None:
+    core = echo()
+    rec = Transaction(client=b"c", seq=1, payload=b"", signature=b"")
+    core.persist(rec)
+    core.persist_snapshot([rec])
+    ready = core.ready()
+    assert ready is not None and ready.persist_replaces and ready.persist == (rec,)
+    assert bool(ready)
+
+
+def test_a_core_never_sends_to_itself() -> None:
+    core = echo()
+    with pytest.raises(LocalMisuse):
+        core.send(0, Transaction(client=b"c", seq=1, payload=b"", signature=b""))
+
+
+def test_context_is_checked() -> None:
+    keys = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
+    committee = Committee("ready", [k.public_key for k in keys])
+    with pytest.raises(ValueError):
+        CoreContext(committee=committee, replica=4, signer=keys[0], ledger=LedgerState("ready"))
+    with pytest.raises(ValueError):
+        CoreContext(committee=committee, replica=0, signer=keys[0], ledger=LedgerState("other"))

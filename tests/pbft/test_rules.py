@@ -1,0 +1,548 @@
+"""PBFT's rules, one by one, tied to the sections of Castro & Liskov (TOCS 2002).
+
+Each test drives real cores by hand (tests/pbft/harness.py) and checks one rule; each would fail
+if the rule were removed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bft.core.errors import SafetyViolation
+from bft.pbft import PbftConfig
+from bft.pbft.messages import Checkpoint, Commit, NewView, Prepare, PrePrepare, ViewChange
+from bft.pbft.state import VoteRecord
+from tests.pbft.harness import Cluster, drain, request
+
+TX = [request(1, 1).raw]
+TX2 = [request(2, 1).raw]
+
+
+# -------------------------------------------------------------------------------- 4.2 normal case
+
+
+def test_normal_case_commits_on_every_replica_with_a_certificate() -> None:
+    c = Cluster(4)
+    c.propose(request(1, 1))
+    c.run()
+    assert c.heights() == [1, 1, 1, 1]
+    block = c.ledgers[0][0]
+    assert all(ledger[0] == block for ledger in c.ledgers[1:]) or all(
+        ledger[0].hash() == block.hash() for ledger in c.ledgers
+    )
+    from ledger import verify_chain
+
+    verify_chain(c.ledgers[2], chain_id="pbft-test", committee=c.committee)
+    assert block.certificate.signer_count >= c.committee.quorum
+
+
+def one_backup(c: Cluster) -> tuple[int, object]:
+    core = c.cores[1]
+    return 1, core
+
+
+def test_backup_accepts_pre_prepare_only_from_the_primary() -> None:
+    c = Cluster(4)
+    pp = c.preprepare(0, 1, TX, primary=2)  # replica 2 is not the primary of view 0
+    c.cores[1].step(2, pp)
+    got = drain(c.cores[1])
+    assert not got.sent(Prepare)
+    assert c.cores[1].rejections.count("pre-prepare from a replica that is not the primary") == 1
+
+
+def test_backup_rejects_a_bad_signature_and_other_views() -> None:
+    c = Cluster(4)
+    good = c.preprepare(0, 1, TX)
+    forged = PrePrepare(view=0, seq=1, proposal=good.proposal, signature=bytes(64))
+    c.cores[1].step(0, forged)
+    assert not drain(c.cores[1]).sent(Prepare)
+    assert c.cores[1].rejections.count("bad pre-prepare signature") == 1
+    c.cores[1].step(0, c.preprepare(1, 1, TX, primary=0))  # a view it is not in
+    assert not drain(c.cores[1]).sent(Prepare)
+    c.cores[1].step(0, good)
+    assert len(drain(c.cores[1]).sent(Prepare)) == 1
+
+
+def test_pre_prepare_outside_the_watermarks_is_refused() -> None:
+    c = Cluster(4, PbftConfig(checkpoint_interval=4, window=8, max_inflight=8))
+    c.cores[1].step(0, c.preprepare(0, 9, TX))
+    assert not drain(c.cores[1]).sent(Prepare)
+    assert c.cores[1].rejections.count("pre-prepare outside the watermarks") == 1
+    c.cores[1].step(0, c.preprepare(0, 8, TX))
+    assert drain(c.cores[1]).sent(Prepare)
+
+
+def test_a_second_pre_prepare_for_one_view_and_sequence_is_evidence() -> None:
+    c = Cluster(4)
+    first, second = c.preprepare(0, 1, TX), c.preprepare(0, 1, TX2)
+    c.cores[1].step(0, first)
+    drain(c.cores[1])
+    c.cores[1].step(0, second)
+    got = drain(c.cores[1])
+    assert not got.sent(Prepare)
+    assert c.cores[1].evidence_total == 1
+    kept = c.cores[1].evidence[0]
+    assert kept == (first, second)
+
+
+def test_prepared_needs_2f_prepares_from_distinct_backups() -> None:
+    c = Cluster(7)  # f = 2: the pre-prepare and 4 prepares from distinct backups
+    pp = c.preprepare(0, 1, TX)
+    d = pp.proposal.digest()
+    core = c.cores[1]
+    core.step(0, pp)
+    drain(core)  # its own prepare is one of the 2f
+    core.step(2, c.prepare(2, 0, 1, d))
+    core.step(2, c.prepare(2, 0, 1, d))  # the same backup twice counts once
+    core.step(3, c.prepare(3, 0, 1, d))
+    assert not drain(core).sent(Commit)
+    core.step(0, c.prepare(0, 0, 1, d))  # the primary's prepare does not count
+    assert not drain(core).sent(Commit)
+    assert core.rejections.count("the primary does not send prepares") == 1
+    core.step(4, c.prepare(4, 0, 1, bytes(32)))  # a prepare for another digest does not count
+    assert not drain(core).sent(Commit)
+    core.step(4, c.prepare(4, 0, 1, d))
+    got = drain(core)
+    assert len(got.sent(Commit)) == 1
+    # The prepared certificate was made durable before the commit left.
+    from bft.pbft.messages import PreparedProof
+
+    assert any(isinstance(r, PreparedProof) for r in got.persist)
+
+
+def test_committed_needs_a_quorum_of_matching_commits() -> None:
+    c = Cluster(4)
+    pp = c.preprepare(0, 1, TX)
+    d = pp.proposal.digest()
+    core = c.cores[1]
+    core.step(0, pp)
+    for b in (2, 3):
+        core.step(b, c.prepare(b, 0, 1, d))
+    drain(core)
+    core.step(2, c.commit(2, 0, 1, d))
+    core.step(2, c.commit(2, 0, 1, d))
+    core.step(3, c.commit(3, 0, 1, bytes(32)))
+    drain(core)
+    assert core.exec_height == 0
+    core.step(0, c.commit(0, 0, 1, d))
+    got = drain(core)
+    assert core.exec_height == 1
+    assert len(got.sent(Checkpoint)) == 1
+
+
+def test_unsafe_quorum_is_a_test_only_knob_that_changes_the_rule() -> None:
+    c = Cluster(4, PbftConfig(unsafe_quorum=2))
+    pp = c.preprepare(0, 1, TX)
+    d = pp.proposal.digest()
+    core = c.cores[1]
+    core.step(0, pp)
+    core.step(2, c.prepare(2, 0, 1, d))  # own prepare and this one: "prepared" on f+1
+    core.step(2, c.commit(2, 0, 1, d))
+    drain(core)
+    assert core.exec_height == 1  # its own commit and one more
+
+
+def test_votes_are_bound_to_their_kind_view_and_chain() -> None:
+    c = Cluster(4)
+    pp = c.preprepare(0, 1, TX)
+    d = pp.proposal.digest()
+    core = c.cores[1]
+    core.step(0, pp)
+    drain(core)
+    # A commit signature offered as a prepare, and a prepare of another view: refused.
+    as_prepare = Prepare(view=0, seq=1, digest=d, signature=c.commit(2, 0, 1, d).signature)
+    other_view = Prepare(view=0, seq=1, digest=d, signature=c.prepare(2, 1, 1, d).signature)
+    core.step(2, as_prepare)
+    core.step(2, other_view)
+    assert core.rejections.count("bad prepare signature") == 2
+
+
+def test_pipelining_keeps_several_batches_in_flight() -> None:
+    c = Cluster(4, PbftConfig(max_inflight=4))
+    for seq in range(1, 7):
+        c.cores[0].propose(request(9, seq))
+    got = c.collect(0)
+    assert len(got.sent(PrePrepare)) == 4  # the rest waits for execution
+    c.run()
+    # Requests that waited while the window was full go out in the next batches.
+    assert sum(len(b.txs) for b in c.ledgers[0]) == 6
+    assert c.heights()[0] < 6
+
+
+def test_batching_by_size_and_linger() -> None:
+    from bft.core.requests import BatchPolicy
+
+    c = Cluster(4, PbftConfig(batch=BatchPolicy(max_txs=3, linger_ticks=5)))
+    for seq in range(1, 3):
+        c.cores[0].propose(request(5, seq))
+    assert not c.collect(0).sent(PrePrepare)  # 2 < 3 and nothing lingered yet
+    c.cores[0].propose(request(5, 3))
+    pps = c.collect(0).sent(PrePrepare)
+    assert len(pps) == 1 and len(pps[0].proposal.txs) == 3
+    c.cores[0].propose(request(5, 4))
+    for _ in range(5):
+        assert not c.collect(0).sent(PrePrepare)
+        c.cores[0].tick()
+    assert len(c.collect(0).sent(PrePrepare)) == 1
+
+
+# -------------------------------------------------------------------------------- requests
+
+
+def test_proposals_with_committed_duplicate_or_stale_requests_are_refused() -> None:
+    c = Cluster(4)
+    c.propose(request(1, 1))
+    c.run()
+    assert c.heights() == [1, 1, 1, 1]
+    core = c.cores[1]
+    core.step(0, c.preprepare(0, 2, TX))  # committed at height 1
+    core.step(0, c.preprepare(0, 3, TX2 + TX2))  # the same request twice
+    assert not drain(core).sent(Prepare)
+    assert core.rejections.count("proposal holds a committed or stale request") == 1
+    assert core.rejections.count("proposal holds a request twice") == 1
+
+
+def test_a_request_ordered_twice_executes_once() -> None:
+    """The primary gets one request into two sequence numbers; the ledger holds it once."""
+    c = Cluster(4)
+    pps = [c.preprepare(0, seq, TX) for seq in (1, 2)]
+    for r in (1, 2, 3):
+        for pp in pps:
+            c.cores[r].step(0, pp)
+            c.cores[r].in_flight.clear()  # as after a restart: the backup forgot the first
+        c.collect(r)
+    for pp in pps:
+        d = pp.proposal.digest()
+        for r in (1, 2, 3):
+            for b in (1, 2, 3):
+                if b != r:
+                    c.cores[r].step(b, c.prepare(b, 0, pp.seq, d))
+            for b in (0, 1, 2, 3):
+                if b != r:
+                    c.cores[r].step(b, c.commit(b, 0, pp.seq, d))
+            c.collect(r)
+    c.down = {0}
+    c.run()
+    for r in (1, 2, 3):
+        txs = [tx for block in c.ledgers[r] for tx in block.txs]
+        assert txs.count(TX[0]) == 1, f"replica {r}"
+        assert c.heights()[r] == 2  # the second block is empty, not missing
+
+
+def test_a_committed_request_retried_is_answered_with_its_place() -> None:
+    c = Cluster(4)
+    c.propose(request(1, 1))
+    c.run()
+    c.cores[2].propose(request(1, 1))
+    got = c.collect(2)
+    assert [(r.height, r.position, r.error) for r in got.replies] == [(1, 0, "")]
+
+
+def test_a_stale_request_is_refused() -> None:
+    c = Cluster(4, PbftConfig(client_window=2))
+    for seq in (3, 4, 5, 6):
+        c.propose(request(1, seq))
+        c.run()
+    c.cores[1].propose(request(1, 1, b"late"))  # never committed, now below the window
+    (reply,) = c.collect(1).replies
+    assert reply.error.startswith("stale request")
+
+
+# -------------------------------------------------------------------------------- 4.3 checkpoints
+
+
+def test_checkpoints_become_certificates_and_stable_checkpoints_collect_the_log() -> None:
+    c = Cluster(4, PbftConfig(checkpoint_interval=2, window=4, max_inflight=4))
+    for seq in range(1, 6):
+        c.propose(request(3, seq))
+        c.run()
+    core = c.cores[1]
+    assert core.cert_height == 5
+    assert core.stable == 4, "stable checkpoint at the last multiple of K"
+    assert all(seq > 4 for seq in core.slots)
+    assert core.low == 4 and core.high == 8
+    # The protocol log was replaced by a snapshot of what is above the stable checkpoint.
+    assert c.persisted[1] and all(
+        not isinstance(r, VoteRecord) or r.seq > 4 for r in c.persisted[1]
+    )
+
+
+def test_a_block_without_a_quorum_of_matching_checkpoints_is_not_certified() -> None:
+    c = Cluster(4)
+    c.down = {3}
+    c.propose(request(1, 1))
+    # Deliver everything but the checkpoints of replica 2.
+    c.run(keep=lambda s, d, m: not (isinstance(m, Checkpoint) and s == 2))
+    assert c.cores[0].exec_height == 1
+    assert c.cores[0].cert_height == 0
+    assert c.ledgers[0] == []
+
+
+def test_the_primary_does_not_propose_beyond_the_high_watermark() -> None:
+    c = Cluster(4, PbftConfig(checkpoint_interval=2, window=4, max_inflight=4))
+    c.down = {1, 2, 3}  # nothing commits
+    for seq in range(1, 10):
+        c.cores[0].propose(request(4, seq))
+    got = c.collect(0)
+    assert [pp.seq for pp in got.sent(PrePrepare)] == [1, 2, 3, 4]
+
+
+# -------------------------------------------------------------------------------- 4.4 view changes
+
+
+def test_request_timer_starts_a_view_change_with_backoff() -> None:
+    cfg = PbftConfig(request_timeout=10, view_change_timeout=5)
+    c = Cluster(4, cfg, down={0})
+    c.propose(request(1, 1))
+    core = c.cores[1]
+    for _ in range(11):
+        core.tick()
+    got = drain(core)
+    (vc,) = got.sent(ViewChange)
+    assert vc.new_view == 1 and core.in_view_change
+    assert any(getattr(r, "view", None) == 1 for r in got.persist), "the view is durable first"
+    # No NEW-VIEW: after the timeout it moves on, and waits twice as long next time.
+    for _ in range(5):
+        core.tick()
+    assert drain(core).sent(ViewChange)[0].new_view == 2
+    for _ in range(9):
+        core.tick()
+    assert all(vc.new_view == 2 for vc in drain(core).sent(ViewChange))  # only re-sends
+    core.tick()
+    assert [vc.new_view for vc in drain(core).sent(ViewChange)] == [3]
+
+
+def test_a_replica_joins_a_view_change_on_f_plus_one_requests_not_on_one() -> None:
+    c = Cluster(4)
+    core = c.cores[2]
+    core.step(3, c.view_change(3, 1))
+    assert not drain(core).sent(ViewChange) and core.view == 0
+    core.step(1, c.view_change(1, 1))
+    (vc,) = drain(core).sent(ViewChange)
+    assert vc.new_view == 1 and core.view == 1
+
+
+def test_view_change_moves_prepared_requests_into_the_new_view_with_the_same_digest() -> None:
+    """Scenario 7 of TESTING.md: prepared but not committed, the primary isolated."""
+    c = Cluster(4)
+    c.propose(request(1, 1), to=[0, 1, 2, 3])
+    # Prepares reach everyone, commits reach no one; then the primary disappears.
+    c.run(keep=lambda s, d, m: not isinstance(m, Commit))
+    prepared_digest = c.cores[1].slots[1].digest
+    c.down = {0}
+    c.queue.clear()
+    for i in (1, 2, 3):
+        c.cores[i].start_view_change(1)
+        c.collect(i)
+    c.run()
+    for i in (1, 2, 3):
+        assert c.cores[i].view == 1 and not c.cores[i].in_view_change
+        assert c.heights()[i] == 1
+        assert c.ledgers[i][0].txs == (request(1, 1).raw,)
+    nv = c.cores[1].last_new_view
+    assert nv is not None and nv.preprepares[0].proposal.digest() == prepared_digest
+
+
+def test_new_view_fills_gaps_with_null_requests() -> None:
+    c = Cluster(4)
+    core = c.cores[1]
+    pp3 = c.preprepare(0, 3, TX)
+    proof = c.prepared_proof(pp3, [1, 2])
+    vcs = [c.view_change(r, 1, [proof] if r == 2 else []) for r in (1, 2, 3)]
+    plan = core.plan_new_view(1, vcs)
+    assert [(seq, len(p.txs)) for seq, p in plan] == [(1, 0), (2, 0), (3, 1)]
+    assert plan[2][1].digest() == pp3.proposal.digest()
+    assert plan[0][1].view == 1 and plan[0][1].proposer == 1
+
+
+def test_the_highest_view_prepared_certificate_wins() -> None:
+    c = Cluster(4)
+    old = c.prepared_proof(c.preprepare(0, 1, TX), [1, 2])
+    newer = c.prepared_proof(c.preprepare(1, 1, TX2), [2, 3])
+    plan = c.cores[2].plan_new_view(
+        2, [c.view_change(1, 2, [old]), c.view_change(3, 2, [newer]), c.view_change(0, 2)]
+    )
+    assert plan[0][1].digest() == newer.preprepare.proposal.digest()
+
+
+def test_byzantine_view_change_with_an_invalid_prepared_certificate_is_refused() -> None:
+    """Scenario 8: the new primary builds NEW-VIEW from the valid view changes only."""
+    c = Cluster(4)
+    primary = c.cores[1]  # primary of view 1
+    # Replica 3 claims a request prepared with prepares "signed" by keys that are not 1 and 2's.
+    pp = c.preprepare(0, 1, TX2)
+    forged = c.prepared_proof(pp, [1, 2])
+    bad_qc = type(forged.prepares)(
+        statement=forged.prepares.statement,
+        signers=forged.prepares.signers,
+        signatures=(bytes(64), bytes(64)),
+    )
+    bad = c.view_change(3, 1, [type(forged)(preprepare=pp, prepares=bad_qc)])
+    primary.start_view_change(1)
+    drain(primary)
+    primary.step(3, bad)
+    assert primary.rejections.count("prepared certificate: invalid signature") == 1
+    assert not drain(primary).sent(NewView)
+    primary.step(2, c.view_change(2, 1))
+    primary.step(0, c.view_change(0, 1))
+    (nv,) = drain(primary).sent(NewView)
+    assert 3 not in {vc.replica for vc in nv.view_changes}
+    assert nv.preprepares == ()  # nothing was validly prepared
+
+
+@pytest.mark.parametrize(
+    "tamper,reason",
+    [
+        ("drop_preprepare", "new view's pre-prepares differ"),
+        ("swap_proposal", "new view's pre-prepares differ"),
+        ("too_few", "new view without a quorum"),
+        ("twice", "counts a replica's view change twice"),
+        ("not_primary", "not its primary"),
+    ],
+)
+def test_replicas_verify_new_view_before_acting(tamper: str, reason: str) -> None:
+    c = Cluster(4)
+    pp = c.preprepare(0, 1, TX)
+    proof = c.prepared_proof(pp, [2, 3])
+    vcs = (c.view_change(1, 1), c.view_change(2, 1, [proof]), c.view_change(3, 1))
+    primary = c.cores[1]
+    for vc in vcs[1:]:
+        primary.latest_vc[vc.replica] = vc
+    primary.start_view_change(1)
+    (nv,) = drain(primary).sent(NewView)
+    assert nv.preprepares[0].proposal.digest() == pp.proposal.digest()
+    sender = 1
+    if tamper == "drop_preprepare":
+        nv = resign(
+            c, NewView(view=1, view_changes=nv.view_changes, preprepares=(), signature=bytes(64))
+        )
+    elif tamper == "swap_proposal":
+        other = c.preprepare(1, 1, TX2, primary=1)
+        nv = resign(
+            c,
+            NewView(
+                view=1, view_changes=nv.view_changes, preprepares=(other,), signature=bytes(64)
+            ),
+        )
+    elif tamper == "too_few":
+        nv = resign(
+            c,
+            NewView(
+                view=1,
+                view_changes=nv.view_changes[:2],
+                preprepares=nv.preprepares,
+                signature=bytes(64),
+            ),
+        )
+    elif tamper == "twice":
+        twice = (nv.view_changes[0], nv.view_changes[0], nv.view_changes[1])
+        nv = resign(
+            c, NewView(view=1, view_changes=twice, preprepares=nv.preprepares, signature=bytes(64))
+        )
+    elif tamper == "not_primary":
+        sender = 2
+    backup = c.cores[3]
+    backup.start_view_change(1)
+    drain(backup)
+    backup.step(sender, nv)
+    assert backup.in_view_change, "a bad NEW-VIEW must not be installed"
+    assert any(reason in r for r in backup.rejections.by_reason)
+
+
+def resign(c: Cluster, nv: NewView) -> NewView:
+    unsigned = NewView(
+        view=nv.view, view_changes=nv.view_changes, preprepares=nv.preprepares, signature=bytes(64)
+    )
+    return NewView(
+        view=nv.view,
+        view_changes=nv.view_changes,
+        preprepares=nv.preprepares,
+        signature=c.sign(1, c.st.new_view.digest(unsigned.body())),
+    )
+
+
+# -------------------------------------------------------------------------------- durability
+
+
+def test_a_restarted_replica_does_not_sign_a_conflicting_prepare() -> None:
+    """Scenario 13: crash right after voting, restart, a conflicting proposal for that view."""
+    c = Cluster(4)
+    core = c.cores[1]
+    core.step(0, c.preprepare(0, 1, TX))
+    first = c.collect(1)
+    assert first.sent(Prepare) and any(
+        isinstance(r, VoteRecord) and r.kind == "prepare" for r in first.persist
+    )
+    c.restart(1)
+    restarted = c.cores[1]
+    restarted.step(0, c.preprepare(0, 1, TX2))
+    got = c.collect(1)
+    assert not got.sent(Prepare)
+    assert restarted.rejections.count("conflicts with a prepare cast before a restart") == 1
+    with pytest.raises(SafetyViolation):
+        restarted.sign_vote("prepare", 0, 1, bytes(32), bytes(32))
+    # The same proposal again: the same vote may be repeated.
+    restarted.step(0, c.preprepare(0, 1, TX))
+    assert c.collect(1).sent(Prepare)
+
+
+def test_a_restarted_replica_resumes_its_view_change() -> None:
+    c = Cluster(4, PbftConfig(request_timeout=3))
+    c.down = {0}
+    c.propose(request(1, 1))
+    c.tick(5)
+    assert c.cores[2].view == 1
+    c.restart(2)
+    assert c.cores[2].view == 1 and c.cores[2].in_view_change
+    c.run()
+    c.tick(1)
+    c.run()
+    assert all(c.cores[i].view == 1 and not c.cores[i].in_view_change for i in (1, 2, 3))
+    assert c.heights()[1:] == [1, 1, 1]
+
+
+def test_prepared_certificates_survive_a_restart_and_reach_the_view_change() -> None:
+    c = Cluster(4)
+    pp = c.preprepare(0, 1, TX)
+    d = pp.proposal.digest()
+    core = c.cores[2]
+    core.step(0, pp)
+    for b in (1, 3):
+        core.step(b, c.prepare(b, 0, 1, d))
+    c.collect(2)
+    c.restart(2)
+    c.cores[2].start_view_change(1)
+    (vc,) = c.collect(2).sent(ViewChange)
+    assert [p.preprepare.proposal.digest() for p in vc.prepared] == [d]
+
+
+# -------------------------------------------------------------------------------- 4.5 state transfer
+
+
+def test_a_replica_behind_fetches_certified_blocks_and_verifies_them() -> None:
+    from bft.core.messages import BlockRequest, BlockResponse
+
+    c = Cluster(4)
+    c.down = {3}
+    for seq in range(1, 5):
+        c.propose(request(2, seq))
+        c.run()
+    assert c.heights()[:3] == [4, 4, 4]
+    c.down = set()
+    lagging = c.cores[3]
+    for peer in (0, 1):
+        lagging.step(peer, c.checkpoint(peer, c.ledgers[peer][-1]))
+    for _ in range(30):
+        lagging.tick()
+    got = c.collect(3)
+    (req,) = [m for _, m in got.messages if isinstance(m, BlockRequest)]
+    assert req.start == 1
+    # A forged block is refused; the certified ones are taken.
+    good = c.ledgers[0]
+    forged = type(good[0])(header=good[0].header, txs=good[0].txs, certificate=good[1].certificate)
+    lagging.step(0, BlockResponse(start=1, height=4, blocks=(forged,)))
+    assert c.collect(3).committed == [] and lagging.cert_height == 0
+    lagging.step(0, BlockResponse(start=1, height=4, blocks=tuple(good)))
+    got = c.collect(3)
+    assert [b.height for b in got.committed] == [1, 2, 3, 4]
+    assert lagging.stable == 4
