@@ -546,3 +546,40 @@ def test_a_replica_behind_fetches_certified_blocks_and_verifies_them() -> None:
     got = c.collect(3)
     assert [b.height for b in got.committed] == [1, 2, 3, 4]
     assert lagging.stable == 4
+
+
+def test_signatures_cannot_be_replayed_under_another_height_view_or_chain() -> None:
+    """Scenario 4: a signature reused under another height, view or chain is refused."""
+    from bft.pbft.messages import Statements
+
+    c = Cluster(4)
+    c.propose(request(1, 1))
+    c.run()
+    genuine = c.checkpoint(2, c.ledgers[0][0])
+    core = c.cores[1]
+    for forged in (
+        Checkpoint(
+            height=2, view=genuine.view, block_hash=genuine.block_hash, signature=genuine.signature
+        ),
+        Checkpoint(
+            height=1,
+            view=genuine.view + 1,
+            block_hash=genuine.block_hash,
+            signature=genuine.signature,
+        ),
+    ):
+        core.cert_height = 0  # let it consider height 1 again
+        core.step(2, forged)
+    assert core.rejections.count("bad checkpoint signature") == 2
+    # A prepare signed for another chain does not count on this one.
+    elsewhere = Statements("another-chain")
+    foreign = Prepare(
+        view=0,
+        seq=1,
+        digest=bytes(32),
+        signature=c.sign(2, elsewhere.prepare_digest(0, 1, bytes(32))),
+    )
+    fresh = Cluster(4)
+    fresh.cores[1].step(2, foreign)
+    fresh.cores[1].step(2, c.prepare(2, 0, 1, bytes(32)))
+    assert fresh.cores[1].rejections.count("bad prepare signature") == 1
