@@ -1,0 +1,396 @@
+"""Authenticated connections between replicas, and from clients, over TCP with mutual TLS.
+
+Theory of operation
+-------------------
+Every connection starts the same way, under ``handshake_timeout``: the TLS handshake (unless the
+deployment runs in plaintext, which exists only to measure what TLS costs), then one
+:class:`Hello` frame from the side that dialled, naming what it is (a replica and its id, or a
+client) and the chain. A replica that says it is replica ``i`` must present a certificate whose
+key is the committee's key for ``i``; the dialler checks the same of the replica it meant to
+reach. Then frames flow: each one an encoded record, or an empty keep-alive frame.
+
+Replicas talk over two one-way connections per pair: a replica *dials* every peer to send to it,
+and *accepts* connections from every peer to receive. Sending goes through a :class:`PeerLink`
+per peer: a bounded queue and one writer task that joins whatever is queued into a single
+``send_all``, reconnecting with exponential backoff and jitter when the connection breaks. A
+slow or dead peer never blocks the others:
+
+**Queue-full policy**: when a peer's queue holds ``queue_size`` frames, the *oldest* queued frame
+is dropped to make room (and counted). A peer that does not drain its queue is behind already, a
+newer message is usually worth more than an older one, and the protocols re-send what still
+matters. Frames lost with a broken connection are counted the same way.
+
+Receiving: each accepted connection has its own task that reads frames (the length is checked
+before the body is read), drops a connection that stays silent past ``idle_timeout``, and hands
+each frame to the handler. A handler that raises :class:`ProtocolViolation` (for a frame that does
+not decode, say) gets the connection closed; the replica goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from crypto import Committee
+from crypto.codec import CodecError, Record, Text, UInt, record, wire
+
+from .faults import LinkFaults
+from .framing import DEFAULT_MAX_FRAME, FramedStream, FrameError
+from .tls import peer_public_key
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE = b""
+
+
+@record(tag=0x90)
+class Hello(Record):
+    kind: str = wire(Text(choices=("replica", "client")))
+    id: int = wire(UInt(1023))
+    chain_id: str = wire(Text(64, min_len=1))
+    protocol: str = wire(Text(choices=("pbft", "hotstuff", "raft")))
+
+
+class ProtocolViolation(Exception):
+    """The peer sent something unacceptable; its connection is closed."""
+
+
+class HandshakeError(Exception):
+    """A connection could not be established as the party it claims to be."""
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    max_frame: int = DEFAULT_MAX_FRAME
+    handshake_timeout: float = 5.0
+    idle_timeout: float = 30.0
+    keepalive_interval: float = 5.0
+    send_timeout: float = 10.0
+    queue_size: int = 4096
+    batch_bytes: int = 4 << 20
+    reconnect_min: float = 0.05
+    reconnect_max: float = 2.0
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is on the other side of an accepted connection."""
+
+    kind: str
+    replica: int | None
+    public_key: bytes | None
+
+    def describe(self) -> str:
+        if self.kind == "replica":
+            return f"replica {self.replica}"
+        return f"client {self.public_key.hex()[:12] if self.public_key else 'unauthenticated'}"
+
+
+@dataclass
+class Endpoint:
+    """What a replica or client needs to make and check connections."""
+
+    committee: Committee
+    protocol: str
+    server_tls: ssl.SSLContext | None
+    client_tls: ssl.SSLContext | None
+    config: NetworkConfig = field(default_factory=NetworkConfig)
+
+    @property
+    def plaintext(self) -> bool:
+        return self.server_tls is None
+
+
+# ------------------------------------------------------------------------------------ dialling
+
+
+async def dial(
+    endpoint: Endpoint, host: str, port: int, hello: Hello, *, expect_replica: int | None = None
+) -> FramedStream:
+    """Connect, shake hands, send ``hello``; check the replica we reached is ``expect_replica``."""
+    config = endpoint.config
+    with trio.fail_after(config.handshake_timeout):
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        try:
+            if endpoint.client_tls is not None:
+                tls = trio.SSLStream(
+                    stream, endpoint.client_tls, server_hostname=f"replica-{expect_replica}"
+                )
+                await tls.do_handshake()
+                stream = tls
+                if expect_replica is not None:
+                    key = peer_public_key(tls)
+                    if key != endpoint.committee.members[expect_replica].raw:
+                        raise HandshakeError(
+                            f"{host}:{port} presented a certificate that is not replica {expect_replica}'s key"
+                        )
+            framed = FramedStream(stream, config.max_frame)
+            await framed.send([hello.encode()])
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+    return framed
+
+
+class PeerLink:
+    """The sending side towards one peer: a bounded queue and one writer task."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        me: int,
+        peer: int,
+        address: tuple[str, int],
+        faults: LinkFaults,
+        rng: random.Random,
+    ) -> None:
+        self.endpoint = endpoint
+        self.me = me
+        self.peer = peer
+        self.address = address
+        self.faults = faults
+        self.rng = rng
+        self.queue: deque[bytes] = deque()
+        self._wakeup = trio.Event()
+        self.connected = False
+        self.stats: Counter[str] = Counter()
+
+    def send(self, frame: bytes) -> None:
+        """Queue ``frame`` without waiting; drops the oldest queued frame when full."""
+        if len(self.queue) >= self.endpoint.config.queue_size:
+            self.queue.popleft()
+            self.stats["dropped_queue_full"] += 1
+        self.queue.append(frame)
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Keep a connection to the peer and send whatever is queued (until cancelled)."""
+        config = self.endpoint.config
+        hello = Hello(
+            kind="replica",
+            id=self.me,
+            chain_id=self.endpoint.committee.chain_id,
+            protocol=self.endpoint.protocol,
+        )
+        backoff = config.reconnect_min
+        while True:
+            try:
+                framed = await dial(self.endpoint, *self.address, hello, expect_replica=self.peer)
+            except (
+                OSError,
+                trio.TooSlowError,
+                ssl.SSLError,
+                HandshakeError,
+                trio.BrokenResourceError,
+            ) as exc:
+                self.connected = False
+                self.stats["connect_failures"] += 1
+                if (
+                    self.stats["connect_failures"] in (1, 10, 100)
+                    or self.stats["connect_failures"] % 1000 == 0
+                ):
+                    log.info(
+                        "replica %d: cannot reach replica %d at %s:%d: %s",
+                        self.me,
+                        self.peer,
+                        *self.address,
+                        exc,
+                    )
+                await trio.sleep(backoff * (0.5 + self.rng.random()))
+                backoff = min(backoff * 2, config.reconnect_max)
+                continue
+            backoff = config.reconnect_min
+            self.connected = True
+            self.stats["connects"] += 1
+            try:
+                await self._pump(framed)
+            except (
+                OSError,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                trio.TooSlowError,
+                ssl.SSLError,
+            ) as exc:
+                log.info("replica %d: link to replica %d broke: %s", self.me, self.peer, exc)
+            finally:
+                self.connected = False
+                await trio.aclose_forcefully(framed.stream)
+
+    async def _pump(self, framed: FramedStream) -> None:
+        config = self.endpoint.config
+        while True:
+            if not self.queue:
+                self._wakeup = trio.Event()
+                with trio.move_on_after(config.keepalive_interval):
+                    await self._wakeup.wait()
+                if not self.queue:
+                    with trio.fail_after(config.send_timeout):
+                        await framed.send([KEEPALIVE])
+                    continue
+            batch: list[bytes] = []
+            size = 0
+            while self.queue and size < config.batch_bytes:
+                frame = self.queue.popleft()
+                if self.faults.active:
+                    dropped, delay = self.faults.outbound(self.peer)
+                    if dropped:
+                        self.stats["dropped_by_fault"] += 1
+                        continue
+                    if delay:
+                        await trio.sleep(delay)
+                batch.append(frame)
+                size += len(frame)
+            if not batch:
+                continue
+            try:
+                with trio.fail_after(config.send_timeout):
+                    await framed.send(batch)
+            except BaseException:
+                self.stats["dropped_broken_link"] += len(batch)
+                raise
+            self.stats["frames_sent"] += len(batch)
+            self.stats["bytes_sent"] += size
+
+
+class PeerLinks:
+    """One :class:`PeerLink` per peer."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        me: int,
+        addresses: dict[int, tuple[str, int]],
+        faults: LinkFaults,
+        seed: int = 0,
+    ) -> None:
+        rng = random.Random(seed * 1_000_003 + me)
+        self.links = {
+            peer: PeerLink(endpoint, me, peer, address, faults, rng)
+            for peer, address in addresses.items()
+            if peer != me
+        }
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for link in self.links.values():
+                nursery.start_soon(link.run)
+            task_status.started()
+
+    def send(self, peer: int, frame: bytes) -> None:
+        link = self.links.get(peer)
+        if link is not None:
+            link.send(frame)
+
+    def broadcast(self, frame: bytes) -> None:
+        for link in self.links.values():
+            link.send(frame)
+
+    def statistics(self) -> dict[int, dict[str, Any]]:
+        return {
+            peer: {"connected": link.connected, "queued": len(link.queue), **link.stats}
+            for peer, link in self.links.items()
+        }
+
+
+# ------------------------------------------------------------------------------------ accepting
+
+
+FrameHandler = Callable[[Identity, bytes], Awaitable[None]]
+ConnectionHandler = Callable[[Identity, FramedStream], Awaitable[None]]
+
+
+class Acceptor:
+    """Accepts connections, authenticates them, and runs a handler on each."""
+
+    def __init__(self, endpoint: Endpoint, kind: str, on_connection: ConnectionHandler) -> None:
+        self.endpoint = endpoint
+        self.kind = kind
+        self.on_connection = on_connection
+        self.stats: Counter[str] = Counter()
+        self.open = 0
+
+    async def serve(
+        self, host: str, port: int, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await trio.serve_tcp(self._handle, port, host=host, task_status=task_status)
+
+    async def _handle(self, stream: trio.abc.Stream) -> None:
+        self.open += 1
+        try:
+            identity, framed = await self._handshake(stream)
+            stream = framed.stream
+            self.stats["accepted"] += 1
+            await self.on_connection(identity, framed)
+        except HandshakeError as exc:
+            self.stats["rejected_handshake"] += 1
+            log.warning("%s connection refused: %s", self.kind, exc)
+        except trio.TooSlowError:
+            self.stats["rejected_timeout"] += 1
+        except (FrameError, ProtocolViolation, CodecError) as exc:
+            self.stats["closed_bad_input"] += 1
+            log.info("%s connection closed: %s", self.kind, exc)
+        except (OSError, ssl.SSLError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.stats["closed_broken"] += 1
+            log.debug("%s connection broke: %s", self.kind, exc)
+        finally:
+            self.open -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _handshake(self, stream: trio.abc.Stream) -> tuple[Identity, FramedStream]:
+        endpoint = self.endpoint
+        config = endpoint.config
+        with trio.fail_after(config.handshake_timeout):
+            key = None
+            if endpoint.server_tls is not None:
+                tls = trio.SSLStream(stream, endpoint.server_tls, server_side=True)
+                try:
+                    await tls.do_handshake()
+                except (ssl.SSLError, trio.BrokenResourceError) as exc:
+                    raise HandshakeError(f"TLS handshake failed: {exc}") from None
+                stream = tls
+                key = peer_public_key(tls)
+            framed = FramedStream(stream, config.max_frame)
+            first = await framed.receive()
+        if first is None:
+            raise HandshakeError("closed before saying hello")
+        try:
+            hello = Hello.decode(first, max_size=1024)
+        except CodecError as exc:
+            raise HandshakeError(f"bad hello: {exc}") from None
+        if hello.kind != self.kind:
+            raise HandshakeError(f"a {hello.kind} connected to the {self.kind} port")
+        committee = endpoint.committee
+        if hello.chain_id != committee.chain_id or hello.protocol != endpoint.protocol:
+            raise HandshakeError(f"hello for chain {hello.chain_id!r} ({hello.protocol}), not ours")
+        if hello.kind == "replica":
+            if not 0 <= hello.id < committee.n:
+                raise HandshakeError(f"replica id {hello.id} is not in the committee")
+            if not endpoint.plaintext and key != committee.members[hello.id].raw:
+                raise HandshakeError(
+                    f"certificate is not replica {hello.id}'s key (impersonation?)"
+                )
+            return Identity("replica", hello.id, key), framed
+        return Identity("client", None, key), framed
+
+
+async def read_frames(
+    framed: FramedStream, identity: Identity, handler: FrameHandler, config: NetworkConfig
+) -> None:
+    """Hand every frame to ``handler`` until the peer closes or stays silent too long."""
+    while True:
+        with trio.move_on_after(config.idle_timeout) as scope:
+            frame = await framed.receive()
+        if scope.cancelled_caught:
+            raise trio.TooSlowError(f"{identity.describe()} silent for {config.idle_timeout} s")
+        if frame is None:
+            return
+        if frame == KEEPALIVE:
+            continue
+        await handler(identity, frame)
