@@ -100,7 +100,7 @@ def make_cluster_ca(directory: Path, chain_id: str) -> tuple[Path, Path]:
                 decipher_only=False,
             ),
             critical=True,
-        )  # fmt: skip
+        )
         .sign(key, None)
     )
     ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"

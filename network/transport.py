@@ -129,7 +129,8 @@ async def dial(
                     key = peer_public_key(tls)
                     if key != endpoint.committee.members[expect_replica].raw:
                         raise HandshakeError(
-                            f"{host}:{port} presented a certificate that is not replica {expect_replica}'s key"
+                            f"{host}:{port} presented a certificate that is not "
+                            f"replica {expect_replica}'s key"
                         )
             framed = FramedStream(stream, config.max_frame)
             await framed.send([hello.encode()])
