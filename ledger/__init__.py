@@ -17,7 +17,7 @@ from .block import (
 )
 from .errors import BlockError, CorruptRecord, LedgerError, ReceiptError, StoreError
 from .receipt import Receipt
-from .tx import Transaction, tx_domain, txid_of
+from .tx import Transaction, looks_signed, tx_domain, txid_of
 from .verify import ChainSummary, verify_block, verify_certificate, verify_chain
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "Transaction",
     "commit_domain",
     "genesis_hash",
+    "looks_signed",
     "make_header",
     "tx_domain",
     "txid_of",

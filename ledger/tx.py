@@ -79,6 +79,12 @@ class Transaction(Record):
         return leaf_hash(self.encode())
 
 
+def looks_signed(encoded: bytes) -> bool:
+    """A cheap test on an encoded transaction: does it end with a 64-byte signature? (A false
+    positive only costs a decode; an unsigned transaction ends with an empty byte string.)"""
+    return encoded[-66:-64] == b"\x58\x40"
+
+
 def txid_of(encoded: bytes) -> bytes:
     """The id of an encoded transaction: its Merkle leaf hash."""
     return leaf_hash(encoded)

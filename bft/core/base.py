@@ -8,6 +8,7 @@ from crypto import Committee
 from crypto.codec import Record
 from ledger import Block, BlockError, verify_block
 
+from .admission import VerifiedCache
 from .errors import LocalMisuse, Rejections
 from .interface import CoreContext
 from .ready import BROADCAST, Outbound, Ready, Reply
@@ -23,6 +24,8 @@ class CoreBase:
         self.signer = context.signer
         self.chain_id = context.committee.chain_id
         self.rejections = Rejections()
+        self.verified = VerifiedCache()
+        """Transaction ids whose client signatures are known good; a runtime seeds it."""
         self._persist: list[Record] = []
         self._persist_replaces = False
         self._committed: list[Block] = []

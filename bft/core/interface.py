@@ -131,6 +131,15 @@ class ProtocolSpec:
     byzantine: bool
     round_of: Callable[[Record], int | None]
     config_type: type
+    durable: RecordUnion | None = None
+    """The records a core persists, for reading its protocol log back (default: ``messages``)."""
+    equivocate: Callable[[Record, Signer, Committee], Record | None] | None = None
+    """Testbed only: a conflicting, validly signed variant of a leader's proposal, for a replica
+    told to equivocate; ``None`` for messages it cannot equivocate on."""
+
+    @property
+    def log_records(self) -> RecordUnion:
+        return self.durable if self.durable is not None else self.messages
 
     def min_replicas(self, faults: int) -> int:
         return 3 * faults + 1 if self.byzantine else 2 * faults + 1

@@ -4,8 +4,9 @@ certificates; view changes; state transfer of certified blocks. A pure, sans-I/O
 from __future__ import annotations
 
 from bft.core.interface import CoreContext, ProtocolSpec, message_union
-from crypto.codec import Record
+from crypto.codec import Record, RecordUnion
 
+from .byzantine import equivocate
 from .config import PbftConfig
 from .core import PbftCore
 from .messages import (
@@ -14,10 +15,12 @@ from .messages import (
     Commit,
     NewView,
     Prepare,
+    PreparedProof,
     PrePrepare,
     Proposal,
     ViewChange,
 )
+from .state import ViewRecord, VoteRecord
 
 
 def round_of(message: Record) -> int | None:
@@ -40,6 +43,8 @@ SPEC = ProtocolSpec(
     byzantine=True,
     round_of=round_of,
     config_type=PbftConfig,
+    durable=RecordUnion([ViewRecord, VoteRecord, PreparedProof]),
+    equivocate=equivocate,
 )
 
 __all__ = [

@@ -49,7 +49,6 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bft.core.admission import VerifiedCache
 from bft.core.base import CoreBase
 from bft.core.errors import LocalMisuse, SafetyViolation
 from bft.core.interface import CoreContext, CoreStatus
@@ -147,7 +146,6 @@ class PbftCore(CoreBase):
         self.clients = ClientTable(cfg.client_window, cfg.max_clients)
         self.clients.rebuild(ledger.recent)
         self.mempool = Mempool(cfg.mempool_requests, cfg.mempool_bytes, cfg.mempool_per_client)
-        self.verified = VerifiedCache()
 
         self.slots: dict[int, Slot] = {}
         self.in_flight: dict[RequestId, int] = {}
