@@ -1,0 +1,286 @@
+"""A replica's configuration: one TOML file, validated on load.
+
+Every error names the file and the key, in one line. Relative paths are relative to the file::
+
+    [replica]
+    id = 0
+    protocol = "pbft"                     # pbft, hotstuff or raft
+    committee = "keys/committee.toml"
+    key = "keys/replica-0.key"
+    data_dir = "data/replica-0"
+
+    [network]
+    listen = "127.0.0.1:7000"             # replica-to-replica
+    client_listen = "127.0.0.1:8000"      # clients
+    plaintext = false                     # true only to measure what TLS costs
+    tls_ca = "tls/ca.crt"
+    tls_cert = "tls/replica-0.crt"
+    tls_key = "tls/replica-0.tls.key"
+
+    [peers]                               # every replica's replica-to-replica address
+    0 = "127.0.0.1:7000"
+    1 = "127.0.0.1:7001"
+
+    [timing]
+    tick_ms = 10
+
+    [limits]
+    max_tx_bytes = 65536
+    require_client_signatures = false
+
+    [admin]
+    keys = ["<hex public key of a client allowed to inject faults>"]
+
+    [pbft]                                # options of the protocol's config, by name
+    checkpoint_interval = 16
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bft.core.requests import BatchPolicy
+from crypto.committee import PROTOCOLS
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the key."""
+
+    def __init__(self, path: Path | str, key: str, reason: str) -> None:
+        self.path = str(path)
+        self.key = key
+        self.reason = reason
+        where = f"{self.path}: [{key}]" if key else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    path: Path
+    replica: int
+    protocol: str
+    committee_file: Path
+    key_file: Path
+    data_dir: Path
+    listen: tuple[str, int]
+    client_listen: tuple[str, int]
+    peers: dict[int, tuple[str, int]]
+    plaintext: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tick_ms: float = 10.0
+    max_tx_bytes: int = 64 * 1024
+    require_client_signatures: bool = False
+    max_frame: int = 16 * 1024 * 1024
+    admin_keys: frozenset[bytes] = frozenset()
+    protocol_options: dict[str, Any] = field(default_factory=dict)
+    byzantine: str = ""
+    """Test and testbed only: "silent", "equivocate" or "bad-signatures"."""
+
+
+def parse_address(text: object, path: Path, key: str) -> tuple[str, int]:
+    if not isinstance(text, str) or ":" not in text:
+        raise ConfigError(path, key, f"expected HOST:PORT, got {text!r}")
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(path, key, f"port {port!r} is not a number") from None
+    if not 0 <= number <= 65535 or not host:
+        raise ConfigError(path, key, f"invalid address {text!r}")
+    return host.strip("[]"), number
+
+
+class _Reader:
+    def __init__(self, path: Path, doc: dict[str, Any]) -> None:
+        self.path = path
+        self.doc = doc
+        self.base = path.parent
+
+    def table(self, name: str, required: bool = True) -> dict[str, Any]:
+        value = self.doc.get(name)
+        if value is None:
+            if required:
+                raise ConfigError(self.path, name, "missing table")
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(self.path, name, "must be a table")
+        return value
+
+    def get(
+        self, table: str, key: str, kind: type, default: Any = ..., *, check: Any = None
+    ) -> Any:
+        section = self.table(table, required=default is ...)
+        if key not in section:
+            if default is ...:
+                raise ConfigError(self.path, f"{table}.{key}", "missing")
+            return default
+        value = section[key]
+        if kind is int and (type(value) is not int):
+            raise ConfigError(self.path, f"{table}.{key}", f"must be an integer, got {value!r}")
+        if (kind is float and not isinstance(value, int | float)) or (
+            isinstance(value, bool) and kind is float
+        ):
+            raise ConfigError(self.path, f"{table}.{key}", f"must be a number, got {value!r}")
+        if kind is bool and type(value) is not bool:
+            raise ConfigError(self.path, f"{table}.{key}", f"must be true or false, got {value!r}")
+        if kind is str and not isinstance(value, str):
+            raise ConfigError(self.path, f"{table}.{key}", f"must be a string, got {value!r}")
+        if check is not None:
+            reason = check(value)
+            if reason:
+                raise ConfigError(self.path, f"{table}.{key}", reason)
+        return value
+
+    def file(self, table: str, key: str, default: Any = ...) -> Path | None:
+        value = self.get(table, key, str, default)
+        if value is None:
+            return None
+        path = Path(value)
+        return path if path.is_absolute() else self.base / path
+
+
+def load_replica_config(path: Path | str) -> ReplicaConfig:
+    """Read and validate a replica's configuration file."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    r = _Reader(path, doc)
+    protocol = r.get(
+        "replica",
+        "protocol",
+        str,
+        check=lambda v: "" if v in PROTOCOLS else f"must be one of {', '.join(PROTOCOLS)}",
+    )
+    replica = r.get(
+        "replica", "id", int, check=lambda v: "" if 0 <= v < 1024 else "must be 0..1023"
+    )
+    peers_table = r.table("peers")
+    peers: dict[int, tuple[str, int]] = {}
+    for key, value in peers_table.items():
+        try:
+            peer = int(key)
+        except ValueError:
+            raise ConfigError(
+                path, f"peers.{key}", "peer keys are replica ids (0, 1, ...)"
+            ) from None
+        peers[peer] = parse_address(value, path, f"peers.{key}")
+    if replica not in peers:
+        raise ConfigError(path, "peers", f"lists no address for this replica ({replica})")
+    plaintext = r.get("network", "plaintext", bool, False)
+    tls = {k: r.file("network", k, None) for k in ("tls_ca", "tls_cert", "tls_key")}
+    if not plaintext:
+        for key, value in tls.items():
+            if value is None:
+                raise ConfigError(
+                    path,
+                    f"network.{key}",
+                    "missing (TLS is on; set plaintext = true only to measure it)",
+                )
+    admin_keys = set()
+    for i, text in enumerate(r.get("admin", "keys", list, [])):
+        if not isinstance(text, str) or len(text) != 64:
+            raise ConfigError(path, f"admin.keys[{i}]", "must be a 64-hex-digit public key")
+        try:
+            admin_keys.add(bytes.fromhex(text))
+        except ValueError:
+            raise ConfigError(
+                path, f"admin.keys[{i}]", "must be a 64-hex-digit public key"
+            ) from None
+    options = r.table(protocol, required=False)
+    return ReplicaConfig(
+        path=path,
+        replica=replica,
+        protocol=protocol,
+        committee_file=r.file("replica", "committee"),  # type: ignore[arg-type]
+        key_file=r.file("replica", "key"),  # type: ignore[arg-type]
+        data_dir=r.file("replica", "data_dir"),  # type: ignore[arg-type]
+        listen=parse_address(r.get("network", "listen", str), path, "network.listen"),
+        client_listen=parse_address(
+            r.get("network", "client_listen", str), path, "network.client_listen"
+        ),
+        peers=peers,
+        plaintext=plaintext,
+        tls_ca=tls["tls_ca"],
+        tls_cert=tls["tls_cert"],
+        tls_key=tls["tls_key"],
+        tick_ms=float(
+            r.get(
+                "timing",
+                "tick_ms",
+                float,
+                10.0,
+                check=lambda v: "" if 0.5 <= v <= 10_000 else "must be 0.5..10000",
+            )
+        ),
+        max_tx_bytes=r.get(
+            "limits",
+            "max_tx_bytes",
+            int,
+            64 * 1024,
+            check=lambda v: "" if 16 <= v <= 4 << 20 else "must be 16..4194304",
+        ),
+        require_client_signatures=r.get("limits", "require_client_signatures", bool, False),
+        max_frame=r.get(
+            "limits",
+            "max_frame",
+            int,
+            16 << 20,
+            check=lambda v: "" if 1 << 16 <= v <= 64 << 20 else "must be 64 KiB..64 MiB",
+        ),
+        admin_keys=frozenset(admin_keys),
+        protocol_options=dict(options),
+        byzantine=r.get(
+            "replica",
+            "byzantine",
+            str,
+            "",
+            check=lambda v: (
+                ""
+                if v in ("", "silent", "equivocate", "bad-signatures")
+                else "must be silent, equivocate or bad-signatures"
+            ),
+        ),
+    )
+
+
+def protocol_config(config: ReplicaConfig, config_type: type) -> Any:
+    """The protocol's config object from the ``[<protocol>]`` table, with clear errors."""
+    known = {f.name: f for f in dataclasses.fields(config_type)}
+    options = dict(config.protocol_options)
+    public = sorted(k for k in known if not k.startswith("unsafe"))
+    for key, value in options.items():
+        if key not in public:
+            raise ConfigError(
+                config.path,
+                f"{config.protocol}.{key}",
+                f"unknown option; known: {', '.join(public)}",
+            )
+        if isinstance(value, dict):
+            if key != "batch":
+                raise ConfigError(
+                    config.path, f"{config.protocol}.{key}", "must be a value, not a table"
+                )
+            try:
+                options[key] = BatchPolicy(**value)
+            except TypeError as exc:
+                raise ConfigError(config.path, f"{config.protocol}.batch", str(exc)) from None
+    if "require_signatures" in known:
+        options.setdefault("require_signatures", config.require_client_signatures)
+    if "max_tx_bytes" in known:
+        options.setdefault("max_tx_bytes", config.max_tx_bytes)
+    try:
+        return config_type(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(config.path, config.protocol, str(exc)) from None

@@ -1,0 +1,668 @@
+"""The replica runtime: one protocol core driven by Trio, real sockets, a ledger on disk.
+
+Theory of operation
+-------------------
+One task, the *driver*, owns the core. Everything else talks to it through a bounded inbox:
+peer readers put decoded messages there (and wait when it is full, which slows the peer down
+over TCP), client readers put admitted requests, and a ticker puts a tick every ``tick_ms``
+(ticks coalesce: a busy driver sees one, not a pile). The driver takes one event and whatever
+else is already waiting, feeds all of it to the core, then carries out each ``Ready`` in the
+order it demands:
+
+1. ``persist``: appended to the protocol log and fsynced (or the log replaced atomically);
+2. ``committed``: appended to the ledger and fsynced, one group commit for the whole batch;
+3. ``messages``: encoded once each and queued on the peer links (never awaited);
+4. ``replies``: one ``Committed`` frame per client per block, with the Merkle paths.
+
+Disk work runs on one worker thread (the ledger store is single-owner), so the event loop keeps
+serving peers and clients during an fsync. Nothing that depends on state is sent before that
+state is durable, and no client hears of a block before the block is on disk: a replica killed
+with SIGKILL at any point loses nothing it acknowledged.
+
+Peers that fall behind ask for blocks (``BlockRequest``); the runtime answers from the ledger.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import signal
+import time
+from collections import Counter, OrderedDict, defaultdict, deque
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from bft.client.protocol import (
+    TO_REPLICA,
+    Blocks,
+    Committed,
+    Control,
+    ControlReply,
+    Placed,
+    Refusal,
+    Refused,
+    StatusReply,
+    StatusRequest,
+    Submit,
+    Subscribe,
+)
+from bft.core.admission import AdmissionPolicy, VerifiedCache, check_transactions, verify_signatures
+from bft.core.interface import CoreContext, LedgerState, serve_block_request
+from bft.core.messages import BlockRequest
+from bft.core.ready import BROADCAST, Ready, Reply
+from bft.core.requests import Request
+from bft.protocols import spec as protocol_spec
+from crypto import MerkleTree
+from crypto.codec import CodecError, Record
+from crypto.keyfiles import load_committee, load_secret_key
+from ledger import Block, looks_signed, txid_of
+from ledger.store import LedgerStore
+from network import (
+    Acceptor,
+    Endpoint,
+    FramedStream,
+    Identity,
+    LinkFaults,
+    NetworkConfig,
+    PeerLinks,
+    ProtocolViolation,
+    read_frames,
+    verify_off_loop,
+)
+from network.tls import TlsError, TlsFiles, client_context, server_context
+
+from .config import ConfigError, ReplicaConfig, protocol_config
+from .wal import ProtocolLog
+
+log = logging.getLogger("bft.replica")
+
+RECENT_BLOCKS = 256
+MAX_ROUTES = 1_000_000
+SESSION_QUEUE = 4096
+
+
+class ReplicaError(Exception):
+    """The replica cannot start; the message says why, in one line."""
+
+
+class ClientSession:
+    """One client connection: a bounded outbound queue and its writer."""
+
+    def __init__(self, number: int, identity: Identity, framed: FramedStream) -> None:
+        self.number = number
+        self.identity = identity
+        self.framed = framed
+        self.queue: deque[bytes] = deque()
+        self.wakeup = trio.Event()
+        self.dropped = 0
+        self.subscribed_from: int | None = None
+        self.closed = False
+
+    def send(self, record: Record) -> None:
+        if self.closed:
+            return
+        if len(self.queue) >= SESSION_QUEUE:
+            self.queue.popleft()
+            self.dropped += 1
+        self.queue.append(record.encode())
+        self.wakeup.set()
+
+    async def writer(self) -> None:
+        while True:
+            if not self.queue:
+                self.wakeup = trio.Event()
+                await self.wakeup.wait()
+            batch = list(self.queue)
+            self.queue.clear()
+            await self.framed.send(batch)
+
+
+class Replica:
+    def __init__(self, config: ReplicaConfig) -> None:
+        self.config = config
+        try:
+            self.committee = load_committee(config.committee_file)
+            secret = load_secret_key(config.key_file)
+        except Exception as exc:  # KeyFileError and friends: already one line naming the file
+            raise ReplicaError(str(exc)) from None
+        if secret.role != "replica" or secret.id != config.replica:
+            raise ReplicaError(
+                f"{config.key_file}: holds the key of {secret.role} {secret.id}, "
+                f"not replica {config.replica}"
+            )
+        if secret.chain_id != self.committee.chain_id:
+            raise ReplicaError(
+                f"{config.key_file}: key of chain {secret.chain_id!r}, "
+                f"committee is {self.committee.chain_id!r}"
+            )
+        if not 0 <= config.replica < self.committee.n:
+            raise ReplicaError(
+                f"{config.path}: replica {config.replica} is not in a committee "
+                f"of {self.committee.n}"
+            )
+        if self.committee.members[config.replica] != secret.key.public_key:
+            raise ReplicaError(
+                f"{config.key_file}: this key is not the committee's key "
+                f"for replica {config.replica}"
+            )
+        if not self.committee.accepts_protocol(config.protocol):
+            raise ReplicaError(
+                f"{config.path}: runs {config.protocol}, but {config.committee_file} is a "
+                f"{self.committee.protocol} committee"
+            )
+        missing = [i for i in range(self.committee.n) if i not in config.peers]
+        if missing:
+            raise ConfigError(config.path, "peers", f"no address for replicas {missing}")
+        try:
+            self.spec = protocol_spec(config.protocol)
+        except ValueError as exc:
+            raise ReplicaError(str(exc)) from None
+        self.core_config = protocol_config(config, self.spec.config_type)
+        self.signer = secret.key
+        self.chain_id = self.committee.chain_id
+        self.replica = config.replica
+        if config.plaintext:
+            server_tls = client_tls = None
+        else:
+            files = TlsFiles(config.tls_ca, config.tls_cert, config.tls_key)  # type: ignore[arg-type]
+            try:
+                server_tls, client_tls = server_context(files), client_context(files)
+            except TlsError as exc:
+                raise ReplicaError(str(exc)) from None
+        self.network_config = NetworkConfig(max_frame=config.max_frame)
+        self.endpoint = Endpoint(
+            self.committee, config.protocol, server_tls, client_tls, self.network_config
+        )
+        self.faults = LinkFaults(seed=config.replica)
+        self.admission = AdmissionPolicy(
+            chain_id=self.chain_id,
+            max_tx_bytes=config.max_tx_bytes,
+            require_signatures=config.require_client_signatures,
+        )
+        self.verified = VerifiedCache()
+        self.byzantine = config.byzantine
+        self.stats: Counter[str] = Counter()
+        self.sessions: dict[int, ClientSession] = {}
+        self._session_numbers = 0
+        self._routes: OrderedDict[tuple[bytes, int], int] = OrderedDict()
+        self._tick_pending = False
+        self._started = time.monotonic()
+        self._rate: deque[tuple[float, int]] = deque(maxlen=64)
+        self._disk = trio.CapacityLimiter(1)
+        self.store: LedgerStore | None = None
+        self.wal: ProtocolLog | None = None
+        self.core: Any = None
+        self.links: PeerLinks | None = None
+        self.ready_event = trio.Event()
+
+    # ------------------------------------------------------------------------------ start
+
+    def _open_state(self) -> None:
+        data = self.config.data_dir
+        try:
+            self.store = LedgerStore.open(data / "ledger", chain_id=self.chain_id)
+        except Exception as exc:
+            raise ReplicaError(f"{data / 'ledger'}: {exc}") from None
+        store = self.store
+        if store.damage is not None:
+            log.error(
+                "replica %d: ledger damaged at height %d; truncating to %d, peers resend the rest",
+                self.replica,
+                store.damage.height,
+                store.damage.height - 1,
+            )
+            store.truncate_after(store.damage.height - 1)
+        self.wal = ProtocolLog(data, self.spec.log_records)
+        start = max(1, store.height - RECENT_BLOCKS + 1)
+        recent = tuple(store.blocks(start)) if store.height else ()
+        ledger = LedgerState(self.chain_id, store.height, store.last_hash, recent)
+        context = CoreContext(
+            committee=self.committee,
+            replica=self.replica,
+            signer=self.signer,
+            ledger=ledger,
+            persisted=tuple(self.wal.records),
+            config=self.core_config,
+        )
+        self.core = self.spec.make(context)
+        log.info(
+            "replica %d (%s, chain %s) recovered: ledger height %d, %d protocol records",
+            self.replica, self.config.protocol, self.chain_id, store.height, len(self.wal.records),
+        )  # fmt: skip
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self._open_state()
+        inbox_send, inbox_receive = trio.open_memory_channel[tuple[Any, ...]](10_000)
+        self._inbox = inbox_send
+        try:
+            async with trio.open_nursery() as nursery:
+                self.links = PeerLinks(
+                    self.endpoint, self.replica, self.config.peers, self.faults, seed=self.replica
+                )
+                await nursery.start(self.links.run)
+                peers = Acceptor(self.endpoint, "replica", self._on_peer)
+                clients = Acceptor(self.endpoint, "client", self._on_client)
+                self.peer_acceptor, self.client_acceptor = peers, clients
+                host, port = self.config.listen
+                listeners = await nursery.start(peers.serve, host, port)
+                self.peer_port = listeners[0].socket.getsockname()[1]
+                host, port = self.config.client_listen
+                listeners = await nursery.start(clients.serve, host, port)
+                self.client_port = listeners[0].socket.getsockname()[1]
+                nursery.start_soon(self._ticker)
+                nursery.start_soon(self._drive, inbox_receive)
+                nursery.start_soon(self._meter)
+                # Whatever the core asked for during recovery (a view change to resume, say).
+                await self._carry_out()
+                log.info(
+                    "replica %d serving peers on %s:%d and clients on %s:%d",
+                    self.replica,
+                    self.config.listen[0],
+                    self.peer_port,
+                    self.config.client_listen[0],
+                    self.client_port,
+                )
+                self.ready_event.set()
+                task_status.started(self)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Flush and close files (after the tasks are gone)."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        if self.wal is not None:
+            self.wal.close()
+            self.wal = None
+
+    # ------------------------------------------------------------------------------ the driver
+
+    async def _ticker(self) -> None:
+        interval = self.config.tick_ms / 1000
+        while True:
+            await trio.sleep(interval)
+            if not self._tick_pending:
+                self._tick_pending = True
+                try:
+                    self._inbox.send_nowait(("tick",))
+                except trio.WouldBlock:
+                    self._tick_pending = False
+
+    async def _drive(self, inbox: trio.MemoryReceiveChannel[tuple[Any, ...]]) -> None:
+        async for event in inbox:
+            self._apply(event)
+            for _ in range(2_000):
+                try:
+                    event = inbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._apply(event)
+            await self._carry_out()
+
+    def _apply(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        core = self.core
+        if kind == "step":
+            core.step(event[1], event[2])
+        elif kind == "propose":
+            for request in event[1]:
+                core.propose(request)
+        elif kind == "tick":
+            self._tick_pending = False
+            core.tick()
+
+    async def _carry_out(self) -> None:
+        core = self.core
+        while (ready := core.ready()) is not None:
+            await self._persist(ready)
+            if ready.committed:
+                blocks = list(ready.committed)
+                await self._disk_run(self.store.extend, blocks)  # type: ignore[union-attr]
+                self.stats["blocks_committed"] += len(blocks)
+                self.stats["txs_committed"] += sum(len(b.txs) for b in blocks)
+            for out in ready.messages:
+                self._send_peer(out.to, out.message)
+            if ready.replies:
+                await self._reply(ready)
+            if ready.committed:
+                self._feed_subscribers(ready.committed)
+            core.advance(ready)
+
+    async def _persist(self, ready: Ready) -> None:
+        wal = self.wal
+        if wal is None:
+            return
+        if ready.persist_replaces:
+            await self._disk_run(wal.replace, list(ready.persist))
+        elif ready.persist:
+            await self._disk_run(wal.append, list(ready.persist))
+
+    async def _disk_run(self, fn: Any, *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
+
+    # ------------------------------------------------------------------------------ peers
+
+    def _send_peer(self, to: int, message: Record) -> None:
+        links = self.links
+        if links is None or self.byzantine == "silent":
+            return
+        if self.byzantine == "bad-signatures":
+            message = _spoil_signature(message)
+        if self.byzantine == "equivocate" and self.spec.equivocate is not None and to == BROADCAST:
+            other = self.spec.equivocate(message, self.signer, self.committee)
+            if other is not None:
+                frame, alt = message.encode(), other.encode()
+                for peer in links.links:
+                    links.send(peer, frame if peer % 2 else alt)
+                self.stats["equivocations_sent"] += 1
+                return
+        frame = message.encode()
+        self.stats["messages_sent"] += 1
+        if to == BROADCAST:
+            links.broadcast(frame)
+        else:
+            links.send(to, frame)
+
+    async def _on_peer(self, identity: Identity, framed: FramedStream) -> None:
+        await read_frames(framed, identity, self._peer_frame, self.network_config)
+
+    async def _peer_frame(self, identity: Identity, frame: bytes) -> None:
+        sender = identity.replica
+        if sender is None or (self.faults.active and self.faults.inbound_blocked(sender)):
+            return
+        try:
+            message = self.spec.messages.decode(frame)
+        except CodecError as exc:
+            self.stats["bad_peer_frames"] += 1
+            raise ProtocolViolation(f"replica {sender} sent an undecodable frame: {exc}") from None
+        self.stats["messages_received"] += 1
+        if isinstance(message, BlockRequest):
+            await self._serve_blocks(sender, message)
+            return
+        txs = self.core.transactions_to_verify(message) if self.core is not None else ()
+        signed = [t for t in txs if looks_signed(t)]
+        if len(signed) >= 8:
+            # Check a proposal's client signatures on a worker thread, so the core finds them
+            # already verified (one hop for the batch).
+            good = await verify_off_loop(
+                lambda: verify_signatures(signed, self.chain_id, self.verified),
+                signatures=len(signed),
+            )
+            self.verified.add(good)
+            self.core.verified.add(good)
+        await self._inbox.send(("step", sender, message))
+
+    async def _serve_blocks(self, peer: int, request: BlockRequest) -> None:
+        store = self.store
+        if store is None:
+            return
+        response = await self._disk_run(
+            lambda: serve_block_request(request, store.height, store.get)
+        )
+        self.stats["blocks_served"] += len(response.blocks)
+        if self.links is not None:
+            self.links.send(peer, response.encode())
+
+    # ------------------------------------------------------------------------------ clients
+
+    async def _on_client(self, identity: Identity, framed: FramedStream) -> None:
+        self._session_numbers += 1
+        session = ClientSession(self._session_numbers, identity, framed)
+        self.sessions[session.number] = session
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(session.writer)
+                await read_frames(
+                    framed,
+                    identity,
+                    lambda who, frame: self._client_frame(session, nursery, frame),
+                    self.network_config,
+                )
+                nursery.cancel_scope.cancel()
+        finally:
+            session.closed = True
+            del self.sessions[session.number]
+
+    async def _client_frame(
+        self, session: ClientSession, nursery: trio.Nursery, frame: bytes
+    ) -> None:
+        try:
+            message = TO_REPLICA.decode(frame)
+        except CodecError as exc:
+            self.stats["bad_client_frames"] += 1
+            raise ProtocolViolation(f"undecodable client frame: {exc}") from None
+        if isinstance(message, Submit):
+            await self._submit(session, message)
+        elif isinstance(message, Subscribe):
+            session.subscribed_from = message.start
+            nursery.start_soon(self._backfill, session, message.start)
+        elif isinstance(message, StatusRequest):
+            session.send(StatusReply(json=json.dumps(self.status(verbose=message.verbose))))
+        elif isinstance(message, Control):
+            session.send(self._control(session, message))
+
+    async def _submit(self, session: ClientSession, message: Submit) -> None:
+        txs = message.txs
+        self.stats["client_txs_received"] += len(txs)
+        signed = sum(1 for t in txs if looks_signed(t))
+        admitted, refused = await verify_off_loop(
+            lambda: check_transactions(txs, self.admission, self.verified), signatures=signed
+        )
+        if refused:
+            items = []
+            for index, reason in refused:
+                try:
+                    request = Request.from_raw(txs[index])
+                    items.append(
+                        Refusal(client=request.client, seq=request.seq, reason=reason[:500])
+                    )
+                except CodecError:
+                    self.stats["client_txs_malformed"] += 1
+            self.stats["client_txs_refused"] += len(refused)
+            if items:
+                session.send(Refused(items=tuple(items)))
+        if not admitted:
+            return
+        routes = self._routes
+        for request in admitted:
+            routes[request.id] = session.number
+            routes.move_to_end(request.id)
+        while len(routes) > MAX_ROUTES:
+            routes.popitem(last=False)
+        self.core.verified.add(txid_of(r.raw) for r in admitted if r.signed)
+        await self._inbox.send(("propose", admitted))
+
+    async def _reply(self, ready: Ready) -> None:
+        """One ``Committed`` (or ``Refused``) frame per client session per block."""
+        by_height: dict[int, Block] = {b.height: b for b in ready.committed}
+        grouped: dict[tuple[int, int], list[Reply]] = defaultdict(list)
+        refusals: dict[int, list[Refusal]] = defaultdict(list)
+        for reply in ready.replies:
+            number = self._routes.get((reply.client, reply.seq))
+            if number is None or number not in self.sessions:
+                continue
+            if reply.error:
+                refusals[number].append(
+                    Refusal(client=reply.client, seq=reply.seq, reason=reply.error[:500])
+                )
+                continue
+            grouped[(number, reply.height)].append(reply)
+        for number, items in refusals.items():
+            self.sessions[number].send(Refused(items=tuple(items)))
+        trees: dict[int, MerkleTree] = {}
+        for (number, height), replies in grouped.items():
+            block = by_height.get(height)
+            if block is None:
+                store = self.store
+                if store is None or height > store.height:
+                    continue
+                block = await self._disk_run(store.get, height)
+                by_height[height] = block
+            tree = trees.get(height)
+            if tree is None:
+                tree = trees[height] = MerkleTree(block.txs)
+            placed = tuple(
+                Placed(client=r.client, seq=r.seq, index=r.position, path=tree.proof(r.position))
+                for r in replies
+            )
+            session = self.sessions.get(number)
+            if session is not None:
+                session.send(
+                    Committed(header=block.header, certificate=block.certificate, items=placed)
+                )
+            for r in replies:
+                self._routes.pop((r.client, r.seq), None)
+
+    def _feed_subscribers(self, blocks: Sequence[Block]) -> None:
+        for session in self.sessions.values():
+            start = session.subscribed_from
+            if start is None:
+                continue
+            live = [b for b in blocks if b.height >= start]
+            if live:
+                for i in range(0, len(live), 64):
+                    session.send(Blocks(blocks=tuple(live[i : i + 64])))
+                session.subscribed_from = live[-1].height + 1
+
+    async def _backfill(self, session: ClientSession, start: int) -> None:
+        """Send the blocks a subscriber asked for that are already in the ledger."""
+        while not session.closed:
+            store = self.store
+            if store is None:
+                return
+            height = store.height
+            nxt = session.subscribed_from or start
+            if nxt > height:
+                return
+            stop = min(height, nxt + 31)
+            blocks = await self._disk_run(lambda s=store, a=nxt, b=stop: list(s.blocks(a, b)))
+            session.send(Blocks(blocks=tuple(blocks)))
+            session.subscribed_from = stop + 1
+            await trio.sleep(0)
+
+    # ------------------------------------------------------------------------- control and status
+
+    def _control(self, session: ClientSession, message: Control) -> ControlReply:
+        key = session.identity.public_key
+        if key is None or key not in self.config.admin_keys:
+            self.stats["control_refused"] += 1
+            return ControlReply(ok=False, detail="not an admin client")
+        try:
+            args = json.loads(message.args or "{}")
+            if not isinstance(args, dict):
+                raise ValueError("arguments must be a JSON object")
+            command = message.command
+            peers = list(range(self.committee.n))
+            if command == "heal":
+                self.faults.heal()
+            elif command == "partition":
+                self.faults.partition(self.replica, args["groups"], peers)
+            elif command == "drop":
+                for peer in args.get("peers", peers):
+                    self.faults.drop(int(peer), float(args["probability"]))
+            elif command == "delay":
+                for peer in args.get("peers", peers):
+                    self.faults.delay(int(peer), float(args["seconds"]))
+            elif command == "cut":
+                for peer in args.get("peers", peers):
+                    self.faults.cut(
+                        int(peer),
+                        outbound=args.get("outbound", True),
+                        inbound=args.get("inbound", False),
+                    )
+            elif command == "byzantine":
+                mode = args.get("mode", "")
+                if mode not in ("", "silent", "equivocate", "bad-signatures"):
+                    raise ValueError(f"unknown byzantine mode {mode!r}")
+                self.byzantine = mode
+            else:
+                raise ValueError(f"unknown command {command!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            return ControlReply(ok=False, detail=f"bad control command: {exc}")
+        log.warning("replica %d: control %s %s", self.replica, message.command, message.args)
+        return ControlReply(
+            ok=True,
+            detail=json.dumps({"faults": self.faults.describe(), "byzantine": self.byzantine}),
+        )
+
+    async def _meter(self) -> None:
+        while True:
+            self._rate.append((time.monotonic(), self.stats["txs_committed"]))
+            await trio.sleep(0.5)
+
+    def tx_rate(self) -> float:
+        if len(self._rate) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self._rate[max(0, len(self._rate) - 5)], self._rate[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def status(self, verbose: bool = False) -> dict[str, Any]:
+        core = self.core.status() if self.core is not None else None
+        store = self.store
+        doc: dict[str, Any] = {
+            "replica": self.replica,
+            "chain_id": self.chain_id,
+            "protocol": self.config.protocol,
+            "role": core.role if core else "starting",
+            "view": core.view if core else 0,
+            "leader": core.leader if core else None,
+            "height": store.height if store else 0,
+            "tx_per_s": round(self.tx_rate(), 1),
+            "mempool": core.pending if core else 0,
+            "inbox": self._inbox.statistics().current_buffer_used if hasattr(self, "_inbox") else 0,
+            "peers_connected": sum(1 for link in self.links.links.values() if link.connected)
+            if self.links
+            else 0,
+            "clients": len(self.sessions),
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "byzantine": self.byzantine,
+            "faults": self.faults.describe() if self.faults.active else {},
+        }
+        if verbose:
+            doc["core"] = {k: v for k, v in (core.extra.items() if core else ()) if _jsonable(v)}
+            doc["stats"] = dict(self.stats)
+            doc["links"] = (
+                {str(k): dict(v) for k, v in self.links.statistics().items()} if self.links else {}
+            )
+            doc["rejected"] = dict(self.core.rejections.by_reason) if self.core is not None else {}
+        return doc
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return not (isinstance(value, float) and not math.isfinite(value))
+
+
+def _spoil_signature(message: Record) -> Record:
+    """A copy of ``message`` with its signature corrupted (Byzantine testbed mode)."""
+    signature = getattr(message, "signature", None)
+    if not isinstance(signature, bytes) or len(signature) != 64:
+        return message
+    bad = bytes([signature[0] ^ 0x01]) + signature[1:]
+    return dataclasses.replace(message, signature=bad)  # type: ignore[type-var]
+
+
+async def serve(config: ReplicaConfig) -> None:
+    """Run a replica until SIGTERM or SIGINT, then shut down cleanly."""
+    replica = Replica(config)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(replica.run)
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    log.warning(
+                        "replica %d: %s, shutting down", config.replica, signal.Signals(signum).name
+                    )
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
