@@ -1,0 +1,581 @@
+"""The client library: submit transactions, get receipts, read the ordered stream of blocks.
+
+Theory of operation
+-------------------
+A :class:`Client` keeps one authenticated connection to every replica (reconnecting as needed).
+``submit`` gives a payload the next sequence number of this client, signs it if the client has a
+key, and queues it; a batcher sends queued transactions to every replica in one ``Submit`` frame
+once ``batch_max`` are waiting or ``linger`` has passed (as a Kafka producer does), so a faulty
+leader cannot silently drop a request. At most ``max_inflight`` requests are outstanding; more
+``submit`` calls wait (backpressure, not unbounded memory).
+
+A transaction is committed for the client when ``ack_quorum`` replicas (f+1 in the BFT modes,
+so at least one honest; one in Raft mode) report the same place in the ledger, and the receipt
+built from a report verifies against the committee file (the certificate is checked once per
+block). Then ``submit`` returns the :class:`~ledger.Receipt`. Requests not committed after
+``retry_after`` are sent to every replica again with the same sequence number (the replicas
+deduplicate); after ``timeout`` the client gives up with :class:`NotCommitted`: the outcome is
+*indeterminate*, the request may still commit, but never twice. A request refused by
+``ack_quorum`` replicas raises :class:`Rejected` with the reason.
+
+``blocks(from_height)`` streams committed blocks in order, each verified (hash link and
+certificate) before it is yielded; a replica that sends an invalid block is left for another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import ssl
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from crypto import Committee, SigningKey
+from crypto.codec import CodecError
+from crypto.keyfiles import load_committee, load_secret_key
+from ledger import Block, BlockError, BlockHeader, Receipt, ReceiptError, Transaction, verify_block
+from ledger.verify import verify_certificate
+from network import Endpoint, FramedStream, FrameError, HandshakeError, Hello, NetworkConfig, dial
+from network.tls import TlsFiles, client_context
+
+from .protocol import (
+    TO_CLIENT,
+    Blocks,
+    Committed,
+    Control,
+    ControlReply,
+    Refused,
+    StatusReply,
+    StatusRequest,
+    Submit,
+    Subscribe,
+)
+
+
+class ClientError(Exception):
+    """Base of the client library's errors."""
+
+
+class NotCommitted(ClientError, TimeoutError):
+    """Not committed in time. Indeterminate: the request may still commit, but never twice."""
+
+    def __init__(self, seq: int, waited: float) -> None:
+        self.seq = seq
+        super().__init__(
+            f"request {seq} not committed within {waited:.1f} s; it may still commit (never twice)"
+        )
+
+
+class Rejected(ClientError):
+    """The replicas refused the request; it was not and will not be committed."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        self.seq = seq
+        self.reason = reason
+        super().__init__(f"request {seq} rejected: {reason}")
+
+
+class ClusterUnreachable(ClientError):
+    """No replica could be reached."""
+
+
+@dataclass
+class ClientConfig:
+    committee: Committee
+    replicas: dict[int, tuple[str, int]]
+    tls: TlsFiles | None
+    protocol: str
+    signing_key: SigningKey | None = None
+    sign: bool = False
+    batch_max: int = 500
+    linger: float = 0.002
+    max_inflight: int = 20_000
+    retry_after: float = 3.0
+    timeout: float = 30.0
+    connect_timeout: float = 5.0
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+    @property
+    def ack_quorum(self) -> int:
+        return self.committee.f + 1 if self.committee.is_bft else 1
+
+    @classmethod
+    def from_cluster(
+        cls, directory: Path | str, *, client: str = "default", sign: bool = False, **options: Any
+    ) -> ClientConfig:
+        """A configuration for a cluster made by ``bft testbed init``."""
+        from bft.testbed.layout import load_cluster
+
+        cluster = load_cluster(Path(directory))
+        committee = load_committee(cluster.committee_file)
+        key = load_secret_key(cluster.client_key(client)).key
+        tls = None
+        if not cluster.plaintext:
+            tls = TlsFiles(
+                cluster.tls_dir / "ca.crt",
+                cluster.tls_dir / f"client-{client}.crt",
+                cluster.tls_dir / f"client-{client}.tls.key",
+            )
+        return cls(
+            committee,
+            dict(cluster.clients),
+            tls,
+            cluster.protocol,
+            signing_key=key,
+            sign=sign,
+            **options,
+        )
+
+
+@dataclass
+class _Pending:
+    seq: int
+    raw: bytes
+    done: trio.Event
+    first_sent: float = 0.0
+    last_sent: float = 0.0
+    votes: dict[tuple[int, int, bytes] | str, set[int]] = field(default_factory=dict)
+    receipt: Receipt | None = None
+    error: ClientError | None = None
+
+
+class _Connection:
+    def __init__(self, replica: int) -> None:
+        self.replica = replica
+        self.framed: FramedStream | None = None
+        self.connected = trio.Event()
+        self.failures = 0
+
+
+class Client:
+    def __init__(self, config: ClientConfig, nursery: trio.Nursery) -> None:
+        self.config = config
+        self.nursery = nursery
+        self.committee = config.committee
+        self.chain_id = config.committee.chain_id
+        if config.sign:
+            if config.signing_key is None:
+                raise ClientError("signing requests needs the client's key")
+            self.client_id = config.signing_key.public_key.raw
+        else:
+            self.client_id = os.urandom(16)
+        self._seq = 0
+        self._pending: dict[int, _Pending] = {}
+        self._outbox: list[_Pending] = []
+        self._outbox_ready = trio.Event()
+        self._slots = trio.Semaphore(config.max_inflight)
+        self._conns = {r: _Connection(r) for r in config.replicas}
+        self._verified_blocks: dict[tuple[int, bytes], bool] = {}
+        self._status_waiters: dict[int, trio.MemorySendChannel[Any]] = {}
+        self._block_streams: list[tuple[int, trio.MemorySendChannel[Block]]] = []
+        self.stats: Counter[str] = Counter()
+        tls = client_context(config.tls) if config.tls is not None else None
+        self._endpoint = Endpoint(self.committee, config.protocol, None, tls, config.network)
+        self._rng = random.Random()
+
+    # ------------------------------------------------------------------------------ connections
+
+    async def _keep_connected(self, conn: _Connection) -> None:
+        host, port = self.config.replicas[conn.replica]
+        hello = Hello(kind="client", id=0, chain_id=self.chain_id, protocol=self.config.protocol)
+        backoff = 0.05
+        while True:
+            try:
+                with trio.fail_after(self.config.connect_timeout):
+                    framed = await dial(
+                        self._endpoint, host, port, hello, expect_replica=conn.replica
+                    )
+            except (
+                OSError,
+                ssl.SSLError,
+                trio.TooSlowError,
+                trio.BrokenResourceError,
+                HandshakeError,
+            ):
+                conn.failures += 1
+                self.stats["connect_failures"] += 1
+                await trio.sleep(backoff * (0.5 + self._rng.random()))
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            conn.framed = framed
+            conn.connected.set()
+            self.stats["connects"] += 1
+            try:
+                await self._read(conn, framed)
+            except (
+                OSError,
+                ssl.SSLError,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                CodecError,
+                FrameError,
+            ):
+                self.stats["disconnects"] += 1
+            finally:
+                conn.framed = None
+                conn.connected = trio.Event()
+                await trio.aclose_forcefully(framed.stream)
+
+    async def _read(self, conn: _Connection, framed: FramedStream) -> None:
+        while True:
+            frame = await framed.receive()
+            if frame is None:
+                return
+            if not frame:
+                continue
+            message = TO_CLIENT.decode(frame)
+            if isinstance(message, Committed):
+                self._on_committed(conn.replica, message)
+            elif isinstance(message, Refused):
+                self._on_refused(conn.replica, message)
+            elif isinstance(message, Blocks):
+                for replica, channel in list(self._block_streams):
+                    if replica == conn.replica:
+                        for block in message.blocks:
+                            # A reader that falls behind by 1024 blocks resubscribes.
+                            with suppress(
+                                trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+                            ):
+                                channel.send_nowait(block)
+            elif isinstance(message, StatusReply | ControlReply):
+                waiter = self._status_waiters.pop(conn.replica, None)
+                if waiter is not None:
+                    waiter.send_nowait(message)
+
+    async def _send(self, replica: int, frames: Sequence[bytes]) -> bool:
+        conn = self._conns[replica]
+        framed = conn.framed
+        if framed is None:
+            return False
+        try:
+            await framed.send(frames)
+        except (
+            OSError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            trio.BusyResourceError,
+        ):
+            return False
+        return True
+
+    async def _broadcast(self, frames: Sequence[bytes]) -> int:
+        sent = 0
+        async with trio.open_nursery() as nursery:
+            results: list[bool] = []
+
+            async def one(replica: int) -> None:
+                results.append(await self._send(replica, frames))
+
+            for replica in self._conns:
+                nursery.start_soon(one, replica)
+        sent = sum(results)
+        return sent
+
+    async def wait_connected(self, count: int | None = None, timeout: float | None = None) -> None:
+        """Wait until ``count`` replicas (default: all) are connected."""
+        need = len(self._conns) if count is None else count
+        with trio.fail_after(timeout if timeout is not None else self.config.connect_timeout * 2):
+            while sum(1 for c in self._conns.values() if c.framed is not None) < need:
+                await trio.sleep(0.01)
+
+    # ------------------------------------------------------------------------------ submitting
+
+    def _make(self, payload: bytes) -> tuple[int, bytes]:
+        self._seq += 1
+        seq = self._seq
+        if self.config.sign and self.config.signing_key is not None:
+            tx = Transaction.signed(self.config.signing_key, self.chain_id, seq, payload)
+        else:
+            tx = Transaction(client=self.client_id, seq=seq, payload=payload, signature=b"")
+        return seq, tx.encode()
+
+    async def submit(self, payload: bytes) -> Receipt:
+        """Order ``payload``; return its receipt once committed (see the module's contract)."""
+        async with self._slots:
+            seq, raw = self._make(payload)
+            pending = _Pending(seq, raw, trio.Event())
+            self._pending[seq] = pending
+            try:
+                self._outbox.append(pending)
+                self._outbox_ready.set()
+                with trio.move_on_after(self.config.timeout):
+                    await pending.done.wait()
+                if pending.error is not None:
+                    raise pending.error
+                if pending.receipt is None:
+                    self.stats["indeterminate"] += 1
+                    raise NotCommitted(seq, self.config.timeout)
+                return pending.receipt
+            finally:
+                self._pending.pop(seq, None)
+
+    async def submit_many(self, payloads: Sequence[bytes]) -> list[Receipt | ClientError]:
+        """Submit all of ``payloads`` concurrently; each result is a receipt or the error."""
+        results: list[Receipt | ClientError] = [ClientError("not run")] * len(payloads)
+
+        async def one(i: int, payload: bytes) -> None:
+            try:
+                results[i] = await self.submit(payload)
+            except ClientError as exc:
+                results[i] = exc
+
+        async with trio.open_nursery() as nursery:
+            for i, payload in enumerate(payloads):
+                nursery.start_soon(one, i, payload)
+        return results
+
+    async def _batcher(self) -> None:
+        config = self.config
+        while True:
+            await self._outbox_ready.wait()
+            if len(self._outbox) < config.batch_max and config.linger > 0:
+                await trio.sleep(config.linger)
+            batch, self._outbox = self._outbox[: config.batch_max], self._outbox[config.batch_max :]
+            if not self._outbox:
+                self._outbox_ready = trio.Event()
+            if not batch:
+                continue
+            now = trio.current_time()
+            for pending in batch:
+                pending.first_sent = pending.last_sent = now
+            if await self._broadcast([Submit(txs=tuple(p.raw for p in batch)).encode()]) == 0:
+                self.stats["send_failures"] += 1
+            self.stats["batches_sent"] += 1
+
+    async def _retrier(self) -> None:
+        config = self.config
+        while True:
+            await trio.sleep(min(config.retry_after / 4, 0.5))
+            now = trio.current_time()
+            due = [
+                p
+                for p in self._pending.values()
+                if p.last_sent and not p.done.is_set() and now - p.last_sent >= config.retry_after
+            ]
+            if not due:
+                continue
+            for p in due:
+                p.last_sent = now
+            for i in range(0, len(due), config.batch_max):
+                chunk = due[i : i + config.batch_max]
+                await self._broadcast([Submit(txs=tuple(p.raw for p in chunk)).encode()])
+            self.stats["retries"] += len(due)
+
+    # ------------------------------------------------------------------------------ replies
+
+    def _block_ok(self, header: BlockHeader, certificate: Any) -> bool:
+        key = (header.height, header.hash())
+        known = self._verified_blocks.get(key)
+        if known is None:
+            try:
+                verify_certificate(header, certificate, self.committee)
+                known = True
+            except BlockError:
+                known = False
+                self.stats["bad_certificates"] += 1
+            if len(self._verified_blocks) > 4096:
+                self._verified_blocks.clear()
+            self._verified_blocks[key] = known
+        return known
+
+    def _on_committed(self, replica: int, message: Committed) -> None:
+        block_hash = message.header.hash()
+        quorum = self.config.ack_quorum
+        for item in message.items:
+            if item.client != self.client_id:
+                continue
+            pending = self._pending.get(item.seq)
+            if pending is None or pending.done.is_set():
+                continue
+            key = (message.header.height, item.index, block_hash)
+            voters = pending.votes.setdefault(key, set())
+            voters.add(replica)
+            if len(voters) < quorum:
+                continue
+            if not self._block_ok(message.header, message.certificate):
+                continue
+            receipt = message.receipt(item, pending.raw)
+            try:
+                receipt.verify(self.committee)
+            except ReceiptError:
+                self.stats["bad_receipts"] += 1
+                continue
+            pending.receipt = receipt
+            pending.done.set()
+            self.stats["committed"] += 1
+
+    def _on_refused(self, replica: int, message: Refused) -> None:
+        quorum = self.config.ack_quorum
+        for item in message.items:
+            if item.client != self.client_id:
+                continue
+            pending = self._pending.get(item.seq)
+            if pending is None or pending.done.is_set():
+                continue
+            voters = pending.votes.setdefault(f"refused: {item.reason}", set())
+            voters.add(replica)
+            if len(voters) >= quorum:
+                pending.error = Rejected(item.seq, item.reason)
+                pending.done.set()
+                self.stats["rejected"] += 1
+
+    # ------------------------------------------------------------------------- reading the order
+
+    async def blocks(self, from_height: int = 1) -> AsyncIterator[Block]:
+        """Committed blocks from ``from_height`` in order, each verified before it is yielded."""
+        expected = from_height
+        prev_hash: bytes | None = None
+        replicas = list(self._conns)
+        turn = 0
+        while True:
+            replica = replicas[turn % len(replicas)]
+            turn += 1
+            send, receive = trio.open_memory_channel[Block](1024)
+            entry = (replica, send)
+            self._block_streams.append(entry)
+            try:
+                if not await self._send(replica, [Subscribe(start=expected).encode()]):
+                    await trio.sleep(0.1)
+                    continue
+                async for block in receive:
+                    if block.height < expected:
+                        continue
+                    if block.height > expected:
+                        break
+                    try:
+                        if prev_hash is None:
+                            verify_certificate(block.header, block.certificate, self.committee)
+                            if block.computed_root() != block.header.tx_root:
+                                raise BlockError(block.height, "Merkle root does not match")
+                            block_hash = block.hash()
+                        else:
+                            block_hash = verify_block(
+                                block,
+                                chain_id=self.chain_id,
+                                height=expected,
+                                prev_hash=prev_hash,
+                                committee=self.committee,
+                            )
+                    except BlockError:
+                        self.stats["bad_blocks"] += 1
+                        break
+                    prev_hash = block_hash
+                    expected += 1
+                    yield block
+            finally:
+                self._block_streams.remove(entry)
+                await send.aclose()
+
+    # ------------------------------------------------------------------------- status and control
+
+    async def _ask(self, replica: int, frame: bytes, timeout: float) -> Any:
+        send, receive = trio.open_memory_channel[Any](1)
+        self._status_waiters[replica] = send
+        with trio.move_on_after(timeout):
+            if await self._send(replica, [frame]):
+                return await receive.receive()
+        self._status_waiters.pop(replica, None)
+        return None
+
+    async def status(
+        self, replica: int, *, verbose: bool = False, timeout: float = 2.0
+    ) -> dict[str, Any] | None:
+        reply = await self._ask(replica, StatusRequest(verbose=verbose).encode(), timeout)
+        return json.loads(reply.json) if isinstance(reply, StatusReply) else None
+
+    async def control(
+        self, replica: int, command: str, args: dict[str, Any] | None = None, timeout: float = 2.0
+    ) -> ControlReply | None:
+        frame = Control(command=command, args=json.dumps(args or {})).encode()
+        reply = await self._ask(replica, frame, timeout)
+        return reply if isinstance(reply, ControlReply) else None
+
+
+@asynccontextmanager
+async def open_client(config: ClientConfig, *, wait: int | None = None) -> AsyncIterator[Client]:
+    """A connected client (``wait``: how many replicas to wait for, default a quorum)."""
+    async with trio.open_nursery() as nursery:
+        client = Client(config, nursery)
+        for conn in client._conns.values():
+            nursery.start_soon(client._keep_connected, conn)
+        nursery.start_soon(client._batcher)
+        nursery.start_soon(client._retrier)
+        need = (
+            wait if wait is not None else config.committee.quorum if config.committee.is_bft else 1
+        )
+        try:
+            await client.wait_connected(min(need, len(config.replicas)))
+        except trio.TooSlowError:
+            nursery.cancel_scope.cancel()
+            raise ClusterUnreachable(f"fewer than {need} replicas reachable") from None
+        try:
+            yield client
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+class BlockingClient:
+    """The client for ordinary (non-async) programs: the same API, each call blocking.
+
+    It runs its own Trio loop on a background thread. Use as a context manager.
+    """
+
+    def __init__(self, config: ClientConfig, *, wait: int | None = None) -> None:
+        self._config = config
+        self._wait = wait
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._client: Client | None = None
+        self._started = threading.Event()
+        self._stop: trio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bft-client", daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            self._stop = trio.Event()
+            try:
+                async with open_client(self._config, wait=self._wait) as client:
+                    self._client = client
+                    self._started.set()
+                    await self._stop.wait()
+            except BaseException as exc:
+                self._error = exc
+                self._started.set()
+
+        trio.run(main)
+
+    def __enter__(self) -> BlockingClient:
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None and self._stop is not None:
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(timeout=10)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._client is None or self._token is None:
+            raise ClientError("the client is not open")
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
+
+    def submit(self, payload: bytes) -> Receipt:
+        return self._call(self._client.submit, payload)  # type: ignore[union-attr]
+
+    def submit_many(self, payloads: Sequence[bytes]) -> list[Receipt | ClientError]:
+        return self._call(self._client.submit_many, payloads)  # type: ignore[union-attr]
+
+    def status(self, replica: int, *, verbose: bool = False) -> dict[str, Any] | None:
+        return self._call(lambda: self._client.status(replica, verbose=verbose))  # type: ignore[union-attr]
