@@ -351,6 +351,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- replica
+
+
+def cmd_replica(args: argparse.Namespace) -> int:
+    import trio
+
+    from bft.node import ConfigError, ReplicaError, load_replica_config, serve
+
+    try:
+        config = load_replica_config(args.config)
+        trio.run(serve, config)
+    except (ConfigError, ReplicaError) as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
 # ---------------------------------------------------------------------------------- sim
 
 INVARIANTS = (
@@ -525,6 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--committee", required=True)
     p.set_defaults(func=cmd_receipt_verify)
 
+    p = sub.add_parser("replica", help="run one replica (until SIGTERM)")
+    p.add_argument("--config", required=True, help="the replica's TOML configuration")
+    p.set_defaults(func=cmd_replica)
+
     p = sub.add_parser(
         "sim",
         help="run a protocol in the deterministic simulator under faults and check the invariants",
@@ -562,8 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if args.verbose or args.command == "replica" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from crypto import CodecError, CryptoError
     from ledger import LedgerError
