@@ -43,11 +43,17 @@ class Receipt(Record):
     def transaction(self) -> Transaction:
         return Transaction.decode(self.tx)
 
-    def verify(self, committee: Committee) -> None:
-        """Raise :class:`ReceiptError` unless the receipt proves the transaction committed."""
+    def verify_inclusion(self) -> None:
+        """Raise :class:`ReceiptError` unless the Merkle path puts ``tx`` in the header's root
+        (the certificate is not checked: see :meth:`verify`)."""
         header = self.header
         if not verify_inclusion(self.tx, self.index, header.tx_count, self.path, header.tx_root):
             raise ReceiptError("the Merkle path does not lead to the header's root")
+
+    def verify(self, committee: Committee) -> None:
+        """Raise :class:`ReceiptError` unless the receipt proves the transaction committed."""
+        header = self.header
+        self.verify_inclusion()
         try:
             verify_certificate(header, self.certificate, committee)
         except BlockError as exc:
