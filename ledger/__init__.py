@@ -18,7 +18,13 @@ from .block import (
 from .errors import BlockError, CorruptRecord, LedgerError, ReceiptError, StoreError
 from .receipt import Receipt
 from .tx import Transaction, looks_signed, tx_domain, txid_of
-from .verify import ChainSummary, verify_block, verify_certificate, verify_chain
+from .verify import (
+    ChainSummary,
+    CommitteeSchedule,
+    verify_block,
+    verify_certificate,
+    verify_chain,
+)
 
 __all__ = [
     "BFT_PROTOCOLS",
@@ -29,6 +35,7 @@ __all__ = [
     "BlockError",
     "BlockHeader",
     "ChainSummary",
+    "CommitteeSchedule",
     "CorruptRecord",
     "LedgerError",
     "Receipt",

@@ -62,7 +62,7 @@ from crypto.merkle import leaf_hashes, root_from_leaf_hashes
 from .block import Block, genesis_hash
 from .errors import BlockError, CorruptRecord, StoreError
 from .receipt import Receipt
-from .verify import ChainSummary, verify_block
+from .verify import ChainSummary, CommitteeSchedule, verify_block
 
 log = logging.getLogger(__name__)
 
@@ -852,7 +852,10 @@ class LedgerStore:
         )
 
     def verify(
-        self, committee: Committee | None = None, *, check_transactions: bool = False
+        self,
+        committee: Committee | CommitteeSchedule | None = None,
+        *,
+        check_transactions: bool = False,
     ) -> ChainSummary:
         """Re-read every record from the segments (not the index) and verify the whole chain.
 

@@ -15,7 +15,7 @@ For each block, in order:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from crypto import Committee, InvalidCertificate, QuorumCertificate
@@ -24,6 +24,49 @@ from crypto.codec import CodecError
 from .block import Block, BlockHeader, genesis_hash
 from .errors import BlockError
 from .tx import Transaction
+
+
+class CommitteeSchedule:
+    """Which committee certifies which heights, for a chain that changed mode or committee.
+
+    ``epochs`` are ``(first height, committee)`` in height order, the first from height 1; each
+    committee governs from its first height up to the next one's. A chain that never changed has
+    one epoch (:meth:`single`).
+    """
+
+    __slots__ = ("epochs",)
+
+    def __init__(self, epochs: Sequence[tuple[int, Committee]]) -> None:
+        epochs = tuple(epochs)
+        if not epochs or epochs[0][0] != 1:
+            raise ValueError("a committee schedule starts at height 1")
+        firsts = [first for first, _ in epochs]
+        if firsts != sorted(set(firsts)):
+            raise ValueError("committee epochs must start at increasing heights")
+        chains = {committee.chain_id for _, committee in epochs}
+        if len(chains) != 1:
+            raise ValueError(f"committees of different chains: {sorted(chains)}")
+        self.epochs = epochs
+
+    @classmethod
+    def single(cls, committee: Committee) -> CommitteeSchedule:
+        return cls([(1, committee)])
+
+    @classmethod
+    def of(cls, committee: Committee | CommitteeSchedule) -> CommitteeSchedule:
+        return committee if isinstance(committee, CommitteeSchedule) else cls.single(committee)
+
+    @property
+    def chain_id(self) -> str:
+        return self.epochs[0][1].chain_id
+
+    def committee_for(self, height: int) -> Committee:
+        chosen = self.epochs[0][1]
+        for first, committee in self.epochs:
+            if first > height:
+                break
+            chosen = committee
+        return chosen
 
 
 def certificate_threshold(committee: Committee) -> int:
@@ -79,7 +122,7 @@ def verify_block(
     chain_id: str,
     height: int,
     prev_hash: bytes,
-    committee: Committee | None = None,
+    committee: Committee | CommitteeSchedule | None = None,
     check_transactions: bool = False,
 ) -> bytes:
     """Check one block against its expected place in the chain; return its hash."""
@@ -93,6 +136,8 @@ def verify_block(
     if block.computed_root() != header.tx_root:
         raise BlockError(height, "Merkle root does not match the transactions")
     block_hash = header.hash()
+    if isinstance(committee, CommitteeSchedule):
+        committee = committee.committee_for(height)
     if committee is not None:
         verify_certificate(header, block.certificate, committee, block_hash)
     if check_transactions:
@@ -115,12 +160,17 @@ def verify_chain(
     blocks: Iterable[Block],
     *,
     chain_id: str,
-    committee: Committee | None = None,
+    committee: Committee | CommitteeSchedule | None = None,
     check_transactions: bool = False,
+    start: tuple[int, bytes] | None = None,
 ) -> ChainSummary:
-    """Verify blocks from height 1 in order; raise :class:`BlockError` at the first bad one."""
-    prev = genesis_hash(chain_id)
-    height = 0
+    """Verify blocks in order; raise :class:`BlockError` at the first bad one.
+
+    From height 1 (linking to the genesis hash), or, with ``start=(height, hash)``, from the
+    block after a trusted ``height`` whose hash is ``hash`` (to verify one segment). With a
+    :class:`CommitteeSchedule`, each block is checked against the committee of its height.
+    """
+    height, prev = start if start is not None else (0, genesis_hash(chain_id))
     txs = 0
     for block in blocks:
         height += 1

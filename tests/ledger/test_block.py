@@ -203,3 +203,23 @@ def test_header_chain_id_is_validated() -> None:
     with pytest.raises(CodecError):
         dataclasses.replace(h, height=0)
     assert BlockHeader.decode(h.encode()) == h
+
+
+def test_a_committee_schedule_verifies_a_chain_that_switched_mode() -> None:
+    from ledger import CommitteeSchedule
+
+    first = build_chain(3, protocol="pbft")
+    then = build_chain(3, protocol="raft", start_height=4, prev_hash=first[-1].hash(), seed=2)
+    back = build_chain(2, protocol="pbft", start_height=7, prev_hash=then[-1].hash(), seed=3)
+    schedule = CommitteeSchedule([(1, COMMITTEE), (4, RAFT_COMMITTEE), (7, COMMITTEE)])
+    assert verify_chain(first + then + back, chain_id=CHAIN, committee=schedule).height == 8
+    # The raft blocks are refused when the schedule says PBFT governs them.
+    wrong = CommitteeSchedule([(1, COMMITTEE), (5, RAFT_COMMITTEE)])
+    with pytest.raises(BlockError, match="height 4") as err:
+        verify_chain(first + then + back, chain_id=CHAIN, committee=wrong)
+    assert "protocol 'raft'" in err.value.reason
+    # One segment on its own, from a trusted height and hash.
+    summary = verify_chain(then, chain_id=CHAIN, committee=schedule, start=(3, first[-1].hash()))
+    assert summary.height == 6
+    with pytest.raises(ValueError, match="starts at height 1"):
+        CommitteeSchedule([(2, COMMITTEE)])
