@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from crypto import Committee
 from crypto.codec import Record
-from ledger import Block, BlockError, verify_block
+from ledger import Block, BlockError, CommitteeSchedule, verify_block
 
 from .admission import VerifiedCache
 from .errors import LocalMisuse, Rejections
@@ -23,6 +23,13 @@ class CoreBase:
         self.replica = context.replica
         self.signer = context.signer
         self.chain_id = context.committee.chain_id
+        # Blocks below ``start_height`` (a chain that switched mode) were certified by earlier
+        # committees; a protocol's config names them.
+        earlier = tuple(getattr(context.config, "earlier_committees", ()) or ())
+        start = getattr(context.config, "start_height", 1) or 1
+        self.schedule = CommitteeSchedule(
+            [*earlier, (start, self.committee)] if earlier else [(1, self.committee)]
+        )
         self.rejections = Rejections()
         self.verified = VerifiedCache()
         """Transaction ids whose client signatures are known good; a runtime seeds it."""
@@ -97,6 +104,10 @@ class CoreBase:
     def transactions_to_verify(self, message: Record) -> Sequence[bytes]:
         return ()
 
+    def committee_for(self, height: int) -> Committee:
+        """The committee that certified (or certifies) the block at ``height``."""
+        return self.schedule.committee_for(height)
+
     # -- catch-up verification shared by the protocols
 
     def verify_fetched(self, block: Block, height: int, prev_hash: bytes) -> str:
@@ -107,7 +118,7 @@ class CoreBase:
                 chain_id=self.chain_id,
                 height=height,
                 prev_hash=prev_hash,
-                committee=self.committee,
+                committee=self.schedule,
             )
         except BlockError as exc:
             return exc.reason

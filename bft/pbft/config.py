@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bft.core.requests import BatchPolicy
+from crypto import Committee
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,12 @@ class PbftConfig:
     leaders: Mapping[int, int] = field(default_factory=dict)
     """Primary of chosen views (for Twins); other views use ``view mod n``."""
     evidence_kept: int = 64
+    start_height: int = 1
+    """For a chain that switched to PBFT: the first height this committee certifies."""
+    earlier_committees: tuple[tuple[int, Committee], ...] = ()
+    """For a chain that switched mode: ``(first height, committee)`` of each earlier mode, in
+    height order; blocks below ``start_height`` (fetched by state transfer, or vouched for by a
+    view change) are checked against the committee of their height."""
 
     # Test-only knob for negative controls: use this quorum (e.g. f+1) instead of the Byzantine
     # quorum to prepare, commit and certify. Unsafe; never set outside tests that show the

@@ -688,8 +688,11 @@ class PbftCore(CoreBase):
             return "bad view-change signature"
         stable = vc.stable_height
         if vc.checkpoint is not None:
+            header = vc.checkpoint.header
             try:
-                verify_certificate(vc.checkpoint.header, vc.checkpoint.certificate, self.committee)
+                verify_certificate(
+                    header, vc.checkpoint.certificate, self.committee_for(header.height)
+                )
             except BlockError as exc:
                 return f"view change checkpoint: {exc.reason}"
             if vc.checkpoint.header.chain_id != self.chain_id:

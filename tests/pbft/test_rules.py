@@ -583,3 +583,47 @@ def test_signatures_cannot_be_replayed_under_another_height_view_or_chain() -> N
     fresh.cores[1].step(2, foreign)
     fresh.cores[1].step(2, c.prepare(2, 0, 1, bytes(32)))
     assert fresh.cores[1].rejections.count("bad prepare signature") == 1
+
+
+def test_a_view_change_right_after_a_switch_from_raft_vouches_for_a_raft_block() -> None:
+    """The checkpoint in a view change may be the last block of the earlier (raft) mode: it is
+    checked against the committee of its height."""
+    from crypto import Committee, QuorumCertificate, SigningKey
+    from ledger import Block, genesis_hash, make_header
+    from tests.pbft.harness import CHAIN
+
+    raft_keys = [SigningKey(bytes([40 + i]) * 32) for i in range(3)]
+    raft = Committee(CHAIN, [k.public_key for k in raft_keys], "raft")
+    header = make_header(
+        chain_id=CHAIN,
+        height=1,
+        prev_hash=genesis_hash(CHAIN),
+        txs=[],
+        protocol="raft",
+        view=3,
+        proposer=0,
+    )
+    raft_block = Block(
+        header=header,
+        txs=(),
+        certificate=QuorumCertificate.unsigned(header.commit_statement(), [0, 1], 3),
+    )
+
+    def cluster(**cfg: object) -> Cluster:
+        c = Cluster(4, PbftConfig(**cfg))
+        c.ledgers = [[raft_block] for _ in range(4)]
+        c.cores = [c.make(i, ledger=[raft_block]) for i in range(4)]
+        return c
+
+    for switched in (False, True):
+        cfg = {"start_height": 2, "earlier_committees": ((1, raft),)} if switched else {}
+        c = cluster(**cfg)
+        for i in (0, 2, 3):
+            c.cores[i].start_view_change(1)
+            c.collect(i)
+        c.run()
+        primary = c.cores[1]
+        if switched:
+            assert primary.view == 1 and not primary.in_view_change
+        else:
+            assert primary.rejections.count("view change checkpoint: block of protocol 'raft'") > 0
