@@ -136,10 +136,33 @@ def _block_json(block: Any, with_txs: bool = True) -> dict[str, Any]:
     return doc
 
 
+def _load_schedule(specs: list[str] | None) -> Any:
+    """``--committee FILE[@HEIGHT]`` options: one committee, or one per height range."""
+    if not specs:
+        return None
+    from ledger import CommitteeSchedule
+
+    epochs = []
+    for spec in specs:
+        path, _, height = spec.rpartition("@") if "@" in spec else (spec, "", "1")
+        try:
+            first = int(height)
+        except ValueError:
+            raise CliError(f"--committee {spec!r}: expected FILE or FILE@HEIGHT") from None
+        epochs.append((first, _load_committee(path)))
+    epochs.sort(key=lambda e: e[0])
+    if len(epochs) == 1:
+        return epochs[0][1]
+    try:
+        return CommitteeSchedule(epochs)
+    except ValueError as exc:
+        raise CliError(f"--committee: {exc}") from None
+
+
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
     from ledger import BlockError, CorruptRecord
 
-    committee = _load_committee(args.committee)
+    committee = _load_schedule(args.committee)
     console = _console()
     with _open_ledger(args.path) as store:
         try:
@@ -150,7 +173,12 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
             ) from None
         checks = ["hash chain", "Merkle roots"]
         if committee is not None:
-            checks.append(f"certificates (committee of {committee.n})")
+            epochs = getattr(committee, "epochs", None)
+            if epochs:
+                ranges = ", ".join(f"{c.protocol} from height {h}" for h, c in epochs)
+                checks.append(f"certificates ({ranges})")
+            else:
+                checks.append(f"certificates (committee of {committee.n})")
         if args.transactions:
             checks.append("transactions and client signatures")
         console.print(
@@ -333,7 +361,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     committee = str(result.committee_file)
     ledger_path = str(result.ledger_dir)
     console.print("\n[bold]$ bft ledger verify[/bold] --committee --transactions")
-    cmd_ledger_verify(argparse.Namespace(path=ledger_path, committee=committee, transactions=True))
+    cmd_ledger_verify(
+        argparse.Namespace(path=ledger_path, committee=[committee], transactions=True)
+    )
     receipt_file = directory / "receipt.cbor"
     console.print(f"\n[bold]$ bft ledger proof[/bold] {result.sample_txid.hex()[:16]}...")
     with _open_ledger(ledger_path) as store:
@@ -509,7 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
     lsub = ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
     p = lsub.add_parser("verify", help="check hash chain, Merkle roots and certificates")
     p.add_argument("path")
-    p.add_argument("--committee", help="committee file: also check every certificate")
+    p.add_argument(
+        "--committee",
+        action="append",
+        metavar="FILE[@HEIGHT]",
+        help="committee file: also check every certificate; repeat with @HEIGHT for a chain "
+        "that changed mode (each committee governs from its height on)",
+    )
     p.add_argument(
         "--transactions", action="store_true", help="also decode transactions, check signatures"
     )
@@ -566,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
     p.set_defaults(func=cmd_sim)
 
-    p = sub.add_parser("demo", help="build, store, verify and prove a demonstration ledger")
+    p = sub.add_parser(
+        "demo", help="build, store, verify and prove a demonstration ledger (no replicas)"
+    )
     p.add_argument("--dir", default="demo-ledger", help="new directory for keys and ledger")
     p.add_argument("--chain-id", default="demo")
     p.add_argument("-n", type=int, default=4)
@@ -575,6 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--payload", type=int, default=256, help="payload bytes per transaction")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_demo)
+
+    from bft.testbed.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

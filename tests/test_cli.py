@@ -223,3 +223,37 @@ def test_world_readable_secret_is_a_one_line_error(tmp_path: Path) -> None:
     assert code.returncode != 0 and "chmod 600" in code.stderr
     with pytest.raises(Exception, match="chmod 600"):
         load_secret_key(path)
+
+
+def test_verify_a_mixed_ledger_with_one_committee_per_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from crypto.keyfiles import write_committee
+    from tests.ledger.chain import COMMITTEE, RAFT_COMMITTEE
+
+    first = build_chain(3, protocol="pbft")
+    then = build_chain(2, protocol="raft", start_height=4, prev_hash=first[-1].hash(), seed=2)
+    path = tmp_path / "mixed"
+    with LedgerStore.open(path, chain_id=CHAIN) as store:
+        store.extend(first + then)
+    write_committee(tmp_path / "pbft.toml", COMMITTEE)
+    write_committee(tmp_path / "raft.toml", RAFT_COMMITTEE)
+    code, out, _ = run(
+        capsys,
+        "ledger",
+        "verify",
+        str(path),
+        "--committee",
+        f"{tmp_path}/pbft.toml@1",
+        "--committee",
+        f"{tmp_path}/raft.toml@4",
+    )
+    assert code == 0 and "raft from height 4" in out
+    code, _, err = run(
+        capsys, "ledger", "verify", str(path), "--committee", f"{tmp_path}/pbft.toml"
+    )
+    assert code == 1 and "height 4" in err
+    code, _, err = run(
+        capsys, "ledger", "verify", str(path), "--committee", f"{tmp_path}/pbft.toml@x"
+    )
+    assert code == 2 and "FILE@HEIGHT" in err
