@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from bft.core.requests import requests_of
 from crypto import Committee
-from ledger import Block, BlockError, Transaction, verify_chain
+from ledger import Block, BlockError, CommitteeSchedule, Transaction, verify_chain
 
 from .workload import Outcome, Workload
 
@@ -52,7 +52,9 @@ def check_agreement(ledgers: Mapping[int, Sequence[Block]]) -> list[Violation]:
     return out
 
 
-def check_integrity(replica: int, ledger: Sequence[Block], committee: Committee) -> list[Violation]:
+def check_integrity(
+    replica: int, ledger: Sequence[Block], committee: Committee | CommitteeSchedule
+) -> list[Violation]:
     try:
         verify_chain(ledger, chain_id=committee.chain_id, committee=committee)
     except BlockError as exc:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ from bft.core.requests import Request
 from crypto import Committee, SigningKey
 from crypto.codec import Record
 from crypto.insecure import InsecureFastCommittee, InsecureFastSigner
-from ledger import Block, genesis_hash
+from ledger import Block, CommitteeSchedule, genesis_hash
 
 from .invariants import (
     Violation,
@@ -101,6 +101,12 @@ class SimConfig:
     liveness_bound: int = 6_000_000
     chain_id: str = "sim"
     trace_length: int = 80
+    initial_ledger: tuple[Block, ...] = ()
+    """Blocks every node starts with (a chain that ran before, in another mode, say)."""
+    initial_lag: Mapping[int, int] = field(default_factory=dict)
+    """Node index -> how many of the last initial blocks that node starts without."""
+    earlier_committees: tuple[tuple[int, Committee], ...] = ()
+    """``(first height, committee)`` of the modes that wrote ``initial_ledger`` (for S2)."""
 
 
 @dataclass
@@ -172,6 +178,14 @@ class Simulation:
         self.nodes = [SimNode(i, i, signers[i]) for i in range(n)]
         for t in range(config.twins):
             self.nodes.append(SimNode(n + t, t, signers[t]))
+        for node in self.nodes:
+            keep = len(config.initial_ledger) - config.initial_lag.get(node.index, 0)
+            node.ledger = list(config.initial_ledger[: max(keep, 0)])
+        self.schedule = CommitteeSchedule(
+            [*config.earlier_committees, (len(config.initial_ledger) + 1, self.committee)]
+            if config.earlier_committees
+            else [(1, self.committee)]
+        )
         self.instances: dict[int, list[SimNode]] = {}
         for node in self.nodes:
             self.instances.setdefault(node.identity, []).append(node)
@@ -181,6 +195,8 @@ class Simulation:
         self.workload = Workload(
             config.workload, self.rng, config.chain_id, faults + 1 if config.spec.byzantine else 1
         )
+        # Transactions the earlier run committed count as sent (S4).
+        self.workload.sent_raw.update(tx for block in config.initial_ledger for tx in block.txs)
         self.now = 0
         self._events: list[tuple[int, int, int, Any]] = []
         self._seq = 0
@@ -423,7 +439,7 @@ class Simulation:
         violations = list(self.violations)
         violations += check_agreement(ledgers)
         for replica, ledger in ledgers.items():
-            violations += check_integrity(replica, ledger, self.committee)
+            violations += check_integrity(replica, ledger, self.schedule)
         violations += check_durability(ledgers, self.workload)
         violations += check_validity(ledgers, self.workload, cfg.chain_id, cfg.workload.signed)
         if cfg.check_liveness:

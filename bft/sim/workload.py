@@ -51,6 +51,9 @@ class WorkloadConfig:
     payload_size: int = 32
     signed: bool = False
     """Clients sign with real Ed25519 (slow; for the share of runs that check S4 signatures)."""
+    client_prefix: bytes = b"client"
+    """Unsigned clients are ``<prefix>-<i>``: give runs that share a ledger different prefixes
+    (a client that reused an identity and sequence numbers would be answered from old commits)."""
 
 
 class Workload:
@@ -72,7 +75,7 @@ class Workload:
     def client_id(self, client: int) -> bytes:
         if self.config.signed:
             return self._keys[client].public_key.raw
-        return b"client-%d" % client
+        return b"%s-%d" % (self.config.client_prefix, client)
 
     def _make(self, client: int, seq: int) -> Request:
         payload = b"%d:%d:" % (client, seq) + self.rng.randbytes(self.config.payload_size)

@@ -17,18 +17,12 @@ from typing import Any
 import pytest
 
 from bft.core.interface import ProtocolSpec
+from bft.pbft import PbftConfig
 from bft.protocols import spec
 from bft.raft import RaftConfig
-from bft.sim import CrashAt, NetworkModel, Report, SimConfig, Simulation, Violation, WorkloadConfig
-from bft.sim.invariants import (
-    check_agreement,
-    check_durability,
-    check_liveness,
-    check_validity,
-)
-from bft.sim.workload import Workload
+from bft.sim import CrashAt, NetworkModel, Report, SimConfig, Simulation, WorkloadConfig
 from crypto import Committee
-from ledger import Block, BlockError, genesis_hash, verify_block, verify_chain
+from ledger import Block, CommitteeSchedule, verify_chain
 
 from .properties import CheckedSimulation
 
@@ -39,25 +33,9 @@ Segments = list[tuple[int, Committee]]
 
 
 def verify_segments(ledger: Sequence[Block], segments: Segments) -> None:
-    """``verify_chain`` for a ledger written by several modes: each block against the committee
-    of its height range, every link checked across the switches."""
-    prev = genesis_hash(CHAIN)
-    for block in ledger:
-        height = block.height
-        committee = [c for first, c in segments if first <= height][-1]
-        prev = verify_block(
-            block, chain_id=CHAIN, height=height, prev_hash=prev, committee=committee
-        )
-
-
-class PrefixedWorkload(Workload):
-    """Clients of a later era have identities of their own (a client reusing an identity and
-    sequence numbers of an earlier era would be answered from the earlier era's commits)."""
-
-    prefix = b""
-
-    def client_id(self, client: int) -> bytes:
-        return b"%s-%d" % (self.prefix, client)
+    """The ledger verifies end to end, each block against the committee of its height range,
+    every link checked across the switches."""
+    verify_chain(ledger, chain_id=CHAIN, committee=CommitteeSchedule(segments))
 
 
 class Era:
@@ -78,57 +56,38 @@ class Era:
         self.spec: ProtocolSpec = spec(protocol)
         n = 3 if protocol == "raft" else 4
         base = len(ledger)
+        earlier = tuple(segments)
         core_config: Any = None
         if protocol == "raft":
-            core_config = RaftConfig(start_height=base + 1, earlier_committees=tuple(segments))
+            core_config = RaftConfig(start_height=base + 1, earlier_committees=earlier)
+        elif earlier:
+            core_config = PbftConfig(start_height=base + 1, earlier_committees=earlier)
         config = SimConfig(
             spec=self.spec,
             n=n,
             seed=seed,
-            workload=WorkloadConfig(clients=3, requests_per_client=20, submit_every=40 * MS),
+            # Clients of a later era have identities of their own.
+            workload=WorkloadConfig(
+                clients=3,
+                requests_per_client=20,
+                submit_every=40 * MS,
+                client_prefix=b"era%d" % seed,
+            ),
             core_config=core_config,
             crashes=list(crashes),
             network=network or NetworkModel(),
+            initial_ledger=tuple(ledger),
+            # The last replica may be behind: it catches up by fetching the earlier mode's blocks.
+            initial_lag={n - 1: lagging},
+            earlier_committees=earlier,
         )
         kind = CheckedSimulation if protocol == "raft" else Simulation
         self.sim: Simulation = kind(config)
-        for node in self.sim.nodes:
-            # The last replica may be behind: it catches up by fetching the earlier mode's blocks.
-            keep = base - lagging if node.index == n - 1 else base
-            node.ledger = list(ledger[:keep])
-            node.wal = []
-            self.sim._start(node)
-        workload = PrefixedWorkload(
-            config.workload,
-            self.sim.rng,
-            CHAIN,
-            1 if protocol == "raft" else self.spec.faults(n) + 1,
-        )
-        workload.prefix = b"era%d" % seed
-        workload.sent_raw |= sent
-        self.sim.workload = workload
+        self.sim.workload.sent_raw |= sent
         self.segments: Segments = [*segments, (base + 1, self.sim.committee)]
 
     def run(self) -> Report:
-        sim = self.sim
-        cfg = sim.config
-        healed = sim.start()
-        sim.run_until(cfg.duration)
-        sim.run_until(max(healed, cfg.duration) + cfg.settle, stop=sim._settled)
-        ledgers = sim.honest_ledgers()
-        violations: list[Violation] = list(sim.violations)
-        violations += check_agreement(ledgers)
-        for replica, ledger in ledgers.items():
-            try:
-                verify_segments(ledger, self.segments)
-            except BlockError as exc:
-                violations.append(Violation("S2", f"replica {replica}: {exc}"))
-        violations += check_durability(ledgers, sim.workload)
-        violations += check_validity(ledgers, sim.workload, CHAIN, False)
-        heights = {i: len(sim.nodes[i].ledger) for i in sim.honest if sim.nodes[i].alive}
-        violations += check_liveness(heights, sim.workload, healed, cfg.liveness_bound)
-        stats = {"height": max(heights.values()), **sim.workload.counts(), **sim.stats}
-        return Report(cfg.seed, self.spec.name, cfg.n, violations, stats, sim._format_trace())
+        return self.sim.run()
 
     @property
     def ledger(self) -> list[Block]:
