@@ -22,7 +22,7 @@ from bft.protocols import spec
 from bft.raft import RaftConfig
 from bft.sim import CrashAt, NetworkModel, Report, SimConfig, Simulation, WorkloadConfig
 from crypto import Committee
-from ledger import Block, CommitteeSchedule, verify_chain
+from ledger import Block, BlockError, CommitteeSchedule, verify_chain
 
 from .properties import CheckedSimulation
 
