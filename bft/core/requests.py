@@ -148,6 +148,7 @@ class Mempool:
     """
 
     __slots__ = (
+        "_by_raw",
         "_bytes",
         "_held",
         "_per_client",
@@ -166,7 +167,12 @@ class Mempool:
         self._waiting: dict[RequestId, tuple[Request, int]] = {}
         self._held: dict[RequestId, tuple[Request, int]] = {}
         self._per_client: dict[bytes, int] = {}
+        self._by_raw: dict[bytes, Request] = {}
         self._bytes = 0
+
+    def lookup(self, raw: bytes) -> Request | None:
+        """The pending request whose encoding is exactly ``raw`` (decoded once, at admission)."""
+        return self._by_raw.get(raw)
 
     def add(self, request: Request, tick: int = 0) -> str:
         """Queue ``request``; returns ``""`` or why it was not queued."""
@@ -179,6 +185,7 @@ class Mempool:
         if count >= self.max_per_client:
             return "too many pending requests from this client"
         self._waiting[rid] = (request, tick)
+        self._by_raw[request.raw] = request
         self._per_client[request.client] = count + 1
         self._bytes += request.size
         return ""
@@ -232,6 +239,7 @@ class Mempool:
             if entry is None:
                 continue
             request = entry[0]
+            self._by_raw.pop(request.raw, None)
             self._bytes -= request.size
             left = self._per_client[request.client] - 1
             if left:

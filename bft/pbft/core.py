@@ -358,17 +358,20 @@ class PbftCore(CoreBase):
         """The proposal's requests if every one may be ordered now; ``None`` (recorded) if not."""
         out: list[Request] = []
         seen: set[RequestId] = set()
-        unverified: list[tuple[Transaction, bytes]] = []
+        unverified: list[bytes] = []
+        lookup = self.mempool.lookup
         for raw in pp.proposal.txs:
             if len(raw) > self.cfg.max_tx_bytes:
                 self.reject(sender, pp, "proposal holds an oversized transaction")
                 return None
-            try:
-                tx = Transaction.decode(raw)
-            except CodecError:
-                self.reject(sender, pp, "proposal holds a malformed transaction")
-                return None
-            request = Request(raw=raw, client=tx.client, seq=tx.seq, signed=tx.is_signed)
+            # Usually the client sent it here too and it was decoded at admission.
+            request = lookup(raw)
+            if request is None:
+                try:
+                    request = Request.from_raw(raw)
+                except CodecError:
+                    self.reject(sender, pp, "proposal holds a malformed transaction")
+                    return None
             rid = request.id
             if rid in seen:
                 self.reject(sender, pp, "proposal holds a request twice")
@@ -378,19 +381,19 @@ class PbftCore(CoreBase):
             if other is not None and other != pp.seq:
                 self.reject(sender, pp, "proposal holds a request already in flight")
                 return None
-            if self.clients.status(tx.client, tx.seq)[0] is not Status.NEW:
+            if self.clients.status(request.client, request.seq)[0] is not Status.NEW:
                 self.reject(sender, pp, "proposal holds a committed or stale request")
                 return None
-            if tx.is_signed:
+            if request.signed:
                 if txid_of(raw) not in self.verified:
-                    unverified.append((tx, raw))
+                    unverified.append(raw)
             elif self.cfg.require_signatures:
                 self.reject(sender, pp, "proposal holds an unsigned transaction")
                 return None
             out.append(request)
         good = []
-        for tx, raw in unverified:
-            if not tx.verify_signature(self.chain_id):
+        for raw in unverified:
+            if not Transaction.decode(raw).verify_signature(self.chain_id):
                 self.reject(sender, pp, "proposal holds a transaction with a bad client signature")
                 return None
             good.append(txid_of(raw))
