@@ -1,0 +1,524 @@
+"""Chained HotStuff's rules on one core, as transcripts tied to the paper (Yin et al., PODC'19):
+the voting rule and the lock (section 5, ``safeNode`` and ``update``), the 3-chain commit over
+consecutive views, gapped views, QC verification before anything else (forged QCs of every kind
+change nothing), the pacemaker's timeout certificates and backoff, ledger certificates made of
+commit votes, vote deduplication, equivocation evidence, and no second vote after a restart."""
+
+from __future__ import annotations
+
+import pytest
+
+from bft.core.messages import BlockRequest
+from bft.core.ready import BROADCAST, Reply
+from bft.hotstuff import (
+    QC,
+    TC,
+    CommitCertificate,
+    CommitVote,
+    CommitVotes,
+    FetchBlocks,
+    FetchedBlocks,
+    HotStuffConfig,
+    Proposal,
+    SafetyState,
+    Timeout,
+    Vote,
+)
+from crypto import Domain, QuorumCertificate
+from crypto.codec import CodecError
+from ledger import Block, verify_block
+
+from .chain import (
+    COMMITTEE,
+    CONFIG,
+    GENESIS,
+    KEYS,
+    ST,
+    N,
+    block_on,
+    driver,
+    leader,
+    propose,
+    qc_of,
+    tc_of,
+    timeout,
+    tx,
+)
+
+# A chain in consecutive views 1..5, one transaction in the first block.
+B1 = block_on(GENESIS, 1, txs=[tx(1)])
+QC1 = qc_of(B1)
+B2 = block_on(QC1, 2)
+QC2 = qc_of(B2)
+B3 = block_on(QC2, 3)
+QC3 = qc_of(B3)
+B4 = block_on(QC3, 4)
+QC4 = qc_of(B4)
+B5 = block_on(QC4, 5)
+
+
+def commit_vote(signer: int, block=B1) -> CommitVote:  # type: ignore[no-untyped-def]
+    header = block.header
+    h = header.hash()
+    return CommitVote(
+        height=header.height,
+        view=header.view,
+        block_hash=h,
+        signature=KEYS[signer].sign_digest(header.commit_statement(h)),
+    )
+
+
+def test_votes_go_to_the_next_leader_after_the_state_is_durable() -> None:
+    d = driver()
+    d.step(leader(1), propose(B1))
+    (vote,) = d.sent(Vote, to=leader(2))
+    assert (vote.view, vote.height, vote.block_hash) == (1, 1, B1.header.hash())
+    assert COMMITTEE.verify_signature(3, ST.vote_digest(1, 1, B1.header.hash()), vote.signature)
+    # The Ready that carries the vote persists the safety state and the block first.
+    ready = next(r for r in d.readies if any(isinstance(o.message, Vote) for o in r.messages))
+    states = [p for p in ready.persist if isinstance(p, SafetyState)]
+    assert states and states[-1].last_voted_view == 1
+    assert B1 in ready.persist
+    assert d.core.view == 2  # it waits for the next leader's proposal in view 2
+
+
+def test_three_chain_over_consecutive_views_commits() -> None:
+    """b <- b' <- b'' in views 1, 2, 3; QC(b'') (carried by b4) commits b."""
+    d = driver()
+    for block in (B1, B2, B3):
+        d.step(leader(block.view), propose(block))
+    assert all(not v.commits for v in d.votes())
+    assert d.core.safety.lock == QC1  # QC(b2) seen: locked on b2.justify
+    d.step(leader(4), propose(B4))
+    assert d.core.safety.lock == QC2
+    last = d.votes()[-1]
+    assert last.view == 4
+    assert [(c.height, c.block_hash) for c in last.commits] == [(1, B1.header.hash())]
+    assert not d.committed  # committed, but not certified yet: nothing in the ledger
+    # Commit votes of two more replicas make the ledger certificate.
+    d.step(0, CommitVotes(votes=(commit_vote(0),)))
+    d.step(1, CommitVotes(votes=(commit_vote(1),)))
+    (block,) = d.committed
+    assert block.header == B1.header and block.txs == B1.txs
+    verify_block(
+        block,
+        chain_id=block.header.chain_id,
+        height=1,
+        prev_hash=GENESIS.block_hash,
+        committee=COMMITTEE,
+    )
+    assert block.certificate.signer_ids == (0, 1, 3)
+    replies = [r for ready in d.readies for r in ready.replies]
+    assert replies == [Reply(b"client-a", 1, 1, 0)]
+
+
+def test_gapped_views_do_not_commit() -> None:
+    """b1 (view 1) <- b2 (view 2) <- b4 (view 4, after a TC of view 3) <- b5 <- b6: the chains
+    b1, b2, b4 and b2, b4, b5 have a gap, so nothing commits until b4, b5, b6 (consecutive) get
+    their 3-chain, which commits b4 and its ancestors b1, b2."""
+    g4 = block_on(QC2, 4)
+    qc_g4 = qc_of(g4)
+    g5 = block_on(qc_g4, 5)
+    qc_g5 = qc_of(g5)
+    g6 = block_on(qc_g5, 6)
+    qc_g6 = qc_of(g6)
+    g7 = block_on(qc_g6, 7)
+    d = driver()
+    d.step(leader(1), propose(B1))
+    d.step(leader(2), propose(B2))
+    d.step(leader(4), propose(g4, tc=tc_of(3, QC2)))
+    d.step(leader(5), propose(g5))
+    d.step(leader(6), propose(g6))
+    assert [v.view for v in d.votes()] == [1, 2, 4, 5, 6]
+    assert all(not v.commits for v in d.votes())
+    assert d.core.status().extra["decided"] == 0
+    d.step(leader(7), propose(g7))
+    assert [c.height for c in d.votes()[-1].commits] == [1, 2, 3]
+
+
+def test_consecutive_views_are_checked_not_only_parent_links() -> None:
+    """Parent links b1 <- b2 <- b3' hold, but b3' is in view 4: no commit on QC(b3')."""
+    b3 = block_on(QC2, 4)
+    b4 = block_on(qc_of(b3), 5)
+    d = driver()
+    d.step(leader(1), propose(B1))
+    d.step(leader(2), propose(B2))
+    d.step(leader(4), propose(b3, tc=tc_of(3, QC2)))
+    d.step(leader(5), propose(b4))
+    assert all(not v.commits for v in d.votes())
+
+
+def test_voting_rule_lock_and_newer_qc() -> None:
+    """Locked on b2 (view 2): a fork on b1 is refused; a block whose QC is newer than the lock
+    is voted for, on whatever branch (the fork's block is fetched first, accepted with its
+    QC)."""
+    d = driver()
+    for block in (B1, B2, B3, B4):
+        d.step(leader(block.view), propose(block))
+    assert d.core.safety.lock == QC2
+    fork = block_on(QC1, 6, txs=[tx(7)])  # on b1: conflicts with the lock
+    d.step(leader(6), propose(fork, tc=tc_of(5, QC4)))
+    assert d.core.rejections.count("block conflicts with the lock") == 1
+    assert [v.view for v in d.votes()] == [1, 2, 3, 4]
+    # A certified block x on b1 in view 7, then y on QC(x) (newer than the lock) in view 9.
+    x = block_on(QC1, 7, txs=[tx(8)])
+    y = block_on(qc_of(x), 9)
+    d.clear()
+    d.step(leader(9), propose(y, tc=tc_of(8, qc_of(x))))
+    (fetch,) = d.sent(FetchBlocks)
+    assert fetch.block_hash == x.header.hash()
+    assert not d.votes()
+    d.step(leader(9), FetchedBlocks(height=0, blocks=(x,)))
+    (vote,) = d.votes()
+    assert vote.view == 9 and vote.block_hash == y.header.hash()
+
+
+def forged(kind: str) -> QC:
+    """QC(b1) made wrong in one way."""
+    header = B1.header
+    h = header.hash()
+    statement = ST.vote_digest(1, 1, h)
+    sign = lambda i, st=statement: (i, KEYS[i].sign_digest(st))  # noqa: E731
+    if kind == "too few":
+        votes = QuorumCertificate.from_votes(statement, [sign(0), sign(1)], N)
+    elif kind == "unknown signer":
+        good = QuorumCertificate.from_votes(statement, [sign(0), sign(1)], N)
+        votes = QuorumCertificate(
+            statement=statement,
+            signers=bytes([good.signers[0] | 1 << 6]),
+            signatures=(*good.signatures, KEYS[2].sign_digest(statement)),
+        )
+    elif kind == "wrong view":
+        other = ST.vote_digest(2, 1, h)
+        votes = QuorumCertificate.from_votes(other, [sign(i, other) for i in (0, 1, 2)], N)
+    elif kind == "wrong domain":
+        other = Domain(header.chain_id, "pbft/prepare").digest(b"\x83\x01\x01" + h)
+        votes = QuorumCertificate.from_votes(other, [sign(i, other) for i in (0, 1, 2)], N)
+    elif kind == "wrong domain, right statement field":
+        other = Domain(header.chain_id, "hotstuff/timeout").digest(b"\x81\x01")
+        votes = QuorumCertificate(
+            statement=statement,
+            signers=QuorumCertificate.from_votes(statement, [sign(0), sign(1), sign(2)], N).signers,
+            signatures=tuple(KEYS[i].sign_digest(other) for i in (0, 1, 2)),
+        )
+    elif kind == "bad signature":
+        good = QuorumCertificate.from_votes(statement, [sign(0), sign(1), sign(2)], N)
+        votes = QuorumCertificate(
+            statement=statement,
+            signers=good.signers,
+            signatures=(*good.signatures[:2], KEYS[3].sign_digest(statement)),
+        )
+    elif kind == "unsigned":
+        votes = QuorumCertificate.unsigned(statement, [0, 1, 2], N)
+    elif kind == "genesis lookalike":
+        return QC(view=0, height=0, block_hash=b"\x00" * 32, votes=GENESIS.votes)
+    else:
+        raise AssertionError(kind)
+    return QC(view=1, height=1, block_hash=h, votes=votes)
+
+
+FORGERIES = [
+    "too few",
+    "unknown signer",
+    "wrong view",
+    "wrong domain",
+    "wrong domain, right statement field",
+    "bad signature",
+    "unsigned",
+    "genesis lookalike",
+]
+
+
+@pytest.mark.parametrize("kind", FORGERIES)
+def test_forged_qc_in_a_proposal_changes_nothing(kind: str) -> None:
+    d = driver()
+    d.step(leader(1), propose(B1))
+    before = (d.core.view, d.core.high_qc, d.core.safety.state, len(d.core.tree), len(d.log))
+    d.clear()
+    qc = forged(kind)
+    header = B2.header
+    bad = block_on(qc, 2) if kind != "genesis lookalike" else block_on(qc, 2, txs=[tx(2)])
+    assert header is not None
+    d.step(leader(2), propose(bad))
+    after = (d.core.view, d.core.high_qc, d.core.safety.state, len(d.core.tree), len(d.log))
+    assert after == before
+    assert d.out == []
+    assert d.core.rejections.count("justify QC") == 1
+
+
+def test_a_repeated_signer_cannot_be_expressed() -> None:
+    """A signer bitmap names each replica at most once; a list of signatures longer than the
+    bitmap does not decode; a tally never counts a replica's vote twice."""
+    statement = ST.vote_digest(1, 1, B1.header.hash())
+    with pytest.raises(ValueError, match="twice"):
+        QuorumCertificate.from_votes(
+            statement, [(0, KEYS[0].sign_digest(statement))] * 2 + [(1, b"\x00" * 64)], N
+        )
+    two = QuorumCertificate.from_votes(
+        statement, [(i, KEYS[i].sign_digest(statement)) for i in (0, 1)], N
+    )
+    with pytest.raises(CodecError, match="2 signers but 3 signatures"):
+        QuorumCertificate(
+            statement=statement,
+            signers=two.signers,
+            signatures=(*two.signatures, two.signatures[0]),
+        )
+
+
+def test_next_leader_counts_each_voter_once() -> None:
+    d = driver(replica=leader(2))  # replica 2 leads view 2
+    d.step(leader(1), propose(B1))  # it votes for b1, to itself
+    h = B1.header.hash()
+    vote0 = Vote(
+        view=1,
+        height=1,
+        block_hash=h,
+        signature=KEYS[0].sign_digest(ST.vote_digest(1, 1, h)),
+        commits=(),
+    )
+    d.clear()
+    d.step(0, vote0)
+    d.step(0, vote0)
+    forged_vote = Vote(
+        view=1,
+        height=1,
+        block_hash=h,
+        signature=KEYS[0].sign_digest(ST.vote_digest(1, 1, h)),
+        commits=(),
+    )
+    d.step(3, forged_vote)  # replica 0's signature sent by replica 3
+    assert not d.sent(Proposal)
+    assert d.core.rejections.count("bad vote signature") == 1
+    vote1 = Vote(
+        view=1,
+        height=1,
+        block_hash=h,
+        signature=KEYS[1].sign_digest(ST.vote_digest(1, 1, h)),
+        commits=(),
+    )
+    d.step(1, vote1)
+    (proposal,) = d.sent(Proposal)
+    assert proposal.view == 2
+    assert proposal.block.justify.votes.signer_ids == (0, 1, 2)
+    assert proposal.block.header.prev_hash == h
+
+
+def test_timeouts_make_a_tc_with_the_highest_qc() -> None:
+    """f+1 timeouts make a replica time out too; 2f+1 make a TC carrying the highest QC among
+    them, and the replica enters the next view."""
+    d = driver()
+    d.step(leader(1), propose(B1))
+    d.step(leader(2), propose(B2))  # voted in view 2: now in view 3, waiting
+    assert d.core.view == 3 and d.core.high_qc == QC1
+    d.clear()
+    d.step(0, timeout(0, 3, QC2))  # replica 0 knows QC(b2)
+    assert d.core.high_qc == QC2
+    assert not d.sent(Timeout)
+    d.step(1, timeout(1, 3, QC1))  # f+1 = 2 timeouts: join
+    (mine,) = d.sent(Timeout)
+    assert mine.view == 3 and mine.high_qc == QC2
+    assert mine.vote is not None and mine.vote.view == 2  # our vote for b2, for anyone to use
+    assert d.core.safety.last_voted_view == 3  # no vote in view 3 any more
+    tc = d.core.high_tc
+    assert tc is not None and tc.view == 3 and tc.high_qc == QC2
+    assert set(tc.votes.signer_ids) == {0, 1, 3}
+    assert d.core.tc_refusal(tc) == ""
+    assert d.core.view == 4
+    assert d.core.status().extra["view_changes"] == 1
+
+
+def test_tc_verification_failures() -> None:
+    d = driver()
+    good = tc_of(3, QC2)
+    assert d.core.tc_refusal(good) == ""
+    too_few = tc_of(3, QC2, signers=(0, 1))
+    assert "2 signers, 3 required" in d.core.tc_refusal(too_few)
+    wrong_view = TC(view=4, votes=good.votes, high_qc=QC2)
+    assert "another statement" in d.core.tc_refusal(wrong_view)
+    not_earlier = tc_of(2, QC2)
+    assert "earlier view" in d.core.tc_refusal(not_earlier)
+    bad_qc = tc_of(3, forged("too few"))
+    assert "QC" in d.core.tc_refusal(bad_qc)
+
+
+def test_silent_next_leader_qc_is_rebuilt_from_timeouts() -> None:
+    """The votes for b2 went to a leader that stays silent; the timeouts of view 3 carry them,
+    so every replica makes QC(b2) itself."""
+    d = driver()
+    d.step(leader(1), propose(B1))
+    d.step(leader(2), propose(B2))
+    h = B2.header.hash()
+
+    def vote_of(i: int) -> Vote:
+        return Vote(
+            view=2,
+            height=2,
+            block_hash=h,
+            signature=KEYS[i].sign_digest(ST.vote_digest(2, 2, h)),
+            commits=(),
+        )
+
+    d.step(1, timeout(1, 3, QC1, vote=vote_of(1)))
+    d.step(2, timeout(2, 3, QC1, vote=vote_of(2)))
+    assert d.core.high_qc.view == 2 and d.core.high_qc.block_hash == h
+    assert set(d.core.high_qc.votes.signer_ids) == {1, 2, 3}
+
+
+def test_equivocating_leader_gets_one_vote_and_leaves_evidence() -> None:
+    d = driver()
+    other = block_on(GENESIS, 1, txs=[tx(9)])
+    d.step(leader(1), propose(B1))
+    d.step(leader(1), propose(other))
+    assert [v.block_hash for v in d.votes()] == [B1.header.hash()]
+    assert d.core.status().extra["evidence"] == 1
+    first, second = d.core.evidence[0]
+    assert first.block == B1 and second.block == other
+
+
+def test_no_vote_for_repeated_or_committed_requests() -> None:
+    d = driver()
+    d.step(leader(1), propose(B1))  # holds client-a#1
+    again = block_on(QC1, 2, txs=[tx(1)])
+    d.step(leader(2), propose(again))
+    assert d.core.rejections.count("proposal holds a request already in an uncommitted") == 1
+    twice = block_on(QC1, 3, txs=[tx(5), tx(5)])
+    d.step(leader(3), propose(twice, tc=tc_of(2, QC1)))
+    assert d.core.rejections.count("proposal holds a request twice") == 1
+    assert [v.view for v in d.votes()] == [1]
+
+
+def test_committed_requests_are_not_ordered_again() -> None:
+    d = driver()
+    for block in (B1, B2, B3, B4):
+        d.step(leader(block.view), propose(block))
+    d.step(0, CommitVotes(votes=(commit_vote(0),)))
+    d.step(1, CommitVotes(votes=(commit_vote(1),)))
+    assert len(d.committed) == 1
+    d.step(leader(5), propose(block_on(QC4, 5, txs=[tx(1)])))
+    assert d.core.rejections.count("proposal holds a committed or stale request") == 1
+
+
+def test_certificates_from_peers_are_verified() -> None:
+    d = driver()
+    for block in (B1, B2, B3, B4):
+        d.step(leader(block.view), propose(block))
+    h = B1.header.hash()
+    statement = B1.header.commit_statement(h)
+    weak = QuorumCertificate.from_votes(
+        statement, [(i, KEYS[i].sign_digest(statement)) for i in (0, 1)], N
+    )
+    d.step(0, CommitCertificate(height=1, view=1, block_hash=h, certificate=weak))
+    assert not d.committed
+    assert d.core.rejections.count("commit certificate") == 1
+    good = QuorumCertificate.from_votes(
+        statement, [(i, KEYS[i].sign_digest(statement)) for i in (0, 1, 2)], N
+    )
+    d.step(0, CommitCertificate(height=1, view=1, block_hash=h, certificate=good))
+    assert [b.height for b in d.committed] == [1]
+
+
+def test_restarted_replica_never_votes_twice_in_a_view() -> None:
+    """Crash right after voting for b1 in view 1; the restarted replica, given a conflicting,
+    validly signed proposal for view 1, does not vote."""
+    d = driver()
+    d.step(leader(1), propose(B1))
+    assert len(d.votes()) == 1
+    again = d.restart()
+    assert again.core.safety.last_voted_view == 1
+    assert B1.header.hash() in again.core.tree  # the voted block is back from the log
+    conflicting = block_on(GENESIS, 1, txs=[tx(2)])
+    again.step(leader(1), propose(conflicting))
+    assert not again.votes()
+    assert again.core.rejections.count("already voted") == 1
+    # And it still takes part from the next view on.
+    again.step(leader(2), propose(B2))
+    assert [v.view for v in again.votes()] == [2]
+
+
+def test_restarted_replica_keeps_its_lock() -> None:
+    d = driver()
+    for block in (B1, B2, B3, B4):
+        d.step(leader(block.view), propose(block))
+    again = d.restart()
+    assert again.core.safety.lock == QC2
+    fork = block_on(QC1, 6, txs=[tx(7)])
+    again.step(leader(6), propose(fork, tc=tc_of(5, QC4)))
+    assert not again.votes()
+    assert again.core.rejections.count("block conflicts with the lock") == 1
+
+
+def test_lagging_replica_fetches_certified_blocks_from_a_peer_ledger() -> None:
+    """A replica that sees a proposal far above its ledger fetches the missing uncommitted
+    blocks by hash and, when the peer has committed them, the certified ones by height."""
+    d = driver()
+    d.step(leader(5), propose(B5, tc=None))
+    fetch = d.sent(FetchBlocks)
+    assert fetch and fetch[0].block_hash == QC4.block_hash
+    # The peer answers with blocks b4 and b3 and says its ledger holds 2 blocks.
+    d.clear()
+    d.step(leader(5), FetchedBlocks(height=2, blocks=(B4, B3)))
+    requests = d.sent(BlockRequest)
+    assert requests and requests[0].start == 1
+    assert d.out[0][0] != BROADCAST
+
+
+def test_restart_from_the_ledger_alone() -> None:
+    """A replica whose protocol log is gone starts from its ledger: the tip is the root of its
+    block tree, and the ledger's requests are known as committed."""
+    h = B1.header.hash()
+    statement = B1.header.commit_statement(h)
+    certificate = QuorumCertificate.from_votes(
+        statement, [(i, KEYS[i].sign_digest(statement)) for i in (0, 1, 2)], N
+    )
+    d = driver(ledger=[Block(header=B1.header, txs=B1.txs, certificate=certificate)])
+    assert d.core.status().height == 1
+    d.step(leader(2), propose(block_on(QC1, 2, txs=[tx(1)])))
+    assert d.core.rejections.count("proposal holds a committed or stale request") == 1
+    d.step(leader(3), propose(block_on(QC1, 3, txs=[tx(2)]), tc=tc_of(2, QC1)))
+    (vote,) = d.votes()
+    assert vote.view == 3 and vote.height == 2
+
+
+def test_pacemaker_backoff_doubles_after_f_consecutive_tcs_and_is_capped() -> None:
+    """Each view entered through a TC counts; f of them in a row are expected (faulty leaders),
+    beyond that the view timeout doubles, up to the cap; a fresh QC resets it."""
+    config = HotStuffConfig(leaders=CONFIG.leaders, view_timeout=10, max_view_timeout=50)
+    d = driver(config=config)
+    timeouts = [d.core.view_timeout()]
+    for view in range(1, 7):
+        d.step(0, timeout(0, view + 1, GENESIS, high_tc=tc_of(view, GENESIS)))
+        assert d.core.view == view + 1
+        timeouts.append(d.core.view_timeout())
+    assert timeouts == [10, 10, 20, 40, 50, 50, 50]
+    d.step(leader(7), propose(block_on(GENESIS, 8), tc=tc_of(7, GENESIS)))
+    d.step(leader(9), propose(block_on(qc_of(block_on(GENESIS, 8)), 9)))
+    assert d.core.view_timeout() == 10
+
+
+def test_default_leaders_rotate_round_robin() -> None:
+    core = driver(config=None).core
+    assert [core.leader(v) for v in range(1, 9)] == [1, 2, 3, 0, 1, 2, 3, 0]
+    pinned = driver(config=HotStuffConfig(leaders={5: 3})).core
+    assert [pinned.leader(v) for v in (4, 5, 6)] == [0, 3, 2]
+
+
+def test_forged_commit_votes_make_no_certificate() -> None:
+    d = driver()
+    for block in (B1, B2, B3, B4):
+        d.step(leader(block.view), propose(block))
+    h = B1.header.hash()
+    wrong_key = CommitVote(
+        height=1, view=1, block_hash=h, signature=KEYS[3].sign_digest(B1.header.commit_statement(h))
+    )
+    wrong_statement = CommitVote(
+        height=1, view=1, block_hash=h, signature=KEYS[1].sign_digest(ST.vote_digest(1, 1, h))
+    )
+    d.step(0, CommitVotes(votes=(wrong_key,)))
+    d.step(1, CommitVotes(votes=(wrong_statement,)))
+    assert not d.committed
+    assert d.core.rejections.count("bad commit vote signature") == 2
+    d.step(2, CommitVotes(votes=(commit_vote(2),)))
+    d.step(
+        0, Vote(view=9, height=1, block_hash=h, signature=b"\x00" * 64, commits=(commit_vote(0),))
+    )
+    assert [b.height for b in d.committed] == [1]
