@@ -20,7 +20,7 @@ bound, set it well above the number of active clients.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -270,8 +270,12 @@ class Mempool:
                 break
         return oldest
 
-    def requests(self) -> list[Request]:
-        return [r for r, _ in self._held.values()] + [r for r, _ in self._waiting.values()]
+    def requests(self) -> Iterator[Request]:
+        """Held then waiting requests, oldest first, without copying the pool (stop early)."""
+        for request, _ in self._held.values():
+            yield request
+        for request, _ in self._waiting.values():
+            yield request
 
 
 @dataclass(frozen=True, slots=True)
