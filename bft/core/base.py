@@ -12,6 +12,9 @@ from .admission import VerifiedCache
 from .errors import LocalMisuse, Rejections
 from .interface import CoreContext
 from .ready import BROADCAST, Outbound, Ready, Reply
+from .requests import ClientTable, Request, Status
+
+STALE = "stale request: sequence number too far behind"
 
 
 class CoreBase:
@@ -103,6 +106,22 @@ class CoreBase:
 
     def transactions_to_verify(self, message: Record) -> Sequence[bytes]:
         return ()
+
+    def answer_if_known(self, request: Request, clients: ClientTable, durable_height: int) -> bool:
+        """Answer a request the ledger already settles; ``True`` when there is nothing more to do.
+
+        Committed: its place (once its block is durable, ``<= durable_height``; a retry before
+        then is answered with the others when the block is). Stale: a final refusal.
+        """
+        status, where = clients.status(request.client, request.seq)
+        if status is Status.COMMITTED:
+            if where is not None and where[0] <= durable_height:
+                self.reply(Reply(request.client, request.seq, where[0], where[1]))
+            return True
+        if status is Status.STALE:
+            self.reply(Reply(request.client, request.seq, error=STALE))
+            return True
+        return False
 
     def committee_for(self, height: int) -> Committee:
         """The committee that certified (or certifies) the block at ``height``."""

@@ -340,18 +340,7 @@ class HotStuffCore(CoreBase):
         self.after_input()
 
     def propose(self, request: Request) -> None:
-        status, where = self.clients.status(request.client, request.seq)
-        if status is Status.COMMITTED and where is not None:
-            self.reply(Reply(request.client, request.seq, where[0], where[1]))
-            return
-        if status is Status.STALE:
-            self.reply(
-                Reply(
-                    request.client,
-                    request.seq,
-                    error="stale request: sequence number too far behind",
-                )
-            )
+        if self.answer_if_known(request, self.clients, self.ledger_height):
             return
         if request.id in self.mempool:
             return

@@ -231,19 +231,7 @@ class PbftCore(CoreBase):
         self.maybe_fetch()
 
     def propose(self, request: Request) -> None:
-        status, where = self.clients.status(request.client, request.seq)
-        if status is Status.COMMITTED and where is not None:
-            if where[0] <= self.cert_height:
-                self.reply(Reply(request.client, request.seq, where[0], where[1]))
-            return
-        if status is Status.STALE:
-            self.reply(
-                Reply(
-                    request.client,
-                    request.seq,
-                    error="stale request: sequence number too far behind",
-                )
-            )
+        if self.answer_if_known(request, self.clients, self.cert_height):
             return
         if request.id in self.in_flight or request.id in self.mempool:
             return

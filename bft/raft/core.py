@@ -244,19 +244,7 @@ class RaftCore(CoreBase):
         self.maybe_compact_wal()
 
     def propose(self, request: Request) -> None:
-        status, where = self.clients.status(request.client, request.seq)
-        if status is Status.COMMITTED:
-            if where is not None:
-                self.reply(Reply(request.client, request.seq, where[0], where[1]))
-            return
-        if status is Status.STALE:
-            self.reply(
-                Reply(
-                    request.client,
-                    request.seq,
-                    error="stale request: sequence number too far behind",
-                )
-            )
+        if self.answer_if_known(request, self.clients, self.applied):
             return
         if request.id in self.mempool or self.mempool.add(request, self.now):
             return  # already waiting, or the pool is full and the client retries
