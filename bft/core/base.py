@@ -11,6 +11,7 @@ from ledger import Block, BlockError, CommitteeSchedule, verify_block
 from .admission import VerifiedCache
 from .errors import LocalMisuse, Rejections
 from .interface import CoreContext
+from .messages import BlockResponse
 from .ready import BROADCAST, Outbound, Ready, Reply
 from .requests import ClientTable, Request, Status
 
@@ -126,6 +127,27 @@ class CoreBase:
     def committee_for(self, height: int) -> Committee:
         """The committee that certified (or certifies) the block at ``height``."""
         return self.schedule.committee_for(height)
+
+    def fetched_extension(
+        self, sender: int, response: BlockResponse, height: int, last_hash: bytes
+    ) -> list[Block]:
+        """The blocks of ``response`` that extend a ledger of ``height`` ending in
+        ``last_hash``, in order, each verified (link and certificate). The first block that
+        does not verify is recorded as refused and ends the list."""
+        out: list[Block] = []
+        for block in response.blocks:
+            h = block.height
+            if h <= height:
+                continue
+            if h != height + 1:
+                break
+            reason = self.verify_fetched(block, h, last_hash)
+            if reason:
+                self.reject(sender, response, f"fetched block {h}: {reason}")
+                break
+            out.append(block)
+            height, last_hash = h, block.hash()
+        return out
 
     # -- catch-up verification shared by the protocols
 

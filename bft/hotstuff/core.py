@@ -1180,20 +1180,13 @@ class HotStuffCore(CoreBase):
 
     def on_block_response(self, sender: int, msg: BlockResponse) -> None:
         self.claims[sender] = msg.height
-        progressed = False
-        for block in msg.blocks:
-            height = block.height
-            if height <= self.ledger_height:
-                continue
-            if height != self.ledger_height + 1:
-                break
-            reason = self.verify_fetched(block, height, self.ledger_hash)
-            if reason:
-                self.reject(sender, msg, f"fetched block {height}: {reason}")
-                break
+        blocks = self.fetched_extension(sender, msg, self.ledger_height, self.ledger_hash)
+        for block in blocks:
+            if block.height != self.ledger_height + 1:
+                continue  # committed meanwhile, as a side effect of the one before
             node = self.tree.get(block.hash())
             self.commit_block(block, node if node is not None and node.block is not None else None)
-            progressed = True
+        progressed = bool(blocks)
         if self.ledger_fetch is not None and self.ledger_fetch[0] == sender:
             self.ledger_fetch = None
         if progressed and msg.height > self.ledger_height:

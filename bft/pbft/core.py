@@ -931,19 +931,12 @@ class PbftCore(CoreBase):
 
     def on_block_response(self, sender: int, msg: BlockResponse) -> None:
         self.claims[sender] = msg.height  # what its ledger holds, whatever it executed
-        progressed = False
-        for block in msg.blocks:
-            height = block.height
-            if height <= self.cert_height:
-                continue
-            if height != self.cert_height + 1:
-                break
-            reason = self.verify_fetched(block, height, self.cert_hash)
-            if reason:
-                self.reject(sender, msg, f"fetched block {height}: {reason}")
-                break
-            self.adopt_block(block)
-            progressed = True
+        blocks = self.fetched_extension(sender, msg, self.cert_height, self.cert_hash)
+        for block in blocks:
+            # Adopting a block can certify blocks this replica had executed, past this one.
+            if block.height == self.cert_height + 1:
+                self.adopt_block(block)
+        progressed = bool(blocks)
         if self.fetching is not None and self.fetching[0] == sender:
             self.fetching = None
         if progressed:

@@ -77,7 +77,7 @@ from bft.core.requests import (
 )
 from crypto import EMPTY_ROOT, QuorumCertificate, make_bitmap, merkle_root
 from crypto.codec import CodecError, Record
-from ledger import Block, BlockError, make_header, verify_block, verify_certificate
+from ledger import Block, BlockError, make_header, verify_certificate
 
 from .config import RaftConfig
 from .errors import NotLeader
@@ -933,42 +933,19 @@ class RaftCore(CoreBase):
         self.send(peer, BlockRequest(start=self.applied + 1, count=MAX_BLOCKS_PER_RESPONSE))
 
     def on_block_response(self, sender: int, m: BlockResponse) -> None:
-        progressed = False
-        for block in m.blocks:
-            height = block.height
-            if height <= self.applied:
-                continue
-            if height != self.applied + 1:
-                break
-            reason = self.verify_block_at(block, height, self.applied_hash)
-            if reason:
-                self.reject(sender, m, f"fetched block {height}: {reason}")
-                break
+        blocks = self.fetched_extension(sender, m, self.applied, self.applied_hash)
+        for block in blocks:
+            if block.height != self.applied + 1:
+                continue  # applied meanwhile, as a side effect of the one before
             self.adopt_block(block)
             self.blocks_fetched += 1
-            progressed = True
+        progressed = bool(blocks)
         if self.fetching is not None and self.fetching[0] == sender:
             self.fetching = None
         if progressed:
             if m.height > self.applied:
                 self.start_fetch(sender)
             self.apply_committed()
-
-    def verify_block_at(self, block: Block, height: int, prev_hash: bytes) -> str:
-        committee = self.cfg.committee_for(height, self.committee)
-        if committee is self.committee:
-            return self.verify_fetched(block, height, prev_hash)
-        try:
-            verify_block(
-                block,
-                chain_id=self.chain_id,
-                height=height,
-                prev_hash=prev_hash,
-                committee=committee,
-            )
-        except BlockError as exc:
-            return exc.reason
-        return ""
 
     def adopt_block(self, block: Block) -> None:
         """Append a verified block fetched from a peer's ledger."""
