@@ -12,8 +12,9 @@ reach. Then frames flow: each one an encoded record, or an empty keep-alive fram
 Replicas talk over two one-way connections per pair: a replica *dials* every peer to send to it,
 and *accepts* connections from every peer to receive. Sending goes through a :class:`PeerLink`
 per peer: a bounded queue and one writer task that joins whatever is queued into a single
-``send_all``, reconnecting with exponential backoff and jitter when the connection breaks. A
-slow or dead peer never blocks the others:
+``send_all``, reconnecting with exponential backoff and jitter when the connection breaks (and
+at once when the peer connects to us: it is back, see :meth:`PeerLink.peer_is_up`). A slow or
+dead peer never blocks the others:
 
 **Queue-full policy**: when a peer's queue holds ``queue_size`` frames, the *oldest* queued frame
 is dropped to make room (and counted). A peer that does not drain its queue is behind already, a
@@ -160,8 +161,16 @@ class PeerLink:
         self.rng = rng
         self.queue: deque[bytes] = deque()
         self._wakeup = trio.Event()
+        self._retry_now = trio.Event()
         self.connected = False
         self.stats: Counter[str] = Counter()
+
+    def peer_is_up(self) -> None:
+        """The peer has just connected to us, so it is back: if this link is waiting out a
+        reconnect backoff, dial now (a restarted replica then hears from us at once, not after
+        up to ``reconnect_max``, which can outlast its protocol's timeouts)."""
+        if not self.connected:
+            self._retry_now.set()
 
     def send(self, frame: bytes) -> None:
         """Queue ``frame`` without waiting; drops the oldest queued frame when full."""
@@ -204,8 +213,13 @@ class PeerLink:
                         *self.address,
                         exc,
                     )
-                await trio.sleep(backoff * (0.5 + self.rng.random()))
-                backoff = min(backoff * 2, config.reconnect_max)
+                with trio.move_on_after(backoff * (0.5 + self.rng.random())):
+                    await self._retry_now.wait()
+                if self._retry_now.is_set():
+                    self._retry_now = trio.Event()
+                    backoff = config.reconnect_min
+                else:
+                    backoff = min(backoff * 2, config.reconnect_max)
                 continue
             backoff = config.reconnect_min
             self.connected = True
@@ -237,6 +251,7 @@ class PeerLink:
                     continue
             batch: list[bytes] = []
             size = 0
+            hold = 0.0
             while self.queue and size < config.batch_bytes:
                 frame = self.queue.popleft()
                 if self.faults.active:
@@ -244,12 +259,15 @@ class PeerLink:
                     if dropped:
                         self.stats["dropped_by_fault"] += 1
                         continue
-                    if delay:
-                        await trio.sleep(delay)
+                    hold = max(hold, delay)
                 batch.append(frame)
                 size += len(frame)
             if not batch:
                 continue
+            if hold:
+                # An injected delay holds the batch once (latency), not every frame in turn,
+                # which would cap the link at one frame per delay.
+                await trio.sleep(hold)
             try:
                 with trio.fail_after(config.send_timeout):
                     await framed.send(batch)
@@ -292,6 +310,12 @@ class PeerLinks:
     def broadcast(self, frame: bytes) -> None:
         for link in self.links.values():
             link.send(frame)
+
+    def peer_is_up(self, peer: int) -> None:
+        """``peer`` connected to us: see :meth:`PeerLink.peer_is_up`."""
+        link = self.links.get(peer)
+        if link is not None:
+            link.peer_is_up()
 
     def statistics(self) -> dict[int, dict[str, Any]]:
         return {
