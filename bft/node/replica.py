@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import signal
+import ssl
 import time
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Sequence
@@ -243,16 +244,13 @@ class Replica:
                 self.links = PeerLinks(
                     self.endpoint, self.replica, self.config.peers, self.faults, seed=self.replica
                 )
-                await nursery.start(self.links.run)
                 peers = Acceptor(self.endpoint, "replica", self._on_peer)
                 clients = Acceptor(self.endpoint, "client", self._on_client)
                 self.peer_acceptor, self.client_acceptor = peers, clients
-                host, port = self.config.listen
-                listeners = await nursery.start(peers.serve, host, port)
-                self.peer_port = listeners[0].socket.getsockname()[1]
-                host, port = self.config.client_listen
-                listeners = await nursery.start(clients.serve, host, port)
-                self.client_port = listeners[0].socket.getsockname()[1]
+                # Listen before dialling: a peer we reach then reaches us back at once.
+                self.peer_port = await self._listen(nursery, peers, self.config.listen)
+                self.client_port = await self._listen(nursery, clients, self.config.client_listen)
+                await nursery.start(self.links.run)
                 nursery.start_soon(self._ticker)
                 nursery.start_soon(self._drive, inbox_receive)
                 nursery.start_soon(self._meter)
@@ -270,6 +268,24 @@ class Replica:
                 task_status.started(self)
         finally:
             self.close()
+
+    async def _listen(
+        self, nursery: trio.Nursery, acceptor: Acceptor, address: tuple[str, int]
+    ) -> int:
+        """Start serving ``acceptor`` on ``address``; return the port (a busy port is a
+        :class:`ReplicaError`, not a crash)."""
+        host, port = address
+        try:
+            listeners = await nursery.start(acceptor.serve, host, port)
+        except BaseException as exc:
+            error = _only_exception(exc) if isinstance(exc, BaseExceptionGroup) else exc
+            if isinstance(error, OSError):
+                raise ReplicaError(
+                    f"{self.config.path}: cannot listen on {host}:{port} for {acceptor.kind}s: "
+                    f"{error.strerror or error}"
+                ) from None
+            raise
+        return int(listeners[0].socket.getsockname()[1])
 
     def close(self) -> None:
         """Flush and close files (after the tasks are gone)."""
@@ -369,6 +385,8 @@ class Replica:
             links.send(to, frame)
 
     async def _on_peer(self, identity: Identity, framed: FramedStream) -> None:
+        if self.links is not None and identity.replica is not None:
+            self.links.peer_is_up(identity.replica)  # it restarted, say: reconnect to it now
         await read_frames(framed, identity, self._peer_frame, self.network_config)
 
     async def _peer_frame(self, identity: Identity, frame: bytes) -> None:
@@ -416,7 +434,19 @@ class Replica:
         self.sessions[session.number] = session
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(session.writer)
+
+                async def write() -> None:
+                    try:
+                        await session.writer()
+                    except (
+                        OSError,
+                        ssl.SSLError,
+                        trio.BrokenResourceError,
+                        trio.ClosedResourceError,
+                    ):
+                        nursery.cancel_scope.cancel()  # the connection is gone: stop reading too
+
+                nursery.start_soon(write)
                 await read_frames(
                     framed,
                     identity,
@@ -424,6 +454,14 @@ class Replica:
                     self.network_config,
                 )
                 nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The reader's error (a client that went away, a bad frame) must reach the acceptor
+            # as itself, which closes this connection only; wrapped in the nursery's group it
+            # would escape the acceptor and stop the whole replica.
+            error = _only_exception(group)
+            if error is None:
+                raise
+            raise error from None
         finally:
             session.closed = True
             del self.sessions[session.number]
@@ -633,6 +671,16 @@ class Replica:
         return doc
 
 
+def _only_exception(group: BaseException) -> BaseException | None:
+    """The single exception inside (possibly nested) one-member groups, else ``None``."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _jsonable(value: Any) -> bool:
     try:
         json.dumps(value)
@@ -653,16 +701,25 @@ def _spoil_signature(message: Record) -> Record:
 async def serve(config: ReplicaConfig) -> None:
     """Run a replica until SIGTERM or SIGINT, then shut down cleanly."""
     replica = Replica(config)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(replica.run)
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(replica.run)
 
-            async def stop_on_signal() -> None:
-                async for signum in signals:
-                    log.warning(
-                        "replica %d: %s, shutting down", config.replica, signal.Signals(signum).name
-                    )
-                    nursery.cancel_scope.cancel()
-                    return
+                async def stop_on_signal() -> None:
+                    async for signum in signals:
+                        log.warning(
+                            "replica %d: %s, shutting down",
+                            config.replica,
+                            signal.Signals(signum).name,
+                        )
+                        nursery.cancel_scope.cancel()
+                        return
 
-            nursery.start_soon(stop_on_signal)
+                nursery.start_soon(stop_on_signal)
+    except BaseExceptionGroup as group:
+        # A start-up failure (a busy port, say) reaches the caller as itself: one line.
+        error = _only_exception(group)
+        if isinstance(error, ReplicaError | ConfigError):
+            raise error from None
+        raise
