@@ -6,8 +6,10 @@ A :class:`Client` keeps one authenticated connection to every replica (reconnect
 ``submit`` gives a payload the next sequence number of this client, signs it if the client has a
 key, and queues it; a batcher sends queued transactions to every replica in one ``Submit`` frame
 once ``batch_max`` are waiting or ``linger`` has passed (as a Kafka producer does), so a faulty
-leader cannot silently drop a request. At most ``max_inflight`` requests are outstanding; more
-``submit`` calls wait (backpressure, not unbounded memory).
+leader cannot silently drop a request. At most ``max_inflight`` requests are outstanding, and a
+new one is numbered less than ``client_window`` above the oldest unfinished one (the replicas
+refuse as stale a request a window behind the client's newest committed one); more ``submit``
+calls wait (backpressure, not unbounded memory).
 
 A transaction is committed for the client when ``ack_quorum`` replicas (f+1 in the BFT modes,
 so at least one honest; one in Raft mode) report the same place in the ledger, and the receipt
@@ -101,6 +103,10 @@ class ClientConfig:
     """Requests outstanding at once. Keep it below the replicas' per-client window (1024 by
     default): a request more than a window behind the client's newest committed one is refused
     as stale."""
+    client_window: int = 1024
+    """The replicas' per-client window (``client_window`` of the protocol's config). A new
+    request is numbered less than this above the oldest unfinished one, or waits: however many
+    are in flight, one stuck behind the others is never refused as stale."""
     retry_after: float = 3.0
     timeout: float = 30.0
     connect_timeout: float = 5.0
@@ -176,6 +182,7 @@ class Client:
         self._outbox: list[_Pending] = []
         self._outbox_ready = trio.Event()
         self._slots = trio.Semaphore(config.max_inflight)
+        self._window_moved = trio.Event()
         self._conns = {r: _Connection(r) for r in config.replicas}
         self._verified_blocks: dict[tuple[int, bytes], bool] = {}
         self._status_waiters: dict[int, trio.MemorySendChannel[Any]] = {}
@@ -305,36 +312,69 @@ class Client:
     async def submit(self, payload: bytes) -> Receipt:
         """Order ``payload``; return its receipt once committed (see the module's contract)."""
         async with self._slots:
-            seq, raw = self._make(payload)
-            pending = _Pending(seq, raw, trio.Event())
-            self._pending[seq] = pending
-            try:
-                self._outbox.append(pending)
-                self._outbox_ready.set()
-                with trio.move_on_after(self.config.timeout):
-                    await pending.done.wait()
-                if pending.error is not None:
-                    raise pending.error
-                if pending.receipt is None:
-                    self.stats["indeterminate"] += 1
-                    raise NotCommitted(seq, self.config.timeout)
-                return pending.receipt
-            finally:
-                self._pending.pop(seq, None)
+            await self._wait_for_window()
+            return await self._wait(self._enqueue(payload))
+
+    async def _wait_for_window(self) -> None:
+        """Until the next sequence number is within ``client_window`` of the oldest unfinished
+        request (``_pending`` is in sequence order: the first key is the oldest)."""
+        window = self.config.client_window
+        while self._pending and self._seq + 1 - next(iter(self._pending)) >= window:
+            if self._window_moved.is_set():
+                self._window_moved = trio.Event()
+            self.stats["window_waits"] += 1
+            await self._window_moved.wait()
+
+    def _enqueue(self, payload: bytes) -> _Pending:
+        seq, raw = self._make(payload)
+        pending = _Pending(seq, raw, trio.Event())
+        self._pending[seq] = pending
+        self._outbox.append(pending)
+        self._outbox_ready.set()
+        return pending
+
+    async def _wait(self, pending: _Pending) -> Receipt:
+        try:
+            with trio.move_on_after(self.config.timeout):
+                await pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            if pending.receipt is None:
+                self.stats["indeterminate"] += 1
+                raise NotCommitted(pending.seq, self.config.timeout)
+            return pending.receipt
+        finally:
+            self._pending.pop(pending.seq, None)
+            self._window_moved.set()
 
     async def submit_many(self, payloads: Sequence[bytes]) -> list[Receipt | ClientError]:
-        """Submit all of ``payloads`` concurrently; each result is a receipt or the error."""
+        """Submit all of ``payloads`` concurrently; each result is a receipt or the error.
+
+        Sequence numbers follow the order of ``payloads``, so the ledger keeps that order.
+        """
         results: list[Receipt | ClientError] = [ClientError("not run")] * len(payloads)
 
-        async def one(i: int, payload: bytes) -> None:
+        async def one(i: int, pending: _Pending) -> None:
             try:
-                results[i] = await self.submit(payload)
+                results[i] = await self._wait(pending)
             except ClientError as exc:
                 results[i] = exc
+            finally:
+                self._slots.release()
 
         async with trio.open_nursery() as nursery:
             for i, payload in enumerate(payloads):
-                nursery.start_soon(one, i, payload)
+                try:
+                    self._slots.acquire_nowait()
+                except trio.WouldBlock:
+                    await self._slots.acquire()
+                try:
+                    await self._wait_for_window()
+                except BaseException:
+                    self._slots.release()
+                    raise
+                # Numbered and queued here, in order (tasks start in no promised order).
+                nursery.start_soon(one, i, self._enqueue(payload))
         return results
 
     async def _batcher(self) -> None:
@@ -452,10 +492,18 @@ class Client:
             entry = (replica, send)
             self._block_streams.append(entry)
             try:
+                subscribed_on = self._conns[replica].framed
                 if not await self._send(replica, [Subscribe(start=expected).encode()]):
                     await trio.sleep(0.1)
                     continue
-                async for block in receive:
+                while True:
+                    block = None
+                    with trio.move_on_after(1.0):
+                        block = await receive.receive()
+                    if block is None:
+                        if self._conns[replica].framed is not subscribed_on:
+                            break  # that connection is gone: subscribe again, to the next one
+                        continue  # nothing committed lately
                     if block.height < expected:
                         continue
                     if block.height > expected:
@@ -490,6 +538,8 @@ class Client:
         send, receive = trio.open_memory_channel[Any](1)
         self._status_waiters[replica] = send
         with trio.move_on_after(timeout):
+            # Right after open_client only a quorum may be connected: wait for this replica.
+            await self._conns[replica].connected.wait()
             if await self._send(replica, [frame]):
                 return await receive.receive()
         self._status_waiters.pop(replica, None)
@@ -511,25 +561,49 @@ class Client:
 
 @asynccontextmanager
 async def open_client(config: ClientConfig, *, wait: int | None = None) -> AsyncIterator[Client]:
-    """A connected client (``wait``: how many replicas to wait for, default a quorum)."""
-    async with trio.open_nursery() as nursery:
-        client = Client(config, nursery)
-        for conn in client._conns.values():
-            nursery.start_soon(client._keep_connected, conn)
-        nursery.start_soon(client._batcher)
-        nursery.start_soon(client._retrier)
-        need = (
-            wait if wait is not None else config.committee.quorum if config.committee.is_bft else 1
-        )
-        try:
-            await client.wait_connected(min(need, len(config.replicas)))
-        except trio.TooSlowError:
-            nursery.cancel_scope.cancel()
-            raise ClusterUnreachable(f"fewer than {need} replicas reachable") from None
-        try:
-            yield client
-        finally:
-            nursery.cancel_scope.cancel()
+    """A connected client (``wait``: how many replicas to wait for, default a quorum).
+
+    Errors raised in the body (``NotCommitted``, say) and ``ClusterUnreachable`` come out as
+    themselves, not wrapped in the nursery's exception group.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            client = Client(config, nursery)
+            for conn in client._conns.values():
+                nursery.start_soon(client._keep_connected, conn)
+            nursery.start_soon(client._batcher)
+            nursery.start_soon(client._retrier)
+            need = (
+                wait
+                if wait is not None
+                else config.committee.quorum
+                if config.committee.is_bft
+                else 1
+            )
+            try:
+                await client.wait_connected(min(need, len(config.replicas)))
+            except trio.TooSlowError:
+                nursery.cancel_scope.cancel()
+                raise ClusterUnreachable(f"fewer than {need} replicas reachable") from None
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        single = _single(group)
+        if single is None:
+            raise
+        raise single from None
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside (possibly nested) one-member groups, else ``None``."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
 
 
 class BlockingClient:
