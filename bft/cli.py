@@ -614,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_demo)
 
+    from bft.testbed.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

@@ -16,6 +16,7 @@ the same machine does not collide with the first.
 
 from __future__ import annotations
 
+import random
 import socket
 import tomllib
 from dataclasses import dataclass
@@ -64,15 +65,39 @@ class Cluster:
         return self.directory / "keys" / f"client-{name}.key"
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports that are free now on ``host``."""
-    sockets = []
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(count):
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports that are free now on ``host``.
+
+    They are drawn at random from *below* the kernel's ephemeral range: a port from that range
+    (what binding port 0 gives) may meanwhile become the local end of some outgoing connection,
+    a replica's or a client's, and the replica that should listen on it would fail to start.
+    """
+    low, _ = _ephemeral_range()
+    span = range(10_000, low)
+    pool = random.SystemRandom().sample(span, min(len(span), 16 * count + 64)) if span else []
+    sockets: list[socket.socket] = []
+    try:
+        for port in [*pool, *[0] * count]:
+            if len(sockets) == count:
+                break
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, 0))
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
             sockets.append(s)
+        if len(sockets) < count:
+            raise LayoutError(f"cannot find {count} free ports on {host}")
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:

@@ -1,0 +1,196 @@
+"""A load generator that drives a cluster through the client library.
+
+Two disciplines:
+
+* **open loop** (``rate``): transaction ``i`` is submitted at ``start + i / rate`` whatever
+  happened to the earlier ones (the client's ``max_inflight`` bound still applies), which is how
+  independent users behave and what exposes queueing latency;
+* **closed loop** (``window``): ``window`` submissions are outstanding at any time; each one that
+  finishes lets the next one go, which finds the throughput the cluster sustains.
+
+Every outcome is counted: *committed* (a verified receipt), *refused* (the replicas said no:
+never committed) and *indeterminate* (not committed in time: it may still commit, never twice).
+Latency is measured per committed transaction, from ``submit`` to its verified receipt.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from bft.client import ClientError, NotCommitted, Rejected, open_client
+from bft.client.client import Client, ClientConfig
+from ledger import Receipt
+
+DEFAULT_WINDOW = 1000
+
+
+@dataclass
+class LoadResult:
+    count: int
+    submitted: int = 0
+    committed: int = 0
+    refused: int = 0
+    indeterminate: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    receipts: list[Receipt] = field(default_factory=list)
+
+    @property
+    def finished(self) -> int:
+        return self.committed + self.refused + self.indeterminate
+
+    @property
+    def tx_per_s(self) -> float:
+        return self.committed / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, p: float) -> float:
+        """The ``p``-th percentile of commit latency in milliseconds (nearest rank)."""
+        if not self.latencies:
+            return math.nan
+        ordered = sorted(self.latencies)
+        rank = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
+        return ordered[rank] * 1000
+
+    def summary(self) -> dict[str, float | int | None]:
+        """The figures, JSON-ready (a latency is ``None`` when nothing committed)."""
+
+        def ms(p: float) -> float | None:
+            value = self.percentile(p)
+            return None if math.isnan(value) else round(value, 2)
+
+        return {
+            "submitted": self.submitted,
+            "committed": self.committed,
+            "refused": self.refused,
+            "indeterminate": self.indeterminate,
+            "seconds": round(self.seconds, 3),
+            "tx_per_s": round(self.tx_per_s, 1),
+            "p50_ms": ms(50),
+            "p95_ms": ms(95),
+            "p99_ms": ms(99),
+        }
+
+
+def payload(index: int, size: int) -> bytes:
+    """A distinct payload of ``size`` bytes (at least 8) for transaction ``index``."""
+    head = b"tx %d " % index
+    return (head + b"." * max(0, size - len(head)))[: max(size, len(head))]
+
+
+async def drive(
+    client: Client,
+    *,
+    count: int,
+    rate: float | None = None,
+    window: int | None = None,
+    size: int = 256,
+    keep_receipts: bool = False,
+    progress: Callable[[LoadResult], None] | None = None,
+    result: LoadResult | None = None,
+) -> LoadResult:
+    """Submit ``count`` transactions through ``client`` (open loop at ``rate`` per second, or
+    closed loop with ``window`` outstanding); return the counts and latencies."""
+    if count < 0:
+        raise ValueError("count must not be negative")
+    if rate is not None and rate <= 0:
+        raise ValueError("rate must be positive")
+    if window is not None and window < 1:
+        raise ValueError("window must be at least 1")
+    if rate is not None and window is not None:
+        raise ValueError("give a rate (open loop) or a window (closed loop), not both")
+    result = result if result is not None else LoadResult(count)
+    window = window if window is not None or rate is not None else DEFAULT_WINDOW
+    clock = time.perf_counter
+
+    async def one(index: int) -> None:
+        result.submitted += 1
+        began = clock()
+        try:
+            receipt = await client.submit(payload(index, size))
+        except Rejected as exc:
+            result.refused += 1
+            result.errors[exc.reason[:80]] += 1
+            return
+        except NotCommitted:
+            result.indeterminate += 1
+            return
+        except ClientError as exc:
+            result.indeterminate += 1
+            result.errors[type(exc).__name__] += 1
+            return
+        result.latencies.append(clock() - began)
+        result.committed += 1
+        if keep_receipts:
+            result.receipts.append(receipt)
+
+    started = clock()
+
+    async def report() -> None:
+        while True:
+            result.seconds = clock() - started
+            if progress is not None:
+                progress(result)
+            await trio.sleep(0.1)
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(report)
+        async with trio.open_nursery() as nursery:
+            if rate is not None:
+                t0 = trio.current_time()
+                index = 0
+                while index < count:
+                    now = trio.current_time()
+                    # The same expression decides "due" and the wake-up time, so rounding can
+                    # never leave a due transaction unsent (and the loop spinning).
+                    while index < count and t0 + index / rate <= now:
+                        nursery.start_soon(one, index)
+                        index += 1
+                    if index < count:
+                        await trio.sleep_until(t0 + index / rate)
+            else:
+                next_index = 0
+
+                async def worker() -> None:
+                    nonlocal next_index
+                    while next_index < count:
+                        index = next_index
+                        next_index += 1
+                        await one(index)
+
+                for _ in range(min(window or 1, max(count, 1))):
+                    nursery.start_soon(worker)
+        outer.cancel_scope.cancel()
+    result.seconds = clock() - started
+    if progress is not None:
+        progress(result)
+    return result
+
+
+async def run_load(
+    config: ClientConfig,
+    *,
+    count: int,
+    rate: float | None = None,
+    window: int | None = None,
+    size: int = 256,
+    keep_receipts: bool = False,
+    progress: Callable[[LoadResult], None] | None = None,
+) -> LoadResult:
+    """Open a client on ``config`` and :func:`drive` the load through it."""
+    async with open_client(config) as client:
+        return await drive(
+            client,
+            count=count,
+            rate=rate,
+            window=window,
+            size=size,
+            keep_receipts=keep_receipts,
+            progress=progress,
+        )

@@ -1,0 +1,95 @@
+"""The client library against an in-process cluster: order of a batch, status right after
+connecting, errors that come out as themselves, and clients that hang up abruptly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from bft.client import ClientConfig, ClusterUnreachable, NotCommitted, open_client
+from bft.testbed import init_cluster
+
+from .harness import InProcessCluster
+
+
+@pytest.fixture
+def cluster_dir(tmp_path: Path) -> Path:
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    return tmp_path
+
+
+async def test_errors_come_out_of_open_client_as_themselves(cluster_dir: Path) -> None:
+    nobody = ClientConfig.from_cluster(cluster_dir, connect_timeout=0.2)
+    with trio.fail_after(10):
+        with pytest.raises(ClusterUnreachable):
+            async with open_client(nobody):
+                pass
+        with pytest.raises(KeyError):
+            async with open_client(nobody, wait=0):
+                raise KeyError("from the body")
+
+
+async def test_submit_many_keeps_the_order_of_its_payloads(cluster_dir: Path) -> None:
+    config = ClientConfig.from_cluster(cluster_dir)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(nodes_cluster(cluster_dir), nursery)
+            await nodes.start_all()
+            async with open_client(config) as client:
+                receipts = await client.submit_many([b"%03d" % i for i in range(300)])
+            places = [(r.height, r.index) for r in receipts]  # type: ignore[union-attr]
+            assert places == sorted(places) and len(set(places)) == 300
+            nursery.cancel_scope.cancel()
+
+
+async def test_status_right_after_connecting_and_clients_that_hang_up(cluster_dir: Path) -> None:
+    config = ClientConfig.from_cluster(cluster_dir)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(nodes_cluster(cluster_dir), nursery)
+            await nodes.start_all()
+            for _ in range(5):
+                # open_client waits for a quorum only; status waits for the replica it asks.
+                async with open_client(config) as client:
+                    statuses = [await client.status(i, timeout=5) for i in range(4)]
+                    assert all(s is not None and s["replica"] == i for i, s in enumerate(statuses))
+                    await client.submit(b"x")
+                # ... and each time the client hangs up without a goodbye: no replica minds.
+            while any(r.status()["clients"] for r in nodes.replicas.values()):
+                await trio.sleep(0.02)  # each replica notices the hang-up and drops the session
+            async with open_client(config) as client:
+                await client.submit(b"still committing")
+            nursery.cancel_scope.cancel()
+
+
+def nodes_cluster(directory: Path):  # type: ignore[no-untyped-def]
+    from bft.testbed import load_cluster
+
+    return load_cluster(directory)
+
+
+async def test_new_requests_wait_within_the_client_window(cluster_dir: Path) -> None:
+    # Nobody answers: the first requests stay unfinished, and later ones must not be numbered
+    # a window or more above them (the replicas would refuse those as stale).
+    config = ClientConfig.from_cluster(
+        cluster_dir, client_window=5, timeout=0.5, connect_timeout=0.2
+    )
+    outcomes: list[str] = []
+    with trio.fail_after(20):
+        async with open_client(config, wait=0) as client:
+
+            async def one() -> None:
+                try:
+                    await client.submit(b"x")
+                except NotCommitted:
+                    outcomes.append("indeterminate")
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(12):
+                    nursery.start_soon(one)
+                await trio.sleep(0.2)
+                assert sorted(client._pending) == [1, 2, 3, 4, 5]
+            assert client._seq == 12 and outcomes == ["indeterminate"] * 12
+            assert client.stats["window_waits"] > 0

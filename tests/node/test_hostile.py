@@ -1,0 +1,119 @@
+"""Hostile bytes on a replica's peer port, before and after the TLS handshake: the connection is
+dropped quickly, the replica stays up, and the cluster keeps committing. (A small version: the
+full hostile-input suite belongs with the hardening work.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from bft.client import ClientConfig, open_client
+from bft.testbed import init_cluster, load_cluster, verify_cluster
+from crypto.keyfiles import load_committee
+from network import Endpoint, Hello, NetworkConfig, dial
+from network.framing import encode_frame
+from network.tls import client_context, client_files, replica_files
+
+from .harness import InProcessCluster
+
+DROPPED_WITHIN = 3.0
+
+# After a valid handshake as replica 3, each of these must get the connection closed.
+HOSTILE_FRAMES = {
+    "oversized length prefix": b"\xff\xff\xff\xff" + b"x" * 100,
+    "random garbage frame": encode_frame(bytes(range(256)) * 4),
+    "deep nesting": encode_frame(b"\x81" * 5000 + b"\x00"),
+    "huge declared array": encode_frame(b"\x9b\xff\xff\xff\xff\xff\xff\xff\xff"),
+    "indefinite length": encode_frame(b"\x9f\x01\x02\xff"),
+    "a tag": encode_frame(b"\xc1\x1a\x00\x00\x00\x01"),
+    "duplicate map keys": encode_frame(b"\xa2\x01\x01\x01\x02"),
+    "trailing bytes": encode_frame(b"\x80\x00"),
+}
+
+
+async def closed_by_peer(stream: trio.abc.Stream) -> bool:
+    """Whether the other side closes ``stream`` within DROPPED_WITHIN seconds."""
+    with trio.move_on_after(DROPPED_WITHIN):
+        try:
+            while await stream.receive_some(65536):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        return True
+    return False
+
+
+async def commit(config: ClientConfig, label: bytes, count: int = 50) -> list[bytes]:
+    async with open_client(config) as client:
+        results = await client.submit_many([label + b" %d" % i for i in range(count)])
+    assert all(not isinstance(r, Exception) for r in results), results[:3]
+    return [r.txid for r in results]  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def cluster_dir(tmp_path: Path) -> Path:
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    return tmp_path
+
+
+async def test_hostile_bytes_on_the_peer_port_are_dropped_and_the_cluster_goes_on(
+    cluster_dir: Path,
+) -> None:
+    cluster = load_cluster(cluster_dir)
+    committee = load_committee(cluster.committee_file)
+    config = ClientConfig.from_cluster(cluster_dir, timeout=20)
+    host, port = cluster.peers[0]
+    net = NetworkConfig(handshake_timeout=2.0)
+    insider = Endpoint(
+        committee, "pbft", None, client_context(replica_files(cluster.tls_dir, 3)), net
+    )
+    client_identity = Endpoint(
+        committee, "pbft", None, client_context(client_files(cluster.tls_dir, "default")), net
+    )
+    acknowledged: list[bytes] = []
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(cluster, nursery)
+            await nodes.start_all()
+            target = nodes.replicas[0]
+            acknowledged += await commit(config, b"before")
+
+            # Before TLS: garbage where the ClientHello should be.
+            stream = await trio.open_tcp_stream(host, port)
+            await stream.send_all(b"\x16\x03\x01\xff\xff" + b"\x00" * 1000)
+            assert await closed_by_peer(stream), "garbage before TLS"
+
+            # After TLS, before the hello: a frame that is not a Hello.
+            stream = await trio.open_tcp_stream(host, port)
+            tls = trio.SSLStream(
+                stream,
+                client_context(replica_files(cluster.tls_dir, 3)),
+                server_hostname="replica-0",
+            )
+            await tls.do_handshake()
+            await tls.send_all(encode_frame(b"\x83\x01\x02\x03"))
+            assert await closed_by_peer(tls), "bad hello"
+
+            # A client certificate on the replica port.
+            hello = Hello(kind="client", id=0, chain_id=cluster.chain_id, protocol="pbft")
+            framed = await dial(client_identity, host, port, hello, expect_replica=0)
+            await framed.send([b"\x80"])
+            assert await closed_by_peer(framed.stream), "client on the peer port"
+
+            # After a valid handshake (an insider's identity): hostile frames.
+            for name, data in HOSTILE_FRAMES.items():
+                hello = Hello(kind="replica", id=3, chain_id=cluster.chain_id, protocol="pbft")
+                framed = await dial(insider, host, port, hello, expect_replica=0)
+                await framed.stream.send_all(data)
+                assert await closed_by_peer(framed.stream), name
+
+            assert target.peer_acceptor.stats["closed_bad_input"] == len(HOSTILE_FRAMES)
+            assert target.peer_acceptor.stats["rejected_handshake"] >= 3
+            # The replica is still there and the cluster still commits, with replica 0 in it.
+            acknowledged += await commit(config, b"after")
+            assert target.status()["height"] >= 2
+            nursery.cancel_scope.cancel()
+    report = verify_cluster(cluster, acknowledged)
+    assert report.ok, report.problems
