@@ -82,7 +82,12 @@ class CoreBase:
             or self._replies
         )
 
+    def before_ready(self) -> None:
+        """Work a core defers until the driver asks for output (cutting batches, say)."""
+
     def ready(self) -> Ready | None:
+        if self._outstanding is None:
+            self.before_ready()
         if not self.has_ready():
             return None
         ready = Ready(

@@ -21,6 +21,9 @@ class PbftConfig:
     request_timeout: int = 100
     """Ticks a backup waits for a pending client request to execute before suspecting the
     primary."""
+    starvation_factor: int = 5
+    """A request still pending after this many request timeouts makes a backup suspect the
+    primary even while other requests execute (it is being passed over)."""
     view_change_timeout: int = 60
     """Ticks to wait for NEW-VIEW; doubles with each consecutive failed view change."""
     max_view_change_timeout: int = 2_000

@@ -172,6 +172,7 @@ class PbftCore(CoreBase):
         self.last_checkpoint: Checkpoint | None = None
         self.last_progress = 0
         self.last_certified = 0
+        self.propose_due = False
         self.evidence: deque[tuple[Record, Record]] = deque(maxlen=cfg.evidence_kept)
         self.evidence_total = 0
         if self.view > 0:
@@ -239,8 +240,15 @@ class PbftCore(CoreBase):
             self.verified.add([txid_of(request.raw)])
         if self.mempool.add(request, self.now):
             return  # full: the client retries
-        if self.is_primary:
-            self.maybe_propose()
+        # Batches are cut when the driver next asks for work (before_ready), so requests that
+        # arrive together (a client's frame, a busy inbox) share a batch.
+        self.propose_due = True
+
+    def before_ready(self) -> None:
+        if self.propose_due:
+            self.propose_due = False
+            if self.is_primary:
+                self.maybe_propose()
 
     def step(self, sender: int, message: Record) -> None:
         if not 0 <= sender < self.n or sender == self.replica:
@@ -623,9 +631,17 @@ class PbftCore(CoreBase):
     # ================================================================ view changes (4.4)
 
     def request_timer_expired(self) -> bool:
-        """A pending request waited too long, and not because this replica is behind."""
+        """The primary is suspected (and not because this replica is behind) when a request has
+        waited ``request_timeout`` ticks with no execution meanwhile (the timer restarts when
+        a request executes, as in section 4.4), or ``starvation_factor`` times that in any
+        case (a primary that serves others but never this one)."""
         oldest = self.mempool.oldest_tick(include_held=True)
-        if oldest is None or self.now - oldest <= self.cfg.request_timeout:
+        if oldest is None:
+            return False
+        timeout = self.cfg.request_timeout
+        stalled = self.now - max(oldest, self.last_progress) > timeout
+        starved = self.now - oldest > self.cfg.starvation_factor * timeout
+        if not (stalled or starved):
             return False
         return self.fetching is None and not self.behind()
 
@@ -838,10 +854,11 @@ class PbftCore(CoreBase):
         self.install_new_view(nv)
 
     def validate_new_view(self, sender: int, nv: NewView) -> str:
-        if sender != self.leader(nv.view):
-            return "new view from a replica that is not its primary"
-        if not self.sig_ok(sender, self.st.new_view.digest(nv.body()), nv.signature):
-            return "bad new-view signature"
+        # Any replica may relay a NEW-VIEW (to one that missed it); what counts is the new
+        # primary's signature on it, and on every pre-prepare in it.
+        primary = self.leader(nv.view)
+        if not self.sig_ok(primary, self.st.new_view.digest(nv.body()), nv.signature):
+            return "new view not signed by its primary"
         senders = set()
         for vc in nv.view_changes:
             if vc.new_view != nv.view:
@@ -862,7 +879,7 @@ class PbftCore(CoreBase):
             if pp.view != nv.view or pp.seq != seq or digest != proposal.digest():
                 return "new view's pre-prepares differ from what its view changes imply"
             if not self.sig_ok(
-                sender, self.st.pre_prepare_digest(pp.view, seq, digest), pp.signature
+                primary, self.st.pre_prepare_digest(pp.view, seq, digest), pp.signature
             ):
                 return "bad pre-prepare signature in new view"
         return ""

@@ -159,10 +159,11 @@ def test_votes_are_bound_to_their_kind_view_and_chain() -> None:
 
 def test_pipelining_keeps_several_batches_in_flight() -> None:
     c = Cluster(4, PbftConfig(max_inflight=4))
-    for seq in range(1, 7):
+    sent = []
+    for seq in range(1, 7):  # one request per round of input: one batch each
         c.cores[0].propose(request(9, seq))
-    got = c.collect(0)
-    assert len(got.sent(PrePrepare)) == 4  # the rest waits for execution
+        sent += c.collect(0).sent(PrePrepare)
+    assert len(sent) == 4  # the rest waits for execution
     c.run()
     # Requests that waited while the window was full go out in the next batches.
     assert sum(len(b.txs) for b in c.ledgers[0]) == 6
@@ -281,10 +282,11 @@ def test_a_block_without_a_quorum_of_matching_checkpoints_is_not_certified() -> 
 def test_the_primary_does_not_propose_beyond_the_high_watermark() -> None:
     c = Cluster(4, PbftConfig(checkpoint_interval=2, window=4, max_inflight=4))
     c.down = {1, 2, 3}  # nothing commits
+    sent = []
     for seq in range(1, 10):
         c.cores[0].propose(request(4, seq))
-    got = c.collect(0)
-    assert [pp.seq for pp in got.sent(PrePrepare)] == [1, 2, 3, 4]
+        sent += c.collect(0).sent(PrePrepare)
+    assert [pp.seq for pp in sent] == [1, 2, 3, 4]
 
 
 # -------------------------------------------------------------------------------- 4.4 view changes
@@ -397,7 +399,7 @@ def test_byzantine_view_change_with_an_invalid_prepared_certificate_is_refused()
         ("swap_proposal", "new view's pre-prepares differ"),
         ("too_few", "new view without a quorum"),
         ("twice", "counts a replica's view change twice"),
-        ("not_primary", "not its primary"),
+        ("signed_by_another", "not signed by its primary"),
     ],
 )
 def test_replicas_verify_new_view_before_acting(tamper: str, reason: str) -> None:
@@ -439,8 +441,16 @@ def test_replicas_verify_new_view_before_acting(tamper: str, reason: str) -> Non
         nv = resign(
             c, NewView(view=1, view_changes=twice, preprepares=nv.preprepares, signature=bytes(64))
         )
-    elif tamper == "not_primary":
-        sender = 2
+    elif tamper == "signed_by_another":
+        unsigned = NewView(
+            view=1, view_changes=nv.view_changes, preprepares=nv.preprepares, signature=bytes(64)
+        )
+        nv = NewView(
+            view=1,
+            view_changes=nv.view_changes,
+            preprepares=nv.preprepares,
+            signature=c.sign(2, c.st.new_view.digest(unsigned.body())),
+        )
     backup = c.cores[3]
     backup.start_view_change(1)
     drain(backup)
@@ -627,3 +637,45 @@ def test_a_view_change_right_after_a_switch_from_raft_vouches_for_a_raft_block()
             assert primary.view == 1 and not primary.in_view_change
         else:
             assert primary.rejections.count("view change checkpoint: block of protocol 'raft'") > 0
+
+
+def test_requests_that_arrive_together_share_a_batch() -> None:
+    """A client frame of many requests (one round of input) becomes one pre-prepare."""
+    c = Cluster(4)
+    for seq in range(1, 101):
+        c.cores[0].propose(request(6, seq))
+    (pp,) = c.collect(0).sent(PrePrepare)
+    assert len(pp.proposal.txs) == 100
+
+
+def test_a_relayed_new_view_is_accepted_on_the_primarys_signature() -> None:
+    """A replica that missed NEW-VIEW gets it from any replica already in the view."""
+    c = Cluster(4)
+    primary = c.cores[1]
+    for r in (0, 2):
+        primary.latest_vc[r] = c.view_change(r, 1)
+    primary.start_view_change(1)
+    (nv,) = drain(primary).sent(NewView)
+    late = c.cores[3]
+    late.start_view_change(1)
+    drain(late)
+    late.step(2, nv)  # relayed by replica 2, signed by the primary
+    assert late.view == 1 and not late.in_view_change
+
+
+def test_the_request_timer_restarts_when_requests_execute() -> None:
+    """A long backlog that keeps executing is no reason to suspect the primary; a request
+    passed over for starvation_factor timeouts is."""
+    cfg = PbftConfig(request_timeout=10, starvation_factor=3)
+    c = Cluster(4, cfg)
+    backup = c.cores[1]
+    backup.propose(request(7, 1))
+    drain(backup)
+    for _ in range(25):
+        backup.tick()
+        backup.last_progress = backup.now  # something executes every tick
+    assert not drain(backup).sent(ViewChange)
+    for _ in range(10):
+        backup.tick()
+        backup.last_progress = backup.now
+    assert drain(backup).sent(ViewChange), "passed over for 3 timeouts: suspected anyway"
