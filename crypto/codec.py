@@ -328,11 +328,17 @@ class Seq(Spec):
             raise CodecError(f"expected an array, got {type(value).__name__}", where)
         self._length(value, where)
         item = self.item
-        # Fast path for the common arrays of byte strings (transactions, signatures).
+        # Fast paths for the common arrays of byte strings and of integers.
         if type(item) is Bytes:
             lo, hi = item.min_size, item.max_size
             for i, v in enumerate(value):
                 if type(v) is not bytes or not lo <= len(v) <= hi:
+                    item.check(v, f"{where}[{i}]")
+            return tuple(value)
+        if type(item) is UInt:
+            lo, hi = item.minimum, item.maximum
+            for i, v in enumerate(value):
+                if type(v) is not int or not lo <= v <= hi:
                     item.check(v, f"{where}[{i}]")
             return tuple(value)
         conv = item.from_wire

@@ -65,7 +65,15 @@ class MerkleTree:
     __slots__ = ("levels",)
 
     def __init__(self, leaves: Sequence[bytes]) -> None:
-        level = [leaf_hash(d) for d in leaves]
+        self._build(leaf_hashes(leaves))
+
+    @classmethod
+    def from_leaf_hashes(cls, hashes: Sequence[bytes]) -> MerkleTree:
+        tree = cls.__new__(cls)
+        tree._build(list(hashes))
+        return tree
+
+    def _build(self, level: list[bytes]) -> None:
         self.levels: list[list[bytes]] = [level]
         while len(level) > 1:
             level = _next_level(level)

@@ -31,7 +31,7 @@ import os
 import random
 import ssl
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -40,8 +40,9 @@ from typing import Any
 
 import trio
 
-from crypto import Committee, SigningKey
+from crypto import Committee, MerkleTree, SigningKey, leaf_hash
 from crypto.codec import CodecError
+from crypto.hashing import DIGEST_SIZE
 from crypto.keyfiles import load_committee, load_secret_key
 from ledger import Block, BlockError, BlockHeader, Receipt, ReceiptError, Transaction, verify_block
 from ledger.verify import verify_certificate
@@ -185,6 +186,7 @@ class Client:
         self._window_moved = trio.Event()
         self._conns = {r: _Connection(r) for r in config.replicas}
         self._verified_blocks: dict[tuple[int, bytes], bool] = {}
+        self._trees: OrderedDict[tuple[int, bytes], MerkleTree] = OrderedDict()
         self._status_waiters: dict[int, trio.MemorySendChannel[Any]] = {}
         self._block_streams: list[tuple[int, trio.MemorySendChannel[Block]]] = []
         self.stats: Counter[str] = Counter()
@@ -436,28 +438,64 @@ class Client:
             self._verified_blocks[key] = known
         return known
 
+    def _leaf_tree(self, message: Committed, block_hash: bytes) -> MerkleTree | None:
+        """The block's Merkle tree from the leaves a replica sent, once they are checked against
+        the header's root (cached: every replica sends the same block)."""
+        key = (message.header.height, block_hash)
+        tree = self._trees.get(key)
+        if tree is None:
+            hashes = [
+                message.leaves[i : i + DIGEST_SIZE]
+                for i in range(0, len(message.leaves), DIGEST_SIZE)
+            ]
+            tree = MerkleTree.from_leaf_hashes(hashes)
+            if tree.root != message.header.tx_root:
+                self.stats["bad_receipts"] += 1
+                return None
+            self._trees[key] = tree
+            while len(self._trees) > 16:
+                self._trees.popitem(last=False)
+        return tree
+
     def _on_committed(self, replica: int, message: Committed) -> None:
-        block_hash = message.header.hash()
+        header = message.header
+        block_hash = header.hash()
         quorum = self.config.ack_quorum
-        for item in message.items:
-            if item.client != self.client_id:
+        mine = self.client_id
+        for i, (client, seq, index) in enumerate(
+            zip(message.clients, message.seqs, message.indexes, strict=True)
+        ):
+            if client != mine:
                 continue
-            pending = self._pending.get(item.seq)
+            pending = self._pending.get(seq)
             if pending is None or pending.done.is_set():
                 continue
-            key = (message.header.height, item.index, block_hash)
-            voters = pending.votes.setdefault(key, set())
+            voters = pending.votes.setdefault((header.height, index, block_hash), set())
             voters.add(replica)
-            if len(voters) < quorum:
+            if len(voters) < quorum or not self._block_ok(header, message.certificate):
                 continue
-            if not self._block_ok(message.header, message.certificate):
-                continue
-            receipt = message.receipt(item, pending.raw)
-            try:
-                receipt.verify_inclusion()  # the certificate was checked once for the block
-            except ReceiptError:
-                self.stats["bad_receipts"] += 1
-                continue
+            if message.leaves:
+                tree = self._leaf_tree(message, block_hash)
+                if tree is None or leaf_hash(pending.raw) != tree.levels[0][index]:
+                    self.stats["bad_receipts"] += 1
+                    continue
+                path = tree.proof(index)
+            else:
+                raw = message.paths[i]
+                path = tuple(raw[k : k + DIGEST_SIZE] for k in range(0, len(raw), DIGEST_SIZE))
+            receipt = Receipt(
+                header=header,
+                certificate=message.certificate,
+                tx=pending.raw,
+                index=index,
+                path=path,
+            )
+            if not message.leaves:
+                try:
+                    receipt.verify_inclusion()  # the certificate was checked once for the block
+                except ReceiptError:
+                    self.stats["bad_receipts"] += 1
+                    continue
             pending.receipt = receipt
             pending.done.set()
             self.stats["committed"] += 1

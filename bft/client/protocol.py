@@ -3,8 +3,8 @@
 * :class:`Submit` - a batch of encoded transactions.
 * :class:`Refused` - requests the replica will not order, with the reason (final: not committed).
 * :class:`Committed` - for one block: its header and certificate, and for each of this client's
-  transactions in it, the position and Merkle path. With the client's own transaction bytes
-  that is a full receipt (:class:`ledger.Receipt`), checkable against the committee file.
+  transactions in it, the position and the Merkle evidence. With the client's own transaction
+  bytes that is a full receipt (:class:`ledger.Receipt`), checkable against the committee file.
   One frame per client per block.
 * :class:`Subscribe` / :class:`Blocks` - stream certified blocks from a height (the order).
 * :class:`StatusRequest` / :class:`StatusReply` - the replica's state, as JSON text.
@@ -15,9 +15,21 @@
 from __future__ import annotations
 
 from crypto import QuorumCertificate
-from crypto.codec import Bool, Bytes, Nested, Record, RecordUnion, Seq, Text, UInt, record, wire
+from crypto.codec import (
+    Bool,
+    Bytes,
+    CodecError,
+    Nested,
+    Record,
+    RecordUnion,
+    Seq,
+    Text,
+    UInt,
+    record,
+    wire,
+)
 from crypto.hashing import DIGEST_SIZE
-from ledger import MAX_TX_SIZE, Block, BlockHeader, Receipt
+from ledger import MAX_BLOCK_TXS, MAX_TX_SIZE, Block, BlockHeader
 
 MAX_SUBMIT = 10_000
 MAX_PLACED = 100_000
@@ -43,28 +55,37 @@ class Refused(Record):
     items: tuple[Refusal, ...] = wire(Seq(Nested(Refusal), min_len=1, max_len=MAX_SUBMIT))
 
 
-@record(tag=0xA3)
-class Placed(Record):
-    client: bytes = wire(Bytes(min_size=1, max_size=32))
-    seq: int = wire(UInt())
-    index: int = wire(UInt())
-    path: tuple[bytes, ...] = wire(Seq(Bytes(DIGEST_SIZE), max_len=64))
-
-
 @record(tag=0xA4)
 class Committed(Record):
+    """Where a client's transactions are in one block, with what proves it.
+
+    ``clients``, ``seqs`` and ``indexes`` are parallel: the request ``(clients[i], seqs[i])`` is
+    transaction ``indexes[i]`` of the block. The Merkle evidence is whichever is smaller: either
+    ``paths`` (per item, the audit path's hashes concatenated) or ``leaves`` (all the block's leaf
+    hashes, concatenated, from which the client computes every path itself).
+    """
+
     header: BlockHeader = wire(Nested(BlockHeader))
     certificate: QuorumCertificate = wire(Nested(QuorumCertificate))
-    items: tuple[Placed, ...] = wire(Seq(Nested(Placed), min_len=1, max_len=MAX_PLACED))
+    clients: tuple[bytes, ...] = wire(
+        Seq(Bytes(min_size=1, max_size=32), min_len=1, max_len=MAX_PLACED)
+    )
+    seqs: tuple[int, ...] = wire(Seq(UInt(), min_len=1, max_len=MAX_PLACED))
+    indexes: tuple[int, ...] = wire(Seq(UInt(MAX_BLOCK_TXS - 1), min_len=1, max_len=MAX_PLACED))
+    paths: tuple[bytes, ...] = wire(Seq(Bytes(max_size=64 * DIGEST_SIZE), max_len=MAX_PLACED))
+    leaves: bytes = wire(Bytes(max_size=MAX_BLOCK_TXS * DIGEST_SIZE))
 
-    def receipt(self, item: Placed, tx: bytes) -> Receipt:
-        return Receipt(
-            header=self.header,
-            certificate=self.certificate,
-            tx=tx,
-            index=item.index,
-            path=item.path,
-        )
+    def _check(self) -> None:
+        n = len(self.clients)
+        if len(self.seqs) != n or len(self.indexes) != n:
+            raise CodecError("clients, seqs and indexes differ in length", "Committed")
+        if self.leaves:
+            if self.paths or len(self.leaves) != DIGEST_SIZE * self.header.tx_count:
+                raise CodecError("leaves must be the block's leaf hashes, and alone", "Committed")
+        elif len(self.paths) != n or any(len(p) % DIGEST_SIZE for p in self.paths):
+            raise CodecError("one path of whole hashes per item, or the leaves", "Committed")
+        if any(i >= self.header.tx_count for i in self.indexes):
+            raise CodecError("an index beyond the block's transactions", "Committed")
 
 
 @record(tag=0xA5)

@@ -12,7 +12,7 @@ order it demands:
 1. ``persist``: appended to the protocol log and fsynced (or the log replaced atomically);
 2. ``committed``: appended to the ledger and fsynced, one group commit for the whole batch;
 3. ``messages``: encoded once each and queued on the peer links (never awaited);
-4. ``replies``: one ``Committed`` frame per client per block, with the Merkle paths.
+4. ``replies``: one ``Committed`` frame per client per block, with the Merkle evidence.
 
 Disk work runs on one worker thread (the ledger store is single-owner), so the event loop keeps
 serving peers and clients during an fsync. Nothing that depends on state is sent before that
@@ -43,7 +43,6 @@ from bft.client.protocol import (
     Committed,
     Control,
     ControlReply,
-    Placed,
     Refusal,
     Refused,
     StatusReply,
@@ -544,14 +543,24 @@ class Replica:
             tree = trees.get(height)
             if tree is None:
                 tree = trees[height] = MerkleTree(block.txs)
-            placed = tuple(
-                Placed(client=r.client, seq=r.seq, index=r.position, path=tree.proof(r.position))
-                for r in replies
-            )
+            # The smaller evidence: every leaf hash of the block, or one path per item.
+            depth = len(tree.levels) - 1
+            if block.header.tx_count <= len(replies) * depth:
+                leaves, paths = b"".join(tree.levels[0]), ()
+            else:
+                leaves, paths = b"", tuple(b"".join(tree.proof(r.position)) for r in replies)
             session = self.sessions.get(number)
             if session is not None:
                 session.send(
-                    Committed(header=block.header, certificate=block.certificate, items=placed)
+                    Committed(
+                        header=block.header,
+                        certificate=block.certificate,
+                        clients=tuple(r.client for r in replies),
+                        seqs=tuple(r.seq for r in replies),
+                        indexes=tuple(r.position for r in replies),
+                        paths=paths,
+                        leaves=leaves,
+                    )
                 )
             for r in replies:
                 self._routes.pop((r.client, r.seq), None)
