@@ -467,6 +467,17 @@ class Record:
         return made
 
     @classmethod
+    def from_checked(cls, **fields: Any) -> Self:
+        """Build from field values that are already valid (decoded, or computed from decoded
+        ones), running only the cross-field rules: for hot paths, never for outside input."""
+        made = object.__new__(cls)
+        setter = object.__setattr__
+        for field_name, _ in cls.SCHEMA:
+            setter(made, field_name, fields[field_name])
+        made._check()
+        return made
+
+    @classmethod
     def decode(
         cls, data: bytes | bytearray | memoryview, *, max_size: int = MAX_INPUT_SIZE
     ) -> Self:

@@ -483,7 +483,8 @@ class Client:
             else:
                 raw = message.paths[i]
                 path = tuple(raw[k : k + DIGEST_SIZE] for k in range(0, len(raw), DIGEST_SIZE))
-            receipt = Receipt(
+            # Every part is checked already (decoded, or our own transaction and a computed path).
+            receipt = Receipt.from_checked(
                 header=header,
                 certificate=message.certificate,
                 tx=pending.raw,

@@ -369,3 +369,66 @@ def test_mutated_encodings_are_refused_or_canonical(block: Block, data: st.DataO
 def test_plain_values_round_trip(value: object) -> None:
     data = encode_value(value)
     assert encode_value(decode_value(data)) == data
+
+
+# ------------------------------------------------------------------------------ the fast path
+
+
+def _generic_tx(data: bytes) -> Transaction | None:
+    try:
+        return Record.decode.__func__(Transaction, data)  # type: ignore[attr-defined]
+    except CodecError:
+        return None
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(RECORDS["Transaction"], st.data())
+def test_fast_transaction_decoding_agrees_with_the_strict_decoder(
+    tx: Transaction, data: st.DataObject
+) -> None:
+    """The hand-written parser on admission's hot path accepts exactly what the generic strict
+    decoder accepts, with the same fields, on valid encodings and on mutations of them."""
+    from ledger.tx import parse_transaction
+
+    raw = bytearray(tx.encode())
+    assert parse_transaction(bytes(raw)) == (tx.client, tx.seq, tx.payload, tx.signature)
+    kind = data.draw(st.sampled_from(["flip", "insert", "delete", "truncate", "append"]))
+    pos = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+    if kind == "flip":
+        raw[pos] ^= 1 << data.draw(st.integers(min_value=0, max_value=7))
+    elif kind == "insert":
+        raw.insert(pos, data.draw(st.integers(min_value=0, max_value=255)))
+    elif kind == "delete":
+        del raw[pos]
+    elif kind == "truncate":
+        del raw[pos:]
+    else:
+        raw += b"\x00"
+    mutated = bytes(raw)
+    fast = parse_transaction(mutated)
+    generic = _generic_tx(mutated)
+    if generic is None:
+        assert fast is None, f"fast path accepted what the strict decoder refuses: {mutated.hex()}"
+        with pytest.raises(CodecError):
+            Transaction.decode(mutated)
+    else:
+        assert fast == (generic.client, generic.seq, generic.payload, generic.signature)
+        assert Transaction.decode(mutated) == generic
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        bytes.fromhex("8612015801") + b"c" + b"\x00\x40\x40",  # client length 1 in a longer form
+        bytes.fromhex("86120141631800") + b"\x40\x40",  # seq 0 in a two-byte form
+        bytes.fromhex("861201416300") + b"\x40" + b"\x58\x40" + b"s" * 64,  # signed, short client
+        bytes.fromhex("861202416300") + b"\x40\x40",  # version 2
+        bytes.fromhex("861201416300") + b"\x40\x41\x00",  # a one-byte signature
+    ],
+)
+def test_fast_path_refuses_what_the_strict_decoder_refuses(raw: bytes) -> None:
+    from ledger.tx import parse_transaction
+
+    assert parse_transaction(raw) is None
+    with pytest.raises(CodecError):
+        Transaction.decode(raw)
