@@ -369,6 +369,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+# ---------------------------------------------------------------------------------- chaos
+
+
+@_user_errors
+def cmd_chaos(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from bft.testbed.chaos import FAULT_KINDS, ChaosOptions, remove_run, run_chaos
+
+    if args.duration <= 0:
+        raise CliError("--duration must be positive")
+    kinds = tuple(k.strip() for k in args.faults.split(",") if k.strip()) if args.faults else None
+    if kinds is not None:
+        unknown = [k for k in kinds if k not in FAULT_KINDS]
+        if unknown:
+            raise CliError(f"unknown fault {unknown[0]!r}; choose from {', '.join(FAULT_KINDS)}")
+    options = ChaosOptions(
+        protocol=args.protocol,
+        duration=args.duration,
+        seed=args.seed,
+        n=args.n,
+        clients=args.clients,
+        window=args.window,
+        netns=args.netns,
+        **({"kinds": kinds} if kinds else {}),
+    )
+    if args.dir is not None:
+        directory = Path(args.dir)
+        if directory.exists() and any(directory.iterdir()):
+            raise CliError(f"{directory} is not empty; give a new directory")
+        directory.mkdir(parents=True, exist_ok=True)
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="bft-chaos-"))
+    console = _console()
+    result = _run(lambda: run_chaos(options, directory, progress=console.print))
+    if args.verbose or not result.ok:
+        for event in result.events.events:
+            console.print(event.line(), markup=False)
+    for line in result.verdict_lines():
+        console.print(line, markup=False)
+    if result.ok and args.dir is None:
+        remove_run(directory)
+    return 0 if result.ok else 1
+
+
 # ---------------------------------------------------------------------------------- client commands
 
 
@@ -557,6 +602,34 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--window", type=int, default=1000, help="outstanding transactions")
     p.add_argument("--plaintext", action="store_true", help="no TLS (a new cluster only)")
     p.set_defaults(func=cmd_demo)
+
+    p = tsub.add_parser(
+        "chaos",
+        help="load under a seeded mix of faults, then heal and check the history (a verdict)",
+        description="Make a cluster, run load from several clients while kill -9, pauses, "
+        "partitions, one-way links, slow and lossy links and (BFT modes) Byzantine replicas come "
+        "and go, then heal and check every acknowledged transaction, per-client order and the "
+        "ledgers. Exit 0 on PASS, 1 on FAIL. See docs/reliability.md.",
+    )
+    p.add_argument("--protocol", choices=("pbft", "hotstuff", "raft"), default="pbft")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of faults (default 30)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the fault schedule (default 1)")
+    p.add_argument("-n", type=int, help="replicas (default 4, or 3 for raft)")
+    p.add_argument("--clients", type=int, default=3, help="client identities (default 3)")
+    p.add_argument("--window", type=int, default=4, help="in flight per client (default 4)")
+    p.add_argument(
+        "--faults",
+        help="comma-separated fault kinds to draw from (default all): kill, kill-all, pause, "
+        "partition, cut, slow, drop, byzantine",
+    )
+    p.add_argument(
+        "--netns", action="store_true", help="each replica in its own network namespace (root)"
+    )
+    p.add_argument(
+        "--dir", help="keep the run's files here (default: a temporary directory, removed on PASS)"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="print the fault events")
+    p.set_defaults(func=cmd_chaos)
 
     p = sub.add_parser("submit", help="submit transactions (arguments, or lines on stdin)")
     p.add_argument("--dir", required=True, help="the cluster directory")
