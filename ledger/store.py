@@ -23,9 +23,10 @@ after, so a crash never leaves a torn record followed by a later segment. A fail
 poisons the store (the kernel may have dropped the dirty pages): it must be reopened, which
 rescans the tail.
 
-Opening checks the last indexed record, then scans every record after it. At the first record
-that fails (truncated, bad magic, bad checksum, undecodable, wrong chain, broken link or Merkle
-root) the store decides:
+Opening checks the checksum of every record the index knows (bits rot where nothing rewrites
+them; a record found bad there is corruption in the middle, below), then scans every record after
+the last indexed one. At the first record that fails (truncated, bad magic, bad checksum,
+undecodable, wrong chain, broken link or Merkle root) the store decides:
 
 * nothing valid follows it in the directory: a *torn tail*. The file is truncated to the last good
   record, and a warning says how many bytes were dropped and why;
@@ -412,7 +413,52 @@ class LedgerStore:
                     height,
                 )
                 index.truncate_above(0)
+        if start is not None:
+            self._check_indexed_records(start)
+            if self.damage is not None:
+                return
         self._scan_from(start)
+
+    def _check_indexed_records(self, upto: tuple[int, int]) -> None:
+        """Check the checksum of every record before ``upto`` (segment, offset): the index
+        vouches for where they are, not for their bytes, which may have rotted since they were
+        written. The first bad one is damage in the middle (see the module's docstring)."""
+        for seg in self._segments:
+            if seg > upto[0]:
+                return
+            fd = self._reader(seg)
+            size = os.fstat(fd).st_size
+            end = upto[1] if seg == upto[0] else size
+            head = os.pread(fd, SEGMENT_HEADER.size, 0)
+            if len(head) < SEGMENT_HEADER.size or SEGMENT_HEADER.unpack(head) != (
+                SEGMENT_MAGIC,
+                seg,
+            ):
+                self._damage_before_index(seg, seg, 0, "bad segment header")
+                return
+            pos, height = SEGMENT_HEADER.size, seg
+            while pos < end:
+                try:
+                    payload = _read_record(fd, pos, size)
+                except _BadRecord as bad_record:
+                    self._damage_before_index(height, seg, pos, bad_record.reason)
+                    return
+                pos += RECORD_HEADER.size + len(payload)
+                height += 1
+
+    def _damage_before_index(self, height: int, seg: int, offset: int, reason: str) -> None:
+        self.damage = Damage(height, segment_name(seg), offset, reason)
+        self.height, self.last_hash = 0, genesis_hash(self.chain_id)
+        if height > 1:
+            row = self._idx.locate(height - 1)
+            if row is not None:
+                self.height, self.last_hash = height - 1, row[3]
+        log.error(
+            "%s: %s; serving heights up to %d only until the ledger is repaired",
+            self.directory,
+            self.damage.error(),
+            self.height,
+        )
 
     def _indexed_record_ok(
         self, height: int, seg: int, off: int, length: int, block_hash: bytes

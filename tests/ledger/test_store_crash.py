@@ -161,15 +161,37 @@ def test_corruption_in_the_middle_is_reported_not_truncated(
     assert f"height 5 at {segment.name}:{offset}" in caplog.text
 
 
-def test_corruption_found_on_read_stops_serving_past_it(tmp_path: Path) -> None:
-    path = tmp_path / "l"
-    write_ledger(path)  # with its index: opening trusts indexed records, reads check them
-    segment = next(path.glob("*.seg"))
-    offset, _ = record_offsets(segment)[6]  # height 7
+def flip_record_byte(segment: Path, index: int) -> int:
+    offset, _ = record_offsets(segment)[index]
     data = bytearray(segment.read_bytes())
     data[offset + RECORD_HEADER.size + 3] ^= 0x01
     segment.write_bytes(bytes(data))
+    return offset
+
+
+def test_corruption_under_the_index_is_found_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "l"
+    write_ledger(path)  # with its index: opening checks every indexed record's checksum
+    offset = flip_record_byte(next(path.glob("*.seg")), 6)  # height 7
     with LedgerStore.open(path, chain_id=CHAIN) as store:
+        assert store.damage is not None
+        assert (store.damage.height, store.damage.offset) == (7, offset)
+        assert store.height == 6
+        assert [store.get(h) for h in range(1, 7)] == BLOCKS[:6]
+        with pytest.raises(StoreError):
+            store.get(9)  # refuses past the damage, though record 9 is intact
+        with pytest.raises(StoreError, match="repair"):
+            store.append(BLOCKS[0])
+        store.truncate_after(6)
+        store.extend(BLOCKS[6:])
+        assert store.verify(COMMITTEE).height == 12
+
+
+def test_corruption_found_on_read_stops_serving_past_it(tmp_path: Path) -> None:
+    path = tmp_path / "l"
+    write_ledger(path)
+    with LedgerStore.open(path, chain_id=CHAIN) as store:
+        offset = flip_record_byte(next(path.glob("*.seg")), 6)  # rots while open
         assert store.height == 12
         assert [store.get(h) for h in range(1, 7)] == BLOCKS[:6]
         with pytest.raises(CorruptRecord) as err:
