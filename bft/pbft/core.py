@@ -280,6 +280,11 @@ class PbftCore(CoreBase):
             oldest = self.mempool.oldest_tick()
             if not cfg.batch.due(count, size, oldest, self.now):
                 return
+            if ("pre-prepare", self.view, self.next_seq) in self.durable.votes:
+                # Restarted after proposing at this sequence in this view; that proposal was
+                # lost with the crash and another would equivocate. Hand the view on.
+                self.start_view_change(self.view + 1)
+                return
             requests = self.mempool.take(cfg.batch.max_txs, cfg.batch.max_bytes)
             seq = self.next_seq
             proposal = Proposal(

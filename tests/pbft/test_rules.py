@@ -679,3 +679,37 @@ def test_the_request_timer_restarts_when_requests_execute() -> None:
         backup.tick()
         backup.last_progress = backup.now
     assert drain(backup).sent(ViewChange), "passed over for 3 timeouts: suspected anyway"
+
+
+def test_a_restarted_primary_does_not_reuse_a_sequence_it_proposed_at_before() -> None:
+    """The primary of view 1 proposes at a sequence nobody hears, then every replica crashes and
+    rejoins view 1: the primary's new NEW-VIEW does not cover that sequence, and a new batch
+    there would be a second pre-prepare for one (view, sequence). It hands the view on instead,
+    and commits resume under the next primary (found by the testbed's crash loop: the replica
+    used to stop on its own safety check)."""
+    c = Cluster(4, PbftConfig(request_timeout=3))
+    c.down = {0}
+    c.propose(request(1, 1))
+    c.tick(5)
+    c.run()
+    c.tick(1)
+    c.run()
+    assert [c.cores[i].view for i in (1, 2, 3)] == [1, 1, 1]
+    assert c.cores[1].is_primary
+    start = c.heights()[1]
+    c.down = {0, 2, 3}  # nobody hears the next pre-prepare
+    c.propose(request(2, 1), to=[1])
+    c.tick(1)
+    seq = max(s for (kind, v, s) in c.cores[1].durable.votes if kind == "pre-prepare" and v == 1)
+    assert seq == start + 1
+    c.queue.clear()
+    for i in (1, 2, 3):
+        c.restart(i)
+    c.down = {0}
+    c.propose(request(3, 1))
+    for _ in range(30):  # no SafetyViolation on the way
+        c.tick(1)
+        c.run()
+    assert c.cores[1].durable.votes.get(("pre-prepare", 1, seq)) is not None
+    assert max(c.cores[i].view for i in (1, 2, 3)) >= 2
+    assert min(c.heights()[1:]) > start
