@@ -136,6 +136,9 @@ class ProtocolSpec:
     equivocate: Callable[[Record, Signer, Committee], Record | None] | None = None
     """Testbed only: a conflicting, validly signed variant of a leader's proposal, for a replica
     told to equivocate; ``None`` for messages it cannot equivocate on."""
+    evidence: Callable[[Record, Record, Committee, int], str] | None = None
+    """Checks a pair of messages as evidence of equivocation (see :mod:`bft.core.evidence`);
+    ``None`` for a protocol without signed messages."""
 
     @property
     def log_records(self) -> RecordUnion:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from bft.core.interface import CoreContext, ProtocolSpec, message_union
 from crypto.codec import Record, RecordUnion
 
+from . import evidence
 from .byzantine import equivocate
 from .config import HotStuffConfig
 from .core import HotStuffCore
@@ -53,6 +54,7 @@ SPEC = ProtocolSpec(
     config_type=HotStuffConfig,
     durable=RecordUnion([SafetyState, HotStuffBlock]),
     equivocate=equivocate,
+    evidence=evidence.check,
 )
 
 __all__ = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 from bft.core.interface import CoreContext, ProtocolSpec, message_union
 from crypto.codec import Record, RecordUnion
 
+from . import evidence
 from .byzantine import equivocate
 from .config import PbftConfig
 from .core import PbftCore
@@ -45,6 +46,7 @@ SPEC = ProtocolSpec(
     config_type=PbftConfig,
     durable=RecordUnion([ViewRecord, VoteRecord, PreparedProof]),
     equivocate=equivocate,
+    evidence=evidence.check,
 )
 
 __all__ = [
