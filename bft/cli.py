@@ -512,6 +512,24 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run ``bench.cluster_bench``, which lives in the source checkout, not in the package."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / "bench" / "cluster_bench.py").is_file() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        from bench.cluster_bench import main as bench_main
+    except ImportError:
+        raise CliError(
+            "bft bench runs from a source checkout (bench/ is not installed with the package): "
+            "clone the repository, pip install -e '.[bench]' there and run it from that directory"
+        ) from None
+    return bench_main(args.bench_args)
+
+
 # ---------------------------------------------------------------------------------- parser
 
 
@@ -614,9 +632,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser(
+        "bench",
+        help="run the cluster benchmark from a source checkout ('bft bench --help')",
+        add_help=False,
+        prefix_chars="+",  # every argument goes to the benchmark's own parser
+    )
+    p.add_argument("bench_args", nargs="*")
+    p.set_defaults(func=cmd_bench)
+
+    from bft.node.commands import add_parsers as add_operator_parsers
     from bft.testbed.cli import add_parsers
 
     add_parsers(sub)
+    add_operator_parsers(sub)
     return parser
 
 

@@ -31,6 +31,18 @@ Every error names the file and the key, in one line. Relative paths are relative
     [admin]
     keys = ["<hex public key of a client allowed to inject faults>"]
 
+    [log]
+    format = "text"                       # or "json": one JSON object per line
+    level = "info"                        # debug, info, warning, error
+    burst = 20                            # lines per reason and window before suppression
+    window_s = 10.0
+
+    [metrics]
+    listen = "127.0.0.1:9100"             # Prometheus endpoint; absent: no endpoint
+
+    [evidence]
+    max_kept = 1000                       # evidence files kept in data_dir/evidence
+
     [pbft]                                # options of the protocol's config, by name
     checkpoint_interval = 16
 """
@@ -45,6 +57,26 @@ from typing import Any
 
 from bft.core.requests import BatchPolicy
 from crypto.committee import PROTOCOLS
+
+KNOWN_KEYS: dict[str, frozenset[str] | None] = {
+    "replica": frozenset({"id", "protocol", "committee", "key", "data_dir", "byzantine"}),
+    "network": frozenset({"listen", "client_listen", "plaintext", "tls_ca", "tls_cert", "tls_key"}),
+    "peers": None,  # replica ids, checked one by one
+    "timing": frozenset({"tick_ms"}),
+    "limits": frozenset({"max_tx_bytes", "require_client_signatures", "max_frame"}),
+    "admin": frozenset({"keys"}),
+    "log": frozenset({"format", "level", "burst", "window_s"}),
+    "metrics": frozenset({"listen"}),
+    "evidence": frozenset({"max_kept"}),
+    # A table per protocol holds that protocol's options (checked against its config type when
+    # the replica runs it; the others stay for a later switch of mode).
+    **{name: None for name in PROTOCOLS},
+}
+"""Every table and key a replica's file may hold: anything else is a typo, and an error."""
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+BYZANTINE_MODES = ("silent", "equivocate", "twin", "bad-signatures")
+"""Test and testbed only: how a replica misbehaves (see docs/testbed.md)."""
 
 
 class ConfigError(Exception):
@@ -80,7 +112,13 @@ class ReplicaConfig:
     admin_keys: frozenset[bytes] = frozenset()
     protocol_options: dict[str, Any] = field(default_factory=dict)
     byzantine: str = ""
-    """Test and testbed only: "silent", "equivocate" or "bad-signatures"."""
+    """Test and testbed only: one of :data:`BYZANTINE_MODES`, or "" (honest)."""
+    log_format: str = "text"
+    log_level: str = "info"
+    log_burst: int = 20
+    log_window_s: float = 10.0
+    metrics_listen: tuple[str, int] | None = None
+    evidence_kept: int = 1000
 
 
 def parse_address(text: object, path: Path, key: str) -> tuple[str, int]:
@@ -156,6 +194,7 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
         raise ConfigError(path, "", f"cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    _check_known_keys(path, doc)
     r = _Reader(path, doc)
     protocol = r.get(
         "replica",
@@ -199,6 +238,7 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
                 path, f"admin.keys[{i}]", "must be a 64-hex-digit public key"
             ) from None
     options = r.table(protocol, required=False)
+    metrics_listen = r.get("metrics", "listen", str, None)
     return ReplicaConfig(
         path=path,
         replica=replica,
@@ -248,11 +288,68 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
             "",
             check=lambda v: (
                 ""
-                if v in ("", "silent", "equivocate", "bad-signatures")
-                else "must be silent, equivocate or bad-signatures"
+                if v in ("", *BYZANTINE_MODES)
+                else f"must be one of {', '.join(BYZANTINE_MODES)}"
             ),
         ),
+        log_format=r.get(
+            "log",
+            "format",
+            str,
+            "text",
+            check=lambda v: "" if v in ("text", "json") else 'must be "text" or "json"',
+        ),
+        log_level=r.get(
+            "log",
+            "level",
+            str,
+            "info",
+            check=lambda v: "" if v in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}",
+        ),
+        log_burst=r.get(
+            "log",
+            "burst",
+            int,
+            20,
+            check=lambda v: "" if 1 <= v <= 100_000 else "must be 1..100000",
+        ),
+        log_window_s=float(
+            r.get(
+                "log",
+                "window_s",
+                float,
+                10.0,
+                check=lambda v: "" if 0.1 <= v <= 3600 else "must be 0.1..3600",
+            )
+        ),
+        metrics_listen=(
+            parse_address(metrics_listen, path, "metrics.listen")
+            if metrics_listen is not None
+            else None
+        ),
+        evidence_kept=r.get(
+            "evidence",
+            "max_kept",
+            int,
+            1000,
+            check=lambda v: "" if 1 <= v <= 1_000_000 else "must be 1..1000000",
+        ),
     )
+
+
+def _check_known_keys(path: Path, doc: dict[str, Any]) -> None:
+    for table, value in doc.items():
+        if table not in KNOWN_KEYS:
+            known = ", ".join(sorted(KNOWN_KEYS))
+            raise ConfigError(path, table, f"unknown table; known: {known}")
+        keys = KNOWN_KEYS[table]
+        if keys is None or not isinstance(value, dict):
+            continue  # a non-table is reported where the table is read
+        for key in value:
+            if key not in keys:
+                raise ConfigError(
+                    path, f"{table}.{key}", f"unknown key; known: {', '.join(sorted(keys))}"
+                )
 
 
 def protocol_config(config: ReplicaConfig, config_type: type) -> Any:

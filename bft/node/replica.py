@@ -51,8 +51,9 @@ from bft.client.protocol import (
     Subscribe,
 )
 from bft.core.admission import AdmissionPolicy, VerifiedCache, check_transactions, verify_signatures
+from bft.core.evidence import Evidence, EvidenceError, find_signer
 from bft.core.interface import CoreContext, LedgerState, serve_block_request
-from bft.core.messages import BlockRequest
+from bft.core.messages import BlockRequest, BlockResponse
 from bft.core.ready import BROADCAST, Ready, Reply
 from bft.core.requests import Request
 from bft.protocols import spec as protocol_spec
@@ -75,7 +76,12 @@ from network import (
 )
 from network.tls import TlsError, TlsFiles, client_context, server_context
 
-from .config import ConfigError, ReplicaConfig, protocol_config
+from .config import BYZANTINE_MODES, ConfigError, ReplicaConfig, protocol_config
+from .evidence import EvidenceStore
+from .logs import RateLimit
+from .logs import configure as configure_logging
+from .logs import event as log_event
+from .metrics import ReplicaMetrics, prometheus_available
 from .wal import ProtocolLog
 
 log = logging.getLogger("bft.replica")
@@ -131,8 +137,8 @@ class Replica:
             raise ReplicaError(str(exc)) from None
         if secret.role != "replica" or secret.id != config.replica:
             raise ReplicaError(
-                f"{config.key_file}: holds the key of {secret.role} {secret.id}, "
-                f"not replica {config.replica}"
+                f"{config.path}: [replica.key] {config.key_file} holds the key of "
+                f"{secret.role} {secret.id}, not replica {config.replica}"
             )
         if secret.chain_id != self.committee.chain_id:
             raise ReplicaError(
@@ -186,11 +192,29 @@ class Replica:
         self.verified = VerifiedCache()
         self.byzantine = config.byzantine
         self.stats: Counter[str] = Counter()
+        if config.metrics_listen is not None and not prometheus_available():
+            raise ReplicaError(
+                f"{config.path}: [metrics] listen is set, but prometheus-client is not "
+                "installed (pip install 'bft-ordering[metrics]')"
+            )
+        self.metrics = ReplicaMetrics() if config.metrics_listen is not None else None
+        self.metrics_port: int | None = None
+        self.log_limiter: RateLimit | None = None
+        """The log handler's rate limiter, when :func:`serve` installed one."""
+        self.peer_frames_in: Counter[int] = Counter()
+        self.peer_bytes_in: Counter[int] = Counter()
+        self.peer_heights: dict[int, int] = {}
+        self.evidence_store: EvidenceStore | None = None
+        self._evidence_seen = 0
+        self.view = 0
+        self.leader: int | None = None
+        self._peers_up: set[int] = set()
         self.sessions: dict[int, ClientSession] = {}
         self._session_numbers = 0
-        self._routes: OrderedDict[tuple[bytes, int], int] = OrderedDict()
+        self._routes: OrderedDict[tuple[bytes, int], tuple[int, float]] = OrderedDict()
+        """(client, seq) -> (session number, admitted at): where a request's reply goes."""
         self._tick_pending = False
-        self._started = time.monotonic()
+        self.started = time.monotonic()
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
         self._disk = trio.CapacityLimiter(1)
         self.store: LedgerStore | None = None
@@ -217,6 +241,7 @@ class Replica:
             )
             store.truncate_after(store.damage.height - 1)
         self.wal = ProtocolLog(data, self.spec.log_records)
+        self.evidence_store = EvidenceStore(data / "evidence", self.config.evidence_kept)
         start = max(1, store.height - RECENT_BLOCKS + 1)
         recent = tuple(store.blocks(start)) if store.height else ()
         ledger = LedgerState(self.chain_id, store.height, store.last_hash, recent)
@@ -229,9 +254,12 @@ class Replica:
             config=self.core_config,
         )
         self.core = self.spec.make(context)
+        status = self.core.status()
+        self.view, self.leader = status.view, status.leader
         log.info(
             "replica %d (%s, chain %s) recovered: ledger height %d, %d protocol records",
             self.replica, self.config.protocol, self.chain_id, store.height, len(self.wal.records),
+            extra=log_event("recovered"),
         )  # fmt: skip
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -253,6 +281,9 @@ class Replica:
                 nursery.start_soon(self._ticker)
                 nursery.start_soon(self._drive, inbox_receive)
                 nursery.start_soon(self._meter)
+                nursery.start_soon(self._observe)
+                if self.config.metrics_listen is not None:
+                    await self._serve_metrics(nursery, self.config.metrics_listen)
                 # Whatever the core asked for during recovery (a view change to resume, say).
                 await self._carry_out()
                 log.info(
@@ -262,6 +293,7 @@ class Replica:
                     self.peer_port,
                     self.config.client_listen[0],
                     self.client_port,
+                    extra=log_event("serving"),
                 )
                 self.ready_event.set()
                 task_status.started(self)
@@ -285,6 +317,24 @@ class Replica:
                 ) from None
             raise
         return int(listeners[0].socket.getsockname()[1])
+
+    async def _serve_metrics(self, nursery: trio.Nursery, address: tuple[str, int]) -> None:
+        from .metrics import serve_metrics
+
+        host, port = address
+        try:
+            self.metrics_port = await nursery.start(serve_metrics, self, host, port)
+        except BaseException as exc:
+            error = _only_exception(exc) if isinstance(exc, BaseExceptionGroup) else exc
+            if isinstance(error, OSError):
+                raise ReplicaError(
+                    f"{self.config.path}: [metrics.listen] cannot listen on {host}:{port}: "
+                    f"{error.strerror or error}"
+                ) from None
+            raise
+        log.info(
+            "replica %d: metrics at http://%s:%d/metrics", self.replica, host, self.metrics_port
+        )
 
     def close(self) -> None:
         """Flush and close files (after the tasks are gone)."""
@@ -337,7 +387,10 @@ class Replica:
             await self._persist(ready)
             if ready.committed:
                 blocks = list(ready.committed)
+                began = time.monotonic()
                 await self._disk_run(self.store.extend, blocks)  # type: ignore[union-attr]
+                if self.metrics is not None:
+                    self.metrics.fsync["ledger"].observe(time.monotonic() - began)
                 self.stats["blocks_committed"] += len(blocks)
                 self.stats["txs_committed"] += sum(len(b.txs) for b in blocks)
             for out in ready.messages:
@@ -352,10 +405,15 @@ class Replica:
         wal = self.wal
         if wal is None:
             return
+        if not ready.persist and not ready.persist_replaces:
+            return
+        began = time.monotonic()
         if ready.persist_replaces:
             await self._disk_run(wal.replace, list(ready.persist))
-        elif ready.persist:
+        else:
             await self._disk_run(wal.append, list(ready.persist))
+        if self.metrics is not None:
+            self.metrics.fsync["protocol_log"].observe(time.monotonic() - began)
 
     async def _disk_run(self, fn: Any, *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
@@ -368,14 +426,29 @@ class Replica:
             return
         if self.byzantine == "bad-signatures":
             message = _spoil_signature(message)
-        if self.byzantine == "equivocate" and self.spec.equivocate is not None and to == BROADCAST:
+        if (
+            self.byzantine in ("equivocate", "twin")
+            and self.spec.equivocate is not None
+            and to == BROADCAST
+        ):
             other = self.spec.equivocate(message, self.signer, self.committee)
             if other is not None:
+                # "equivocate" splits the peers, one version each; "twin" acts like two
+                # processes sharing this identity: every peer gets both, in either order.
                 frame, alt = message.encode(), other.encode()
                 for peer in links.links:
-                    links.send(peer, frame if peer % 2 else alt)
+                    ours, theirs = (frame, alt) if peer % 2 else (alt, frame)
+                    links.send(peer, ours)
+                    if self.byzantine == "twin":
+                        links.send(peer, theirs)
                 self.stats["equivocations_sent"] += 1
                 return
+        if type(message) is BlockRequest:
+            self.stats["block_requests_sent"] += 1
+            log.info(
+                "replica %d catching up: asking replica %s for blocks from height %d",
+                self.replica, to, message.start, extra=log_event("catch-up"),
+            )  # fmt: skip
         frame = message.encode()
         self.stats["messages_sent"] += 1
         if to == BROADCAST:
@@ -398,7 +471,11 @@ class Replica:
             self.stats["bad_peer_frames"] += 1
             raise ProtocolViolation(f"replica {sender} sent an undecodable frame: {exc}") from None
         self.stats["messages_received"] += 1
-        if isinstance(message, BlockRequest):
+        self.peer_frames_in[sender] += 1
+        self.peer_bytes_in[sender] += len(frame)
+        if type(message) is BlockResponse:
+            self.peer_heights[sender] = max(self.peer_heights.get(sender, 0), message.height)
+        elif isinstance(message, BlockRequest):
             await self._serve_blocks(sender, message)
             return
         txs = self.core.transactions_to_verify(message) if self.core is not None else ()
@@ -506,8 +583,9 @@ class Replica:
         if not admitted:
             return
         routes = self._routes
+        route = (session.number, time.monotonic())
         for request in admitted:
-            routes[request.id] = session.number
+            routes[request.id] = route
             routes.move_to_end(request.id)
         while len(routes) > MAX_ROUTES:
             routes.popitem(last=False)
@@ -519,9 +597,16 @@ class Replica:
         by_height: dict[int, Block] = {b.height: b for b in ready.committed}
         grouped: dict[tuple[int, int], list[Reply]] = defaultdict(list)
         refusals: dict[int, list[Refusal]] = defaultdict(list)
+        latency = self.metrics.commit_latency if self.metrics is not None else None
+        now = time.monotonic()
         for reply in ready.replies:
-            number = self._routes.get((reply.client, reply.seq))
-            if number is None or number not in self.sessions:
+            route = self._routes.get((reply.client, reply.seq))
+            if route is None:
+                continue
+            number, admitted_at = route
+            if latency is not None:
+                latency.observe(now - admitted_at)
+            if number not in self.sessions:
                 continue
             if reply.error:
                 refusals[number].append(
@@ -624,14 +709,17 @@ class Replica:
                     )
             elif command == "byzantine":
                 mode = args.get("mode", "")
-                if mode not in ("", "silent", "equivocate", "bad-signatures"):
+                if mode not in ("", *BYZANTINE_MODES):
                     raise ValueError(f"unknown byzantine mode {mode!r}")
                 self.byzantine = mode
             else:
                 raise ValueError(f"unknown command {command!r}")
         except (ValueError, KeyError, TypeError) as exc:
             return ControlReply(ok=False, detail=f"bad control command: {exc}")
-        log.warning("replica %d: control %s %s", self.replica, message.command, message.args)
+        log.warning(
+            "replica %d: control %s %s",
+            self.replica, message.command, message.args, extra=log_event("control"),
+        )  # fmt: skip
         return ControlReply(
             ok=True,
             detail=json.dumps({"faults": self.faults.describe(), "byzantine": self.byzantine}),
@@ -641,6 +729,111 @@ class Replica:
         while True:
             self._rate.append((time.monotonic(), self.stats["txs_committed"]))
             await trio.sleep(0.5)
+
+    async def _observe(self) -> None:
+        """Ten times a second: log view and leader changes and peers coming and going, and save
+        new evidence. (The log's view and height come from here, so they cost nothing per
+        line.)"""
+        while True:
+            await trio.sleep(0.1)
+            core = self.core
+            if core is None:
+                continue
+            status = core.status()
+            if status.view != self.view:
+                log.warning(
+                    "replica %d: %s %d -> %d, leader %s",
+                    self.replica, "term" if self.config.protocol == "raft" else "view",
+                    self.view, status.view, status.leader, extra=log_event("view"),
+                )  # fmt: skip
+            elif status.leader != self.leader and status.leader is not None:
+                log.warning(
+                    "replica %d: leader is now %s", self.replica, status.leader,
+                    extra=log_event("leader"),
+                )  # fmt: skip
+            self.view, self.leader = status.view, status.leader
+            if self.links is not None:
+                up = {p for p, link in self.links.links.items() if link.connected}
+                for peer in sorted(up - self._peers_up):
+                    log.info(
+                        "replica %d: peer %d up", self.replica, peer, extra=log_event("peer-up")
+                    )
+                for peer in sorted(self._peers_up - up):
+                    log.warning(
+                        "replica %d: peer %d down", self.replica, peer, extra=log_event("peer-down")
+                    )
+                self._peers_up = up
+            total = int(getattr(core, "evidence_total", 0))
+            if total > self._evidence_seen:
+                pairs = list(getattr(core, "evidence", ()))
+                fresh = pairs[max(0, len(pairs) - (total - self._evidence_seen)) :]
+                self._evidence_seen = total
+                for first, second in fresh:
+                    await self._save_evidence(first, second)
+
+    async def _save_evidence(self, first: Record, second: Record) -> None:
+        check = self.spec.evidence
+        if check is None or self.evidence_store is None:
+            return
+        found = find_signer(first, second, self.committee, check)
+        if found is None:
+            log.error(
+                "replica %d: the core reported a pair of %s that is not evidence (not saved)",
+                self.replica, type(first).__name__,
+            )  # fmt: skip
+            return
+        signer, text = found
+        evidence = Evidence(
+            protocol=self.config.protocol,
+            chain_id=self.chain_id,
+            signer=signer,
+            observer=self.replica,
+            first=first.encode(),
+            second=second.encode(),
+        )
+        try:
+            path = await self._disk_run(self.evidence_store.save, evidence)
+        except (OSError, EvidenceError) as exc:
+            log.error("replica %d: cannot save evidence: %s", self.replica, exc)
+            return
+        self.stats["evidence"] += 1
+        log.warning(
+            "replica %d: EVIDENCE %s%s",
+            self.replica, text, f" (saved as {path})" if path else " (already kept, or store full)",
+            extra=log_event("evidence"),
+        )  # fmt: skip
+
+    def queue_depths(self) -> dict[str, int]:
+        return {
+            "inbox": self._inbox.statistics().current_buffer_used if hasattr(self, "_inbox") else 0,
+            "mempool": self.core.status().pending if self.core is not None else 0,
+            "client_out": sum(len(s.queue) for s in self.sessions.values()),
+            "peer_out": sum(len(link.queue) for link in self.links.links.values())
+            if self.links is not None
+            else 0,
+        }
+
+    def rejection_counts(self) -> Counter[str]:
+        """Refused remote input by reason: the core's, and what the runtime refused itself."""
+        counts: Counter[str] = Counter()
+        if self.core is not None:
+            counts.update(self.core.rejections.by_reason)
+        for key in ("bad_peer_frames", "bad_client_frames", "control_refused"):
+            if self.stats[key]:
+                counts[key.replace("_", " ")] += self.stats[key]
+        for acceptor in (
+            getattr(self, "peer_acceptor", None),
+            getattr(self, "client_acceptor", None),
+        ):
+            if acceptor is None:
+                continue
+            for key in ("rejected_handshake", "rejected_timeout", "closed_bad_input"):
+                if acceptor.stats[key]:
+                    counts[f"{acceptor.kind} {key.replace('_', ' ')}"] += acceptor.stats[key]
+        return counts
+
+    def log_lines_suppressed(self) -> int:
+        return self.log_limiter.dropped_total if self.log_limiter is not None else 0
 
     def tx_rate(self) -> float:
         if len(self._rate) < 2:
@@ -666,7 +859,7 @@ class Replica:
             if self.links
             else 0,
             "clients": len(self.sessions),
-            "uptime_s": round(time.monotonic() - self._started, 1),
+            "uptime_s": round(time.monotonic() - self.started, 1),
             "byzantine": self.byzantine,
             "faults": self.faults.describe() if self.faults.active else {},
         }
@@ -708,8 +901,23 @@ def _spoil_signature(message: Record) -> Record:
 
 
 async def serve(config: ReplicaConfig) -> None:
-    """Run a replica until SIGTERM or SIGINT, then shut down cleanly."""
+    """Run a replica until SIGTERM or SIGINT, then shut down cleanly. Logs go to stderr in the
+    configured format (:mod:`bft.node.logs`)."""
     replica = Replica(config)
+
+    def probe() -> tuple[int, int]:
+        store = replica.store
+        return replica.view, store.height if store is not None else 0
+
+    handler = configure_logging(
+        config.replica,
+        fmt=config.log_format,
+        level=config.log_level,
+        burst=config.log_burst,
+        window=config.log_window_s,
+        probe=probe,
+    )
+    replica.log_limiter = next(f for f in handler.filters if isinstance(f, RateLimit))
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
@@ -721,6 +929,7 @@ async def serve(config: ReplicaConfig) -> None:
                             "replica %d: %s, shutting down",
                             config.replica,
                             signal.Signals(signum).name,
+                            extra=log_event("shutdown"),
                         )
                         nursery.cancel_scope.cancel()
                         return

@@ -32,6 +32,7 @@ BYZANTINE_MODES = {
     "honest": "",
     "silent": "silent",
     "equivocate": "equivocate",
+    "twin": "twin",
     "bad-signatures": "bad-signatures",
 }
 

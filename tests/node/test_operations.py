@@ -1,0 +1,242 @@
+"""What an operator relies on: the metrics endpoint (present, and moving under load), log lines
+that carry replica, view and height and do not storm, and configuration files that are checked
+key by key (``bft config check``)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from bft.client import ClientConfig, open_client
+from bft.node import ConfigError, load_replica_config
+from bft.node.logs import JsonFormatter, RateLimit, ReplicaContext, TextFormatter
+from bft.node.metrics import Histogram
+from bft.testbed import init_cluster, load_cluster
+
+from .harness import InProcessCluster
+
+# ------------------------------------------------------------------------------------- logs
+
+
+def record(msg: str, *args: object, level: int = logging.WARNING) -> logging.LogRecord:
+    return logging.LogRecord("bft.replica", level, __file__, 1, msg, args, None)
+
+
+def test_rate_limit_is_per_reason_and_reports_what_it_dropped() -> None:
+    now = [0.0]
+    limit = RateLimit(burst=3, window=10.0, clock=lambda: now[0])
+    passed = [limit.filter(record("bad frame from %s", f"peer {i}")) for i in range(50)]
+    assert passed == [True] * 3 + [False] * 47  # arguments differ, the reason is one
+    assert limit.filter(record("another reason %d", 1))  # other reasons are not held back
+    now[0] = 10.5
+    nxt = record("bad frame from %s", "peer 99")
+    assert limit.filter(nxt)
+    assert nxt.suppressed == 47  # type: ignore[attr-defined]
+    assert limit.dropped_total == 47
+    assert "(47 more like this suppressed)" in fmt(TextFormatter(), nxt)
+
+
+def fmt(formatter: logging.Formatter, rec: logging.LogRecord) -> str:
+    ReplicaContext(2, lambda: (7, 1234)).filter(rec)
+    return formatter.format(rec)
+
+
+def test_every_line_names_replica_view_and_height_in_either_format() -> None:
+    rec = record("view %d -> %d", 6, 7)
+    rec.event = "view"  # type: ignore[attr-defined]
+    doc = json.loads(fmt(JsonFormatter(), rec))
+    assert (doc["replica"], doc["view"], doc["height"]) == (2, 7, 1234)
+    assert doc["msg"] == "view 6 -> 7" and doc["event"] == "view" and doc["level"] == "WARNING"
+    assert " r2 v7 h1234 bft.replica: view 6 -> 7" in fmt(
+        TextFormatter(), record("view %d -> %d", 6, 7)
+    )
+
+
+def test_configure_replaces_handlers_and_survives_a_broken_probe() -> None:
+    from bft.node.logs import configure
+
+    out = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+
+        def probe() -> tuple[int, int]:
+            raise AttributeError("no core yet")
+
+        configure(5, fmt="json", level="info", probe=probe, stream=out)
+        logging.getLogger("network").info("peer %d up", 3)
+        logging.getLogger("network").debug("not shown")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0])["replica"] == 5 and json.loads(lines[0])["view"] == 0
+
+
+def test_histogram_buckets_are_cumulative() -> None:
+    h = Histogram((0.01, 0.1, 1.0))
+    for v in (0.005, 0.05, 0.05, 0.5, 5.0):
+        h.observe(v)
+    assert h.buckets() == [("0.01", 1), ("0.1", 3), ("1.0", 4), ("+Inf", 5)]
+    assert h.count == 5 and h.sum == pytest.approx(5.605)
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+@pytest.fixture(scope="module")
+def cluster_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("ops")
+    init_cluster(directory, protocol="pbft", n=4)
+    return directory
+
+
+def variant(cluster_dir: Path, name: str, extra: str, replica: int = 0) -> Path:
+    path = cluster_dir / f"{name}.toml"
+    path.write_text((cluster_dir / f"replica-{replica}.toml").read_text() + extra)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ("\n[evidence]\nmax_keep = 5\n", ["[evidence.max_keep]", "unknown key", "max_kept"]),
+        ("\n[logging]\nformat = 'json'\n", ["[logging]", "unknown table"]),
+        ("\n[log]\nformat = 'xml'\n", ["[log.format]", '"text" or "json"']),
+        ("\n[log]\nlevel = 'loud'\n", ["[log.level]", "debug, info"]),
+        ("\n[metrics]\nlisten = 'localhost'\n", ["[metrics.listen]", "HOST:PORT"]),
+        ("\n[evidence]\nmax_kept = 0\n", ["[evidence.max_kept]", "1..1000000"]),
+    ],
+)
+def test_config_errors_name_the_file_and_the_key(
+    cluster_dir: Path, extra: str, words: list[str]
+) -> None:
+    path = variant(cluster_dir, "broken", extra)
+    with pytest.raises(ConfigError) as info:
+        load_replica_config(path)
+    text = str(info.value)
+    assert str(path) in text and "\n" not in text
+    for word in words:
+        assert word in text
+
+
+def test_defaults_are_documented_values(cluster_dir: Path) -> None:
+    config = load_replica_config(cluster_dir / "replica-0.toml")
+    assert (config.log_format, config.log_level, config.log_burst) == ("text", "info", 20)
+    assert config.metrics_listen is None and config.evidence_kept == 1000
+
+
+def bft(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "BFT_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "bft.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_config_check_accepts_a_cluster_and_finds_what_disagrees(cluster_dir: Path) -> None:
+    files = [str(cluster_dir / f"replica-{i}.toml") for i in range(4)]
+    good = bft("config", "check", *files)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.count("ok: ") == 5 and "describe one cluster" in good.stdout
+
+    # Replica 1's file says replica 0 listens elsewhere; a key file of another replica; a typo.
+    text = (cluster_dir / "replica-1.toml").read_text()
+    port = load_replica_config(files[0]).listen[1]
+    moved = cluster_dir / "moved.toml"
+    moved.write_text(text.replace(f':{port}"', f':{port + 1}"'))
+    wrong_key = cluster_dir / "wrong-key.toml"
+    wrong_key.write_text(
+        (cluster_dir / "replica-2.toml").read_text().replace("replica-2.key", "replica-3.key")
+    )
+    typo = variant(cluster_dir, "typo", "\n[metrics]\nlisten_on = ':9100'\n", replica=3)
+    bad = bft("config", "check", files[0], str(moved), str(wrong_key), str(typo))
+    assert bad.returncode == 1
+    assert "Traceback" not in bad.stderr
+    errors = bad.stderr.strip().splitlines()
+    assert any(str(moved) in e and "[peers.0]" in e for e in errors), errors
+    assert any(
+        str(wrong_key) in e and "[replica.key]" in e and "not replica 2" in e for e in errors
+    ), errors
+    assert any(str(typo) in e and "[metrics.listen_on]" in e for e in errors), errors
+
+
+# ----------------------------------------------------------------------------------- metrics
+
+
+def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    for i in range(4):
+        path = tmp_path / f"replica-{i}.toml"
+        path.write_text(path.read_text() + '\n[metrics]\nlisten = "127.0.0.1:0"\n')
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(load_cluster(tmp_path), nursery)
+            await nodes.start_all()
+            port = nodes.replicas[1].metrics_port
+            assert port
+            code, before = await trio.to_thread.run_sync(scrape, port)
+            assert code == 200
+            async with open_client(ClientConfig.from_cluster(tmp_path)) as client:
+                await client.submit_many([b"m%d" % i for i in range(400)])
+            # Replica 1 hears of the last block a moment after the client's quorum.
+            while nodes.replicas[1].stats["txs_committed"] < 400:
+                await trio.sleep(0.05)
+            code, after = await trio.to_thread.run_sync(scrape, port)
+            first, then = samples(before), samples(after)
+            key = ("bft_transactions_committed_total", ())
+            assert then[key] >= 400 > first.get(key, 0)
+            assert then[("bft_ledger_height", ())] >= 1
+            assert then[("bft_fsync_seconds_count", (("file", "ledger"),))] >= 1
+            assert then[("bft_peer_connected", (("peer", "0"),))] == 1
+            assert then[("bft_peer_messages_total", (("direction", "received"), ("peer", "0")))] > 0
+            assert then[("bft_peer_bytes_total", (("direction", "sent"), ("peer", "2")))] > 0
+            assert (
+                then[
+                    ("bft_info", (("chain_id", "testbed"), ("protocol", "pbft"), ("replica", "1")))
+                ]
+                == 1
+            )
+            assert ("bft_view", ()) in then and ("bft_leader", ()) in then
+            assert ("bft_queue_depth", (("queue", "inbox"),)) in then
+            # Latency is measured where the client's request was admitted: some replica has it.
+            latencies = []
+            for replica in nodes.replicas.values():
+                _, text = await trio.to_thread.run_sync(scrape, replica.metrics_port)
+                latencies.append(samples(text)[("bft_commit_latency_seconds_count", ())])
+            assert sum(latencies) >= 400
+            assert (await trio.to_thread.run_sync(scrape, port, "/nothing"))[0] == 404
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,151 @@
+"""Operations against real replica processes: a replica started as a *twin* (it sends two
+validly signed, conflicting proposals to every peer, as two processes sharing one identity
+would) is caught: the honest replicas save evidence that ``bft evidence list`` verifies against
+the committee file, while the cluster keeps committing; logs are JSON lines naming replica,
+view and height, with one ``evidence`` line; the Prometheus endpoint of a real process moves."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from bft.client import open_client
+from bft.testbed import LoadResult, Testbed, drive, init_cluster, verify_cluster
+
+from .helpers import describe, wait_until
+
+
+def bft(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "BFT_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "bft.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def metric(port: int, name: str) -> float:
+    import socket
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    body = data.partition(b"\r\n\r\n")[2].decode()
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    raise KeyError(name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("protocol", ["pbft", "hotstuff"])
+async def test_a_twin_leaves_verifiable_evidence_and_the_cluster_goes_on(
+    tmp_path: Path, protocol: str
+) -> None:
+    directory = tmp_path / "cluster"
+    init_cluster(directory, protocol=protocol, n=4)
+    twin = 0 if protocol == "pbft" else 1  # the first leader: pbft view 0, hotstuff view 1
+    metrics_port = free_port()
+    for i in range(4):
+        path = directory / f"replica-{i}.toml"
+        text = path.read_text() + '\n[log]\nformat = "json"\n'
+        if i == 2:
+            text += f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
+        if i == twin:
+            text = text.replace("[replica]\n", '[replica]\nbyzantine = "twin"\n', 1)
+        path.write_text(text)
+    bed = Testbed(directory)
+    bed.start()
+    count = 600
+    result = LoadResult(count)
+    honest = [i for i in range(4) if i != twin]
+    try:
+        with trio.fail_after(120):
+            await bed.wait_ready()
+            before = await trio.to_thread.run_sync(
+                metric, metrics_port, "bft_transactions_committed_total"
+            )
+            async with open_client(bed.client_config(timeout=60)) as client:
+                await drive(client, count=count, window=50, keep_receipts=True, result=result)
+            assert result.committed == count, result.summary()
+            evidence_dirs = [directory / "data" / f"replica-{i}" / "evidence" for i in honest]
+            await wait_until(
+                lambda: (
+                    all(any(d.glob("*.evidence")) for d in evidence_dirs if d.exists())
+                    and any(d.exists() for d in evidence_dirs)
+                ),
+                "evidence saved by the honest replicas",
+            )
+            # Replica 2 may hear of the last blocks a moment after the client's quorum.
+            while (
+                await trio.to_thread.run_sync(
+                    metric, metrics_port, "bft_transactions_committed_total"
+                )
+                < before + count
+            ):
+                await trio.sleep(0.1)
+            assert await trio.to_thread.run_sync(metric, metrics_port, "bft_evidence_total") >= 1
+    except trio.TooSlowError:
+        pytest.fail(f"stuck; statuses: {await describe(bed)}; load: {result.summary()}")
+    finally:
+        await trio.to_thread.run_sync(bed.stop)
+
+    witness = (
+        honest[0]
+        if any((directory / "data" / f"replica-{honest[0]}" / "evidence").glob("*"))
+        else honest[1]
+    )
+    listed = bft("evidence", "list", "--config", str(directory / f"replica-{witness}.toml"))
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "VERIFIED" in listed.stdout and f"replica {twin} signed two" in listed.stdout
+    as_json = json.loads(
+        bft(
+            "evidence", "list", "--config", str(directory / f"replica-{witness}.toml"), "--json"
+        ).stdout
+    )
+    assert as_json and all(r["valid"] and r["signer"] == twin for r in as_json)
+
+    # Anyone with the committee file can check a file; a doctored one is refused.
+    files = sorted((directory / "data" / f"replica-{witness}" / "evidence").glob("*.evidence"))
+    committee = str(directory / "keys" / "committee.toml")
+    assert bft("evidence", "verify", str(files[0]), "--committee", committee).returncode == 0
+    doctored = tmp_path / "doctored.evidence"
+    shutil.copy(files[0], doctored)
+    raw = bytearray(doctored.read_bytes())
+    raw[-5] ^= 0x01  # inside the second message's signature
+    doctored.write_bytes(bytes(raw))
+    refused = bft("evidence", "verify", str(doctored), "--committee", committee)
+    assert refused.returncode == 1 and "INVALID" in refused.stdout, refused.stdout
+
+    # The ledgers are still one history, and hold every acknowledged transaction once.
+    report = verify_cluster(bed.cluster, [r.txid for r in result.receipts])  # type: ignore[union-attr]
+    assert report.ok, report.problems
+
+    # JSON logs: every line of an honest replica parses and names replica, view and height.
+    lines = (directory / "data" / f"replica-{witness}.log").read_text().splitlines()
+    docs = [json.loads(line) for line in lines if line.startswith("{")]
+    assert docs and all({"replica", "view", "height", "msg"} <= set(d) for d in docs)
+    assert all(d["replica"] == witness for d in docs)
+    events = {d.get("event") for d in docs}
+    assert {"recovered", "serving", "evidence", "shutdown"} <= events, events
