@@ -4,6 +4,8 @@ full hostile-input suite belongs with the hardening work.)"""
 
 from __future__ import annotations
 
+import os
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,145 @@ async def test_hostile_bytes_on_the_peer_port_are_dropped_and_the_cluster_goes_o
             nursery.cancel_scope.cancel()
     report = verify_cluster(cluster, acknowledged)
     assert report.ok, report.problems
+
+
+async def dropped_within(stream: trio.abc.Stream, budget: float) -> float | None:
+    """Seconds until the other side closes ``stream``, or ``None`` past ``budget``."""
+    began = trio.current_time()
+    with trio.move_on_after(budget):
+        try:
+            while await stream.receive_some(65536):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        return trio.current_time() - began
+    return None
+
+
+async def test_hostile_clients_bad_identities_and_stalls_are_dropped_and_the_cluster_goes_on(
+    cluster_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The client port gets the same hostile frames, before and after its TLS handshake; a
+    certificate from another CA, a replica claiming another's id, a stalled handshake and a
+    frame that never ends are all dropped within their budgets (the handshake timeout, the idle
+    timeout), counted by reason, while the cluster keeps committing."""
+    cluster = load_cluster(cluster_dir)
+    committee = load_committee(cluster.committee_file)
+    config = ClientConfig.from_cluster(cluster_dir, timeout=20)
+    stranger_dir = tmp_path_factory.mktemp("stranger")
+    init_cluster(stranger_dir, protocol="pbft", n=4)  # its own CA: same names, other keys
+    stranger = load_cluster(stranger_dir)
+    peer_host, peer_port = cluster.peers[0]
+    client_host, client_port = cluster.clients[0]
+    net = NetworkConfig(handshake_timeout=2.0)
+
+    def endpoint(files: object) -> Endpoint:
+        return Endpoint(committee, "pbft", None, client_context(files), net)  # type: ignore[arg-type]
+
+    as_client = endpoint(client_files(cluster.tls_dir, "default"))
+    timings: dict[str, float | None] = {}
+    acknowledged: list[bytes] = []
+
+    async def probe(name: str, budget: float, make: object) -> None:
+        stream = await make()  # type: ignore[operator]
+        timings[name] = await dropped_within(stream, budget)
+
+    async def raw_bytes(port: int, data: bytes) -> trio.abc.Stream:
+        stream = await trio.open_tcp_stream(peer_host, port)
+        if data:
+            await stream.send_all(data)
+        return stream
+
+    async def client_frame(data: bytes) -> trio.abc.Stream:
+        hello = Hello(kind="client", id=0, chain_id=cluster.chain_id, protocol="pbft")
+        framed = await dial(as_client, client_host, client_port, hello, expect_replica=0)
+        await framed.stream.send_all(data)
+        return framed.stream
+
+    async def tls_then(port: int, files: object, hello: Hello) -> trio.abc.Stream:
+        stream = await trio.open_tcp_stream(peer_host, port)
+        tls = trio.SSLStream(stream, client_context(files), server_hostname="replica-0")  # type: ignore[arg-type]
+        try:
+            await tls.do_handshake()
+            await tls.send_all(encode_frame(hello.encode()))
+        except (trio.BrokenResourceError, OSError):
+            pass  # refused during the handshake: as good as dropped
+        return tls
+
+    idle = NetworkConfig().idle_timeout
+    handshake = NetworkConfig().handshake_timeout
+    with trio.fail_after(idle + 60):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(cluster, nursery)
+            await nodes.start_all()
+            target = nodes.replicas[0]
+            acknowledged += await commit(config, b"before")
+            async with trio.open_nursery() as probes:
+                for name, data in HOSTILE_FRAMES.items():
+                    probes.start_soon(
+                        probe, f"client port: {name}", DROPPED_WITHIN, partial(client_frame, data)
+                    )
+                probes.start_soon(
+                    probe,
+                    "client port: garbage before TLS",
+                    DROPPED_WITHIN,
+                    partial(raw_bytes, client_port, os.urandom(3000)),
+                )
+                probes.start_soon(
+                    probe,
+                    "peer port: stalled handshake",
+                    handshake + DROPPED_WITHIN,
+                    partial(raw_bytes, peer_port, b""),
+                )
+                probes.start_soon(
+                    probe,
+                    "client port: frame that never ends",
+                    idle + DROPPED_WITHIN,
+                    partial(client_frame, b"\x00\x00\x10\x00" + b"\x83" * 10),
+                )
+                probes.start_soon(
+                    probe,
+                    "peer port: certificate from another CA",
+                    DROPPED_WITHIN,
+                    partial(
+                        tls_then,
+                        peer_port,
+                        replica_files(stranger.tls_dir, 3),
+                        Hello(kind="replica", id=3, chain_id=cluster.chain_id, protocol="pbft"),
+                    ),
+                )
+                probes.start_soon(
+                    probe,
+                    "peer port: replica 3 claiming to be replica 2",
+                    DROPPED_WITHIN,
+                    partial(
+                        tls_then,
+                        peer_port,
+                        replica_files(cluster.tls_dir, 3),
+                        Hello(kind="replica", id=2, chain_id=cluster.chain_id, protocol="pbft"),
+                    ),
+                )
+                probes.start_soon(
+                    probe,
+                    "peer port: another chain id",
+                    DROPPED_WITHIN,
+                    partial(
+                        tls_then,
+                        peer_port,
+                        replica_files(cluster.tls_dir, 3),
+                        Hello(kind="replica", id=3, chain_id="otherchain", protocol="pbft"),
+                    ),
+                )
+                # Meanwhile, honest clients keep committing.
+                acknowledged += await commit(config, b"during")
+            slow = {name: t for name, t in timings.items() if t is None}
+            assert not slow, f"not dropped within budget: {sorted(slow)}; timings {timings}"
+            assert target.client_acceptor.stats["closed_bad_input"] >= len(HOSTILE_FRAMES)
+            assert target.peer_acceptor.stats["rejected_handshake"] >= 3
+            assert target.peer_acceptor.stats["rejected_timeout"] >= 1
+            acknowledged += await commit(config, b"after")
+            assert target.status()["height"] >= 3
+            nursery.cancel_scope.cancel()
+    report = verify_cluster(cluster, acknowledged)
+    assert report.ok, report.problems
+    print({name: round(t, 2) for name, t in timings.items() if t is not None})
