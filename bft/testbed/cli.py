@@ -76,7 +76,16 @@ def cmd_init(args: argparse.Namespace) -> int:
         chain_id=args.chain_id,
         plaintext=args.plaintext,
         require_client_signatures=args.client_signatures,
+        addresses=_host_addresses(args, n),
     )
+    if args.metrics_port is not None:
+        hosts = [cluster.peers[i][0] for i in range(n)]
+        for i in range(n):
+            # One port on every machine; on one machine, one port each.
+            port = args.metrics_port + (hosts[:i].count(hosts[i]))
+            path = cluster.replica_config(i)
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(f'\n[metrics]\nlisten = "{hosts[i]}:{port}"\n')
     f = (n - 1) // 2 if args.protocol == "raft" else (n - 1) // 3
     ports = sorted(p for _, p in [*cluster.peers.values(), *cluster.clients.values()])
     print(
@@ -84,8 +93,39 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"keys, {'no TLS (plaintext)' if args.plaintext else 'TLS CA and certificates'}, "
         f"replica-0..{n - 1}.toml, ports {ports[0]}..{ports[-1]}"
     )
-    print(f"next: bft testbed up --dir {directory}")
+    if args.hosts is None:
+        print(f"next: bft testbed up --dir {directory}")
+    else:
+        print(
+            f"next: bft config check {directory}/replica-*.toml, then copy each replica's "
+            "files to its machine (docs/operations.md, 'Deploying across machines')"
+        )
     return 0
+
+
+def _host_addresses(
+    args: argparse.Namespace, n: int
+) -> dict[int, tuple[tuple[str, int], tuple[str, int]]] | None:
+    """``--hosts`` (one per replica) with ``--peer-port`` and ``--client-port``: a cluster for
+    several machines. Replicas that share a host get consecutive ports."""
+    if args.hosts is None:
+        if args.peer_port is not None or args.client_port is not None:
+            raise CliError("--peer-port and --client-port go with --hosts")
+        return None
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    if len(hosts) != n:
+        raise CliError(f"--hosts names {len(hosts)} hosts for {n} replicas")
+    peer, client = args.peer_port or 7000, args.client_port or 8000
+    for name, port in (("--peer-port", peer), ("--client-port", client)):
+        if not 1 <= port <= 65535 - n:
+            raise CliError(f"{name} must be 1..{65535 - n}")
+    addresses = {}
+    for i, host in enumerate(hosts):
+        k = hosts[:i].count(host)
+        addresses[i] = ((host, peer + k), (host, client + k))
+    if {a[0] for a in addresses.values()} & {a[1] for a in addresses.values()}:
+        raise CliError("peer and client ports overlap on a host; move --client-port")
+    return addresses
 
 
 # ---------------------------------------------------------------------------------- up / down
@@ -189,7 +229,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(to_json_text(view))
     else:
         _console().print(render(view))
-    return 0 if view.healthy else EXIT_INVALID
+    # For scripts: 0 while a quorum is healthy (the cluster can commit), 1 when not.
+    return 0 if not view.verdict.startswith("NO QUORUM") else EXIT_INVALID
 
 
 # ---------------------------------------------------------------------------------- load
@@ -522,6 +563,18 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--plaintext", action="store_true", help="no TLS (only to measure its cost)")
     p.add_argument(
         "--client-signatures", action="store_true", help="replicas require signed transactions"
+    )
+    p.add_argument(
+        "--hosts",
+        help="comma-separated address of each replica's machine, for a cluster deployed on "
+        "several machines (default: free loopback ports on this one)",
+    )
+    p.add_argument("--peer-port", type=int, help="with --hosts: replicas' port (default 7000)")
+    p.add_argument("--client-port", type=int, help="with --hosts: clients' port (default 8000)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics from this port (consecutive ports on one machine)",
     )
     p.set_defaults(func=cmd_init)
 

@@ -115,7 +115,13 @@ def init_cluster(
     tick_ms: float = 10.0,
     require_client_signatures: bool = False,
     protocol_options: dict[str, object] | None = None,
+    addresses: dict[int, tuple[tuple[str, int], tuple[str, int]]] | None = None,
 ) -> Cluster:
+    """Make a cluster directory (see the module's docstring).
+
+    ``addresses`` gives each replica its own ``(peer, client)`` addresses instead of free ports
+    on ``host`` (a testbed whose replicas live in network namespaces, say).
+    """
     directory = Path(directory)
     if (directory / CLUSTER_FILE).exists():
         raise LayoutError(f"{directory} already holds a cluster; use another directory")
@@ -143,9 +149,15 @@ def init_cluster(
     for name, key in client_keys.items():
         files = client_files(tls_dir, name)
         issue_certificate(ca_cert, ca_key, key, f"client-{name}", files.cert, files.key)
-    ports = free_ports(2 * n, host)
-    peers = {i: (host, ports[i]) for i in range(n)}
-    clients = {i: (host, ports[n + i]) for i in range(n)}
+    if addresses is not None:
+        if sorted(addresses) != list(range(n)):
+            raise LayoutError(f"addresses must name replicas 0..{n - 1}")
+        peers = {i: addresses[i][0] for i in range(n)}
+        clients = {i: addresses[i][1] for i in range(n)}
+    else:
+        ports = free_ports(2 * n, host)
+        peers = {i: (host, ports[i]) for i in range(n)}
+        clients = {i: (host, ports[n + i]) for i in range(n)}
     options = protocol_options or {}
     for i in range(n):
         lines = [
@@ -158,15 +170,15 @@ def init_cluster(
             f'data_dir = "data/replica-{i}"',
             "",
             "[network]",
-            f'listen = "{host}:{peers[i][1]}"',
-            f'client_listen = "{host}:{clients[i][1]}"',
+            f'listen = "{peers[i][0]}:{peers[i][1]}"',
+            f'client_listen = "{clients[i][0]}:{clients[i][1]}"',
             f"plaintext = {'true' if plaintext else 'false'}",
             'tls_ca = "tls/ca.crt"',
             f'tls_cert = "tls/replica-{i}.crt"',
             f'tls_key = "tls/replica-{i}.tls.key"',
             "",
             "[peers]",
-            *(f'{j} = "{host}:{peers[j][1]}"' for j in range(n)),
+            *(f'{j} = "{peers[j][0]}:{peers[j][1]}"' for j in range(n)),
             "",
             "[timing]",
             f"tick_ms = {tick_ms}",
@@ -191,7 +203,8 @@ def init_cluster(
         "",
         "[replicas]",
         *(
-            f'{i} = {{ peer = "{host}:{peers[i][1]}", client = "{host}:{clients[i][1]}" }}'
+            f'{i} = {{ peer = "{peers[i][0]}:{peers[i][1]}", '
+            f'client = "{clients[i][0]}:{clients[i][1]}" }}'
             for i in range(n)
         ),
     ]
