@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,9 @@ class Processes:
         self.cluster = cluster
         self.directory = cluster.directory.resolve()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self.launcher: Callable[[int], Sequence[str]] | None = None
+        """A command prefix per replica that must exec the replica in the same process (such as
+        ``ip netns exec NAME``, see :mod:`bft.testbed.netns`), or ``None``."""
 
     # ------------------------------------------------------------------------------ files
 
@@ -161,7 +165,15 @@ class Processes:
             log.write(f"--- starting replica {replica} at {time.ctime()}\n".encode())
             log.flush()
             child = subprocess.Popen(
-                [sys.executable, "-m", "bft.cli", "replica", "--config", str(config)],
+                [
+                    *(self.launcher(replica) if self.launcher is not None else ()),
+                    sys.executable,
+                    "-m",
+                    "bft.cli",
+                    "replica",
+                    "--config",
+                    str(config),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
