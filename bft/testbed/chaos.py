@@ -302,7 +302,7 @@ class Nemesis:
         self.log.add("nemesis", "healed: every replica running, honest, fully linked")
 
 
-async def _loader(
+async def record_load(
     client: Client,
     name: str,
     window: int,
@@ -310,6 +310,8 @@ async def _loader(
     log: EventLog,
     stop: trio.Event,
 ) -> None:
+    """Submit through ``client`` with ``window`` in flight until ``stop``, recording every
+    operation in ``history`` under the name ``name``."""
     history.add_client(name, client.client_id)
     counter = 0
 
@@ -433,7 +435,7 @@ async def _run(
         for c in range(options.clients):
             client = await loaders.start(_open_client, config)
             window = 1 if c == 0 else options.window
-            loaders.start_soon(_loader, client, f"c{c}", window, history, log, stop)
+            loaders.start_soon(record_load, client, f"c{c}", window, history, log, stop)
         say(f"load running; faults for {options.duration:g} s (seed {options.seed})")
         await nemesis.run(options.duration)
         result.episodes = nemesis.episodes
