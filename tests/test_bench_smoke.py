@@ -58,3 +58,38 @@ def test_library_never_imports_bench() -> None:
                 else:
                     continue
                 assert not any(n == "bench" or n.startswith("bench.") for n in names), path
+
+
+@pytest.mark.parametrize("protocol", ["pbft", "hotstuff", "raft"])
+def test_cluster_benchmark_quick(protocol: str, tmp_path: Path) -> None:
+    """A few seconds of the cluster benchmark per protocol, on real replica processes: the
+    figures are not meaningful, but every phase ran, the ledgers account for every
+    acknowledged transaction, and the report (JSON, Markdown, PNG) builds."""
+    from bench import cluster_bench
+
+    sections = "protocols,baselines" if protocol == "raft" else "protocols"
+    out = tmp_path / "out"
+    argv = ["--quick", "--protocols", protocol, "--sections", sections, "--out", str(out)]
+    assert cluster_bench.main([*argv, "--workdir", str(tmp_path)]) == 0
+    doc = json.loads((out / "results.json").read_text("utf-8"))
+    [point] = doc["points"]
+    assert point["point"]["protocol"] == protocol
+    assert "error" not in point
+    assert point["verify"]["ok"]
+    assert {p["kind"] for p in point["phases"].values()} == {"light", "sat", "open"}
+    summary = point["summary"]
+    assert summary["ledger_ok"]
+    assert summary["committed_tps"] > 0
+    assert summary["light_latency_ms"]["p50"] > 0
+    assert summary["replica_cpu_per_1000"] > 0
+    assert summary["bytes_per_tx"] > 0
+    assert summary["peak_memory_mb"] > 0
+    assert doc["ed25519"]["verify_per_s"] > 0
+    report = (out / "report.md").read_text("utf-8")
+    assert "## Headline" in report and "## Checks" in report
+    assert (out / "throughput_latency.png").stat().st_size > 0
+    if protocol == "raft":
+        assert doc["baselines"]["pysyncobj"]["throughput"]["succeeded"] > 0
+        assert "etcd" in report
+    # The cluster directories are removed afterwards; no replica is left running.
+    assert not list(tmp_path.glob("bft-cluster-bench-*"))
