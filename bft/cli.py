@@ -516,18 +516,17 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run ``bench.cluster_bench``, which lives in the source checkout, not in the package."""
+    """Run the checkout's ``bench/cluster_bench.py`` (bench/ is not part of the package)."""
+    import subprocess
+
     root = Path(__file__).resolve().parents[1]
-    if (root / "bench" / "cluster_bench.py").is_file() and str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    try:
-        from bench.cluster_bench import main as bench_main
-    except ImportError:
+    if not (root / "bench" / "cluster_bench.py").is_file():
         raise CliError(
             "bft bench runs from a source checkout (bench/ is not installed with the package): "
             "clone the repository, pip install -e '.[bench]' there and run it from that directory"
-        ) from None
-    return bench_main(args.bench_args)
+        )
+    command = [sys.executable, "-m", "bench.cluster_bench", *args.bench_args]
+    return subprocess.call(command, cwd=root)
 
 
 # ---------------------------------------------------------------------------------- parser
