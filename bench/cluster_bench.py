@@ -605,6 +605,35 @@ def ed25519_verify_rate(seconds: float) -> dict[str, float]:
     return {"verify_per_s": round(count / elapsed, 1), "sign_us": round(sign_s * 1e6, 2)}
 
 
+def fsync_latency(directory: Path, count: int = 200) -> dict[str, float]:
+    """Milliseconds to fsync a 4 KiB append in ``directory`` (p50, p99), measured now: the
+    floor under every commit, since a replica fsyncs its votes and its ledger."""
+    path = directory / "fsync-probe"
+    times: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(count):
+            os.write(fd, b"x" * 4096)
+            started = time.perf_counter()
+            os.fsync(fd)
+            times.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        path.unlink()
+    times.sort()
+    return {
+        "p50_ms": round(times[len(times) // 2] * 1e3, 3),
+        "p99_ms": round(times[min(len(times) - 1, len(times) * 99 // 100)] * 1e3, 3),
+    }
+
+
+def load_average() -> list[float]:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return []
+
+
 def run_pysyncobj(
     count: int,
     light_count: int,
@@ -802,8 +831,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             def step(text: str) -> None:
                 progress.update(task, description=text, advance=1)
 
-            step("measuring Ed25519 verification")
+            step("measuring Ed25519 verification and fsync")
+            doc["load_average_start"] = load_average()
             doc["ed25519"] = ed25519_verify_rate(profile.verify_seconds)
+            doc["fsync"] = fsync_latency(workdir, 50 if profile.name == "quick" else 300)
             for index, point in enumerate(points):
                 result = run_point(point, profile, workdir, index, step)
                 doc["points"].append(result)
@@ -842,6 +873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             console.print(f"cluster directories kept in {workdir}")
     doc["elapsed_s"] = round(time.perf_counter() - started, 1)
+    doc["load_average_end"] = load_average()
     written = write_outputs(doc, out, plots=not args.no_plots)
     for path in written:
         console.print(f"wrote {path}")

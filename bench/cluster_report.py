@@ -246,6 +246,16 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
     add(f"Profile **{profile['name']}**, run {doc.get('started', '?')}, took {elapsed:.0f} s.")
     add("")
     add(f"- machine: {m['cpu']}, **{m['cores']} cores**, {m['os']}")
+    fsync, ed = doc.get("fsync"), doc.get("ed25519")
+    if fsync and ed:
+        add(
+            f"- measured in this run: fsync of a 4 KiB append p50 {fsync['p50_ms']:.2f} ms, "
+            f"p99 {fsync['p99_ms']:.2f} ms; Ed25519 {ed['verify_per_s']:,.0f} verifications/s "
+            f"on one core, {ed['sign_us']:.1f} us per signature"
+        )
+    loads = [doc.get("load_average_start"), doc.get("load_average_end")]
+    if all(loads):
+        add(f"- load average (1 min) {loads[0][0]:.1f} at the start, {loads[1][0]:.1f} at the end")
     source = doc.get("source")
     if source:
         modified = " with local modifications" if source.get("modified") else ""
