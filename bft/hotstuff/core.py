@@ -64,7 +64,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bft.core.base import CoreBase
 from bft.core.errors import LocalMisuse, SafetyViolation
@@ -196,7 +196,7 @@ class HotStuffCore(CoreBase):
         self.ledger_fetch: tuple[int, int] | None = None
         self.last_status_to: dict[int, int] = {}
 
-        self.evidence: deque[tuple[Proposal, Proposal]] = deque(maxlen=cfg.evidence_kept)
+        self.evidence: deque[tuple[Record, Record]] = deque(maxlen=cfg.evidence_kept)
         self.evidence_total = 0
         self._inbox: deque[Record] = deque()
         self._appended = 0
@@ -735,9 +735,25 @@ class HotStuffCore(CoreBase):
         per_view = self.votes.setdefault(view, {})
         key = (vote.height, vote.block_hash)
         tally = per_view.setdefault(key, {})
-        if sender in tally or any(sender in t for t in per_view.values()):
+        if sender in tally:
             return
         statement = self.st.vote_digest(view, vote.height, vote.block_hash)
+        other = next((k for k, t in per_view.items() if sender in t), None)
+        if other is not None:
+            # A second vote of this view for another block: evidence if validly signed.
+            if sender != self.replica and self.sig_ok(sender, statement, vote.signature):
+                height, block_hash = other
+                first = Vote(
+                    view=view,
+                    height=height,
+                    block_hash=block_hash,
+                    signature=per_view[other][sender],
+                    commits=(),
+                )
+                self.evidence.append((first, replace(vote, commits=())))
+                self.evidence_total += 1
+                self.reject(sender, vote, "equivocation: two votes for one view")
+            return
         if sender != self.replica and not self.sig_ok(sender, statement, vote.signature):
             self.reject(sender, vote, "bad vote signature")
             return

@@ -175,6 +175,9 @@ class PbftCore(CoreBase):
         self.propose_due = False
         self.evidence: deque[tuple[Record, Record]] = deque(maxlen=cfg.evidence_kept)
         self.evidence_total = 0
+        # (kind, view, seq, sender) -> the digest its first vote named: a second vote for
+        # another digest is equivocation. Collected with the slots (stable checkpoints, views).
+        self.vote_digests: dict[tuple[str, int, int, int], bytes] = {}
         if self.view > 0:
             # Restarted in a view whose NEW-VIEW we may not have: ask to join it again; any
             # replica already in it answers with that NEW-VIEW.
@@ -427,6 +430,7 @@ class PbftCore(CoreBase):
         ):
             self.reject(sender, msg, "bad prepare signature")
             return
+        self.note_vote("prepare", sender, msg, self.prepares)
         self.prepares.add((msg.view, msg.seq, msg.digest), sender, msg.signature)
         slot = self.slots.get(msg.seq)
         if slot is not None:
@@ -466,6 +470,7 @@ class PbftCore(CoreBase):
         ):
             self.reject(sender, msg, "bad commit signature")
             return
+        self.note_vote("commit", sender, msg, self.commits)
         self.commits.add((msg.view, msg.seq, msg.digest), sender, msg.signature)
         slot = self.slots.get(msg.seq)
         if slot is not None:
@@ -628,6 +633,8 @@ class PbftCore(CoreBase):
         for tally in (self.prepares, self.commits):
             for key in [k for k in tally.tallied() if k[1] <= height]:
                 tally.discard(key)
+        for vote in [k for k in self.vote_digests if k[2] <= height]:
+            del self.vote_digests[vote]
         self.durable.forget_below(height)
         self.persist_snapshot(self.durable.snapshot(height))
         if self.is_primary:
@@ -891,6 +898,8 @@ class PbftCore(CoreBase):
 
     def install_new_view(self, nv: NewView) -> None:
         self.in_view_change = False
+        for vote in [k for k in self.vote_digests if k[1] < self.view]:
+            del self.vote_digests[vote]
         self.durable.view = self.view
         self.persist(ViewRecord(view=self.view))
         self.last_new_view = nv
@@ -918,6 +927,28 @@ class PbftCore(CoreBase):
             self.check_prepared(slot)
         if self.is_primary:
             self.maybe_propose()
+
+    def note_vote(
+        self,
+        kind: str,
+        sender: int,
+        msg: Prepare | Commit,
+        tally: VoteTally[tuple[int, int, bytes], bytes],
+    ) -> None:
+        """Keep the evidence when this validly signed vote is ``sender``'s second of its view
+        and sequence number, for another digest. The vote still counts for its digest: a
+        Byzantine replica can vote both ways to different peers anyway, and quorums of 2f+1
+        intersect in an honest replica whatever it does."""
+        key = (kind, msg.view, msg.seq, sender)
+        known = self.vote_digests.setdefault(key, msg.digest)
+        if known == msg.digest:
+            return
+        signature = tally.votes((msg.view, msg.seq, known)).get(sender)
+        if signature is not None and sender not in tally.voters((msg.view, msg.seq, msg.digest)):
+            first = type(msg)(view=msg.view, seq=msg.seq, digest=known, signature=signature)
+            self.evidence.append((first, msg))
+            self.evidence_total += 1
+            self.rejections.record(sender, kind, f"equivocation: two {kind}s for one slot")
 
     def record_equivocation(self, first: Record, second: Record) -> None:
         self.evidence.append((first, second))

@@ -522,3 +522,26 @@ def test_forged_commit_votes_make_no_certificate() -> None:
         0, Vote(view=9, height=1, block_hash=h, signature=b"\x00" * 64, commits=(commit_vote(0),))
     )
     assert [b.height for b in d.committed] == [1]
+
+
+def test_two_votes_of_one_voter_in_a_view_count_once_and_are_evidence() -> None:
+    d = driver(replica=leader(2))  # the next leader of view 1 collects its votes
+    other = block_on(GENESIS, 1, txs=[tx(9)])
+
+    def vote(block: object, key: int) -> Vote:
+        h = block.header  # type: ignore[attr-defined]
+        sig = KEYS[key].sign_digest(ST.vote_digest(1, h.height, h.hash()))
+        return Vote(view=1, height=h.height, block_hash=h.hash(), signature=sig, commits=())
+
+    d.step(0, vote(B1, 0))
+    d.step(0, vote(other, 0))  # replica 0 votes again in view 1, for another block
+    d.step(3, vote(other, 3))
+    d.step(1, vote(other, 1))
+    # Replica 0's second vote is not counted: two honest votes for `other` make no QC.
+    assert not d.sent(Proposal)
+    assert d.core.rejections.count("equivocation: two votes for one view") == 1
+    first, second = d.core.evidence[-1]
+    assert (first.block_hash, second.block_hash) == (B1.header.hash(), other.header.hash())
+    from bft.hotstuff import SPEC
+
+    assert "replica 0 signed two votes for view 1" in SPEC.evidence(first, second, COMMITTEE, 0)  # type: ignore[misc]

@@ -713,3 +713,21 @@ def test_a_restarted_primary_does_not_reuse_a_sequence_it_proposed_at_before() -
     assert c.cores[1].durable.votes.get(("pre-prepare", 1, seq)) is not None
     assert max(c.cores[i].view for i in (1, 2, 3)) >= 2
     assert min(c.heights()[1:]) > start
+
+
+def test_a_backup_voting_twice_in_one_slot_is_evidence() -> None:
+    c = Cluster(4)
+    a, b = c.preprepare(0, 1, TX), c.preprepare(0, 1, TX2)
+    core = c.cores[1]
+    core.step(0, a)
+    drain(core)
+    da, db = a.proposal.digest(), b.proposal.digest()
+    core.step(2, c.prepare(2, 0, 1, db))  # replica 2 prepares what it was shown...
+    core.step(2, c.prepare(2, 0, 1, da))  # ...and then the other digest as well
+    core.step(2, c.prepare(2, 0, 1, da))  # (a retransmission is no new evidence)
+    core.step(3, c.commit(3, 0, 1, da))
+    core.step(3, c.commit(3, 0, 1, db))
+    assert core.rejections.count("equivocation: two prepares") == 1
+    assert core.rejections.count("equivocation: two commits") == 1
+    kinds = [(type(x).__name__, x.digest, y.digest) for x, y in core.evidence]
+    assert kinds == [("Prepare", db, da), ("Commit", da, db)]
