@@ -51,6 +51,7 @@ from bft.client.protocol import (
     Subscribe,
 )
 from bft.core.admission import AdmissionPolicy, VerifiedCache, check_transactions, verify_signatures
+from bft.core.errors import LocalMisuse
 from bft.core.evidence import Evidence, EvidenceError, find_signer
 from bft.core.interface import CoreContext, LedgerState, serve_block_request
 from bft.core.messages import BlockRequest, BlockResponse
@@ -380,6 +381,11 @@ class Replica:
         elif kind == "tick":
             self._tick_pending = False
             core.tick()
+        elif kind == "transfer":
+            try:
+                core.transfer_leadership(event[1])
+            except LocalMisuse as exc:  # leadership moved on since the request was checked
+                log.warning("replica %d: no leadership transfer: %s", self.replica, exc)
 
     async def _carry_out(self) -> None:
         core = self.core
@@ -707,6 +713,19 @@ class Replica:
                         outbound=args.get("outbound", True),
                         inbound=args.get("inbound", False),
                     )
+            elif command == "transfer":
+                target = int(args["to"])
+                if not hasattr(self.core, "transfer_leadership"):
+                    raise ValueError(f"{self.config.protocol} has no leadership transfer")
+                if not 0 <= target < self.committee.n:
+                    raise ValueError(f"no replica {target} in a committee of {self.committee.n}")
+                leader = self.core.status().leader
+                if leader != self.replica:
+                    raise ValueError(f"replica {self.replica} does not lead (leader: {leader})")
+                try:
+                    self._inbox.send_nowait(("transfer", target))
+                except trio.WouldBlock:
+                    raise ValueError("the replica is overloaded; try again") from None
             elif command == "byzantine":
                 mode = args.get("mode", "")
                 if mode not in ("", *BYZANTINE_MODES):

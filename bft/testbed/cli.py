@@ -233,6 +233,52 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if not view.verdict.startswith("NO QUORUM") else EXIT_INVALID
 
 
+# ---------------------------------------------------------------------------------- transfer
+
+
+@_user_errors
+def cmd_transfer(args: argparse.Namespace) -> int:
+    import time
+
+    import trio
+
+    from bft.client import open_client
+
+    bed = _testbed(args)
+    target = args.to
+    if not 0 <= target < bed.n:
+        raise CliError(f"no replica {target}: the cluster has replicas 0..{bed.n - 1}")
+
+    async def transfer() -> str:
+        view = await bed.view(timeout=2.0)
+        leader = view.leader
+        if leader is None:
+            raise CliError("no leader to transfer from (bft status shows why)")
+        if leader == target:
+            return f"replica {target} already leads"
+        began = time.monotonic()
+        async with open_client(bed.client_config(admin=True), wait=0) as client:
+            reply = await client.control(leader, "transfer", {"to": target}, timeout=5.0)
+        if reply is None:
+            raise CliError(f"replica {leader} (the leader) did not answer")
+        if not reply.ok:
+            raise CliError(f"replica {leader}: {reply.detail}")
+        with trio.move_on_after(args.timeout):
+            while True:
+                view = await bed.view(timeout=1.0)
+                if view.leader == target and view.leader_votes * 2 > bed.n:
+                    took = (time.monotonic() - began) * 1000
+                    return f"leadership moved from replica {leader} to {target} in {took:.0f} ms"
+                await trio.sleep(0.05)
+        raise CliError(
+            f"replica {target} did not take over within {args.timeout:g} s "
+            f"(leader now: {view.leader}); the old leader carries on"
+        )
+
+    print(_run(transfer))
+    return 0
+
+
 # ---------------------------------------------------------------------------------- load
 
 
@@ -583,6 +629,14 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--detach", action="store_true", help="return once every replica answers")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the replicas")
     p.set_defaults(func=cmd_up)
+
+    p = tsub.add_parser(
+        "transfer", help="hand leadership to another replica, for maintenance (raft)"
+    )
+    p.add_argument("--dir", required=True)
+    p.add_argument("--to", type=int, required=True, help="the replica to lead")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for it")
+    p.set_defaults(func=cmd_transfer)
 
     p = tsub.add_parser("down", help="stop the replica processes (SIGTERM, then SIGKILL)")
     p.add_argument("--dir", required=True)
