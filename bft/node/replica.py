@@ -217,6 +217,8 @@ class Replica:
         self._tick_pending = False
         self.started = time.monotonic()
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
+        self._recent_latency: deque[tuple[float, float]] = deque(maxlen=256)
+        """(when, seconds): one commit latency sample per reply frame, for ``status``."""
         self._disk = trio.CapacityLimiter(1)
         self.store: LedgerStore | None = None
         self.wal: ProtocolLog | None = None
@@ -612,6 +614,8 @@ class Replica:
             number, admitted_at = route
             if latency is not None:
                 latency.observe(now - admitted_at)
+            if (number, reply.height) not in grouped:
+                self._recent_latency.append((now, now - admitted_at))
             if number not in self.sessions:
                 continue
             if reply.error:
@@ -854,6 +858,12 @@ class Replica:
     def log_lines_suppressed(self) -> int:
         return self.log_limiter.dropped_total if self.log_limiter is not None else 0
 
+    def recent_latency_ms(self) -> float | None:
+        """Median commit latency (admission here to reply) over the last 5 s, if any."""
+        since = time.monotonic() - 5.0
+        samples = sorted(s for t, s in self._recent_latency if t >= since)
+        return round(samples[len(samples) // 2] * 1000, 1) if samples else None
+
     def tx_rate(self) -> float:
         if len(self._rate) < 2:
             return 0.0
@@ -872,6 +882,7 @@ class Replica:
             "leader": core.leader if core else None,
             "height": store.height if store else 0,
             "tx_per_s": round(self.tx_rate(), 1),
+            "commit_ms_p50": self.recent_latency_ms(),
             "mempool": core.pending if core else 0,
             "inbox": self._inbox.statistics().current_buffer_used if hasattr(self, "_inbox") else 0,
             "peers_connected": sum(1 for link in self.links.links.values() if link.connected)
