@@ -253,8 +253,11 @@ async def test_hostile_clients_bad_identities_and_stalls_are_dropped_and_the_clu
             slow = {name: t for name, t in timings.items() if t is None}
             assert not slow, f"not dropped within budget: {sorted(slow)}; timings {timings}"
             assert target.client_acceptor.stats["closed_bad_input"] >= len(HOSTILE_FRAMES)
-            assert target.peer_acceptor.stats["rejected_handshake"] >= 3
-            assert target.peer_acceptor.stats["rejected_timeout"] >= 1
+            peer = target.peer_acceptor.stats
+            # A refused certificate is a handshake rejection, or a broken TLS handshake when
+            # the dialler gave up first: counted either way, never accepted.
+            assert peer["rejected_handshake"] + peer["closed_broken"] >= 3, peer
+            assert peer["rejected_timeout"] >= 1, peer
             acknowledged += await commit(config, b"after")
             assert target.status()["height"] >= 3
             nursery.cancel_scope.cancel()

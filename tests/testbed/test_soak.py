@@ -10,6 +10,7 @@ drop 5 % of one replica's messages; finally kill -9 *every* replica mid-load and
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -93,3 +94,59 @@ async def test_load_through_a_sequence_of_faults(tmp_path: Path, protocol: str) 
     report = verify_cluster(bed.cluster, [r.txid for r in result.receipts])
     assert report.ok, report.problems
     assert report.identical, report.heights
+
+
+SOAK_SECONDS = float(os.environ.get("BFT_SOAK_SECONDS", "1800"))
+INTERVAL = max(10.0, SOAK_SECONDS / 30)
+
+
+def _rss_mb(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("protocol", available())
+async def test_half_of_peak_load_holds_steady(tmp_path: Path, protocol: str) -> None:
+    """``BFT_SOAK_SECONDS`` (default 1800) at half the peak a closed loop finds: replica memory
+    flat, latency stable, no errors. Prints one line per interval (docs/reliability.md)."""
+    n = 3 if protocol == "raft" else 4
+    init_cluster(tmp_path / "cluster", protocol=protocol, n=n)
+    bed = Testbed(tmp_path / "cluster")
+    bed.start()
+    rows: list[tuple[float, list[float], float, float, int]] = []
+    try:
+        with trio.fail_after(SOAK_SECONDS + 300):
+            await bed.wait_ready()
+            async with open_client(bed.client_config(timeout=60)) as client:
+                peak = LoadResult(10**9)
+                with trio.move_on_after(15):
+                    await drive(client, count=10**9, window=1000, result=peak)
+                rate = peak.tx_per_s / 2
+                print(f"{protocol}: peak {peak.tx_per_s:.0f} tx/s; soaking at {rate:.0f} tx/s")
+                elapsed = 0.0
+                while elapsed < SOAK_SECONDS:
+                    part = await drive(client, count=int(rate * INTERVAL), rate=rate)
+                    elapsed += part.seconds
+                    rss = [_rss_mb(bed.processes.pid(r)) for r in range(n)]
+                    errors = part.refused + part.indeterminate
+                    rows.append((elapsed, rss, part.percentile(50), part.percentile(99), errors))
+                    print(
+                        f"{protocol} {elapsed:7.0f} s  {part.tx_per_s:7.0f} tx/s  "
+                        f"p50 {part.percentile(50):6.1f} ms  p99 {part.percentile(99):6.1f} ms  "
+                        f"errors {errors}  RSS MB {' '.join(f'{m:.0f}' for m in rss)}"
+                    )
+            await bed.wait_converged(60)
+    finally:
+        outcome = await trio.to_thread.run_sync(bed.stop)
+    assert set(outcome.values()) == {"exited"}, outcome
+    assert sum(r[4] for r in rows) == 0, rows
+    first, last = rows[0], rows[-1]
+    assert all(b < a * 1.5 + 30 for a, b in zip(first[1], last[1], strict=True)), (first, last)
+    assert last[3] < max(3 * first[3], first[3] + 200), (first, last)
+    report = verify_cluster(bed.cluster)
+    assert report.ok and report.identical, (report.problems, report.heights)
