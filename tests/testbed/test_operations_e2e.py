@@ -6,6 +6,7 @@ view and height, with one ``evidence`` line; the Prometheus endpoint of a real p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -149,3 +150,40 @@ async def test_a_twin_leaves_verifiable_evidence_and_the_cluster_goes_on(
     assert all(d["replica"] == witness for d in docs)
     events = {d.get("event") for d in docs}
     assert {"recovered", "serving", "evidence", "shutdown"} <= events, events
+
+
+async def test_a_flood_of_bad_connections_does_not_flood_the_log(tmp_path: Path) -> None:
+    """Hostile input is counted, and logged at most ``burst`` lines per reason and window."""
+    directory = tmp_path / "cluster"
+    init_cluster(directory, protocol="pbft", n=4, plaintext=True)
+    path = directory / "replica-0.toml"
+    path.write_text(path.read_text() + "\n[log]\nburst = 5\nwindow_s = 1.0\n")
+    bed = Testbed(directory)
+    bed.start([0])  # alone: it cannot commit, but it serves its ports
+    port = bed.cluster.clients[0][1]
+
+    async def garbage() -> None:
+        with trio.move_on_after(5):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(b"\x00\x00\x00\x08not-a-hello-at-all")
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.receive_some(1024)
+
+    try:
+        with trio.fail_after(60):
+            await bed.wait_ready([0])
+            for _ in range(4):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(50):
+                        nursery.start_soon(garbage)
+            await trio.sleep(1.2)
+            await garbage()  # the first line of a new window says what was dropped
+            statuses = await bed.statuses(timeout=5.0)
+    finally:
+        await trio.to_thread.run_sync(bed.stop)
+    log = (directory / "data" / "replica-0.log").read_text()
+    refused = [line for line in log.splitlines() if "client connection closed" in line]
+    assert 6 <= len(refused) <= 15, len(refused)  # 200 bad connections, a handful of lines
+    assert "more like this suppressed" in log
+    assert statuses[0] is not None  # and it still answers
