@@ -71,6 +71,14 @@ def fmt(value: float | None, spec: str = ",.0f", unit: str = "") -> str:
     return f"{value:{spec}}{unit}"
 
 
+def spread(values: Sequence[float | None] | None) -> str:
+    """``"4,980-5,310"``: the lowest and highest of repeated runs."""
+    runs = [v for v in values or () if v is not None]
+    if len(runs) < 2:
+        return "-"
+    return f"{min(runs):,.0f}-{max(runs):,.0f}"
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or not b:
         return None
@@ -302,6 +310,7 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
                     proto,
                     n,
                     fmt(s.get("committed_tps")),
+                    spread(s.get("sat_runs_tps")),
                     fmt(lat.get("p50"), ".2f"),
                     fmt(lat.get("p95"), ".2f"),
                     fmt(lat.get("p99"), ".2f"),
@@ -322,6 +331,7 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
             "protocol",
             "n",
             "committed tx/s",
+            "runs (min-max)",
             "light p50 ms",
             "p95",
             "p99",
@@ -341,7 +351,9 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
     add("")
     add(
         "*committed tx/s*: transactions of the closed-loop phase found in the ledger, divided by "
-        "the time to the last acknowledgement. *light*: one request outstanding. *loaded p50*: "
+        "the time to the last acknowledgement; the median of the repeated closed-loop runs "
+        "(*runs*), whose other figures (CPU, bytes, messages) are shown. *light*: one "
+        "request outstanding. *loaded p50*: "
         "commit latency at the closed-loop window (window / throughput). *CPU*: user+system "
         "seconds of all replica processes, and of the load process, per 1,000 committed "
         "transactions (from /proc). *peer bytes/tx*: bytes all replicas sent to each other "
