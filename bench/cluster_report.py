@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -810,6 +811,25 @@ def write_outputs(doc: Doc, out: Path, *, plots: bool = True) -> list[Path]:
     return [*written, *images, report]
 
 
+START, END = "<!-- cluster-report:start -->", "<!-- cluster-report:end -->"
+
+
+def embed(doc: Doc, page: Path, out: Path, images: Sequence[str]) -> None:
+    """Replace the report between the markers in ``page`` (a Markdown page that links the plots
+    in ``out``) with this run's report."""
+    text = page.read_text("utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"{page}: no {START} ... {END} markers to put the report between")
+    prefix = os.path.relpath(out, page.parent).replace(os.sep, "/") + "/"
+    body = "".join(
+        "#" + line if line.startswith("## ") else line
+        for line in render_markdown(doc, prefix, images).splitlines(keepends=True)
+    )  # one level below the page's own sections
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    page.write_text(f"{head}{START}\n{body}{END}{tail}", "utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description="rebuild the cluster benchmark's report from results.json"
@@ -817,13 +837,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("results", help="a results.json written by bench.cluster_bench")
     p.add_argument("--out", help="where to write (default: beside results.json)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--embed",
+        metavar="PAGE",
+        help=f"also put the report into PAGE between the lines {START} and {END}",
+    )
     args = p.parse_args(argv)
     source = Path(args.results)
     doc = json.loads(source.read_text("utf-8"))
-    for path in write_outputs(
-        doc, Path(args.out) if args.out else source.parent, plots=not args.no_plots
-    ):
+    out = Path(args.out) if args.out else source.parent
+    written = write_outputs(doc, out, plots=not args.no_plots)
+    for path in written:
         print(f"wrote {path}")
+    if args.embed:
+        embed(doc, Path(args.embed), out, [p.name for p in written if p.suffix == ".png"])
+        print(f"updated {args.embed}")
     return 0
 
 
