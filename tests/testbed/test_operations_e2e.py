@@ -7,9 +7,9 @@ view and height, with one ``evidence`` line; the Prometheus endpoint of a real p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +18,8 @@ import pytest
 import trio
 
 from bft.client import open_client
+from bft.core.evidence import Evidence
+from bft.protocols import spec as protocol_spec
 from bft.testbed import LoadResult, Testbed, drive, init_cluster, verify_cluster
 
 from .helpers import describe, wait_until
@@ -132,10 +134,12 @@ async def test_a_twin_leaves_verifiable_evidence_and_the_cluster_goes_on(
     committee = str(directory / "keys" / "committee.toml")
     assert bft("evidence", "verify", str(files[0]), "--committee", committee).returncode == 0
     doctored = tmp_path / "doctored.evidence"
-    shutil.copy(files[0], doctored)
-    raw = bytearray(doctored.read_bytes())
-    raw[-5] ^= 0x01  # inside the second message's signature
-    doctored.write_bytes(bytes(raw))
+    evidence = Evidence.decode(files[0].read_bytes())
+    messages = protocol_spec(protocol).messages
+    second = messages.decode(evidence.second)
+    bad = bytes([second.signature[0] ^ 1]) + second.signature[1:]  # type: ignore[attr-defined]
+    forged = dataclasses.replace(second, signature=bad)  # type: ignore[type-var]
+    doctored.write_bytes(dataclasses.replace(evidence, second=forged.encode()).encode())
     refused = bft("evidence", "verify", str(doctored), "--committee", committee)
     assert refused.returncode == 1 and "INVALID" in refused.stdout, refused.stdout
 
