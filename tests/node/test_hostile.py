@@ -254,9 +254,11 @@ async def test_hostile_clients_bad_identities_and_stalls_are_dropped_and_the_clu
             assert not slow, f"not dropped within budget: {sorted(slow)}; timings {timings}"
             assert target.client_acceptor.stats["closed_bad_input"] >= len(HOSTILE_FRAMES)
             peer = target.peer_acceptor.stats
-            # A refused certificate is a handshake rejection, or a broken TLS handshake when
-            # the dialler gave up first: counted either way, never accepted.
-            assert peer["rejected_handshake"] + peer["closed_broken"] >= 3, peer
+            # Three bad identities and one stalled handshake: a refused certificate counts as a
+            # handshake rejection, or as a broken or timed-out handshake when the dialler gave
+            # up first (on a busy machine); counted either way, never accepted.
+            refused = peer["rejected_handshake"] + peer["closed_broken"] + peer["rejected_timeout"]
+            assert refused >= 4, peer
             assert peer["rejected_timeout"] >= 1, peer
             acknowledged += await commit(config, b"after")
             assert target.status()["height"] >= 3
