@@ -60,10 +60,23 @@ from crypto.committee import PROTOCOLS
 
 KNOWN_KEYS: dict[str, frozenset[str] | None] = {
     "replica": frozenset({"id", "protocol", "committee", "key", "data_dir", "byzantine"}),
-    "network": frozenset({"listen", "client_listen", "plaintext", "tls_ca", "tls_cert", "tls_key"}),
+    "network": frozenset(
+        {
+            "listen",
+            "client_listen",
+            "plaintext",
+            "tls_ca",
+            "tls_cert",
+            "tls_key",
+            "handshake_timeout_s",
+            "idle_timeout_s",
+        }
+    ),
     "peers": None,  # replica ids, checked one by one
     "timing": frozenset({"tick_ms"}),
-    "limits": frozenset({"max_tx_bytes", "require_client_signatures", "max_frame"}),
+    "limits": frozenset(
+        {"max_tx_bytes", "require_client_signatures", "max_frame", "client_refusals_per_s"}
+    ),
     "admin": frozenset({"keys"}),
     "log": frozenset({"format", "level", "burst", "window_s"}),
     "metrics": frozenset({"listen"}),
@@ -113,6 +126,11 @@ class ReplicaConfig:
     protocol_options: dict[str, Any] = field(default_factory=dict)
     byzantine: str = ""
     """Test and testbed only: one of :data:`BYZANTINE_MODES`, or "" (honest)."""
+    handshake_timeout_s: float = 5.0
+    idle_timeout_s: float = 30.0
+    client_refusals_per_s: float = 200.0
+    """Refused transactions a client connection may cause per second before the replica stops
+    reading from it for a while (0: no limit)."""
     log_format: str = "text"
     log_level: str = "info"
     log_burst: int = 20
@@ -291,6 +309,33 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
                 if v in ("", *BYZANTINE_MODES)
                 else f"must be one of {', '.join(BYZANTINE_MODES)}"
             ),
+        ),
+        handshake_timeout_s=float(
+            r.get(
+                "network",
+                "handshake_timeout_s",
+                float,
+                5.0,
+                check=lambda v: "" if 0.1 <= v <= 600 else "must be 0.1..600",
+            )
+        ),
+        idle_timeout_s=float(
+            r.get(
+                "network",
+                "idle_timeout_s",
+                float,
+                30.0,
+                check=lambda v: "" if 1 <= v <= 86_400 else "must be 1..86400",
+            )
+        ),
+        client_refusals_per_s=float(
+            r.get(
+                "limits",
+                "client_refusals_per_s",
+                float,
+                200.0,
+                check=lambda v: "" if 0 <= v <= 1e9 else "must be 0 or more",
+            )
         ),
         log_format=r.get(
             "log",

@@ -108,6 +108,16 @@ class ClientSession:
         self.dropped = 0
         self.subscribed_from: int | None = None
         self.closed = False
+        self._credit: float | None = None
+        self._credit_at = 0.0
+
+    def charge(self, refused: int, rate: float, now: float) -> float:
+        """Take ``refused`` from this connection's allowance (``rate`` per second, a second's
+        worth at most); return how long to stop reading from it (0 while within the limit)."""
+        credit = rate if self._credit is None else self._credit
+        credit = min(rate, credit + (now - self._credit_at) * rate) - refused
+        self._credit, self._credit_at = credit, now
+        return min(2.0, -credit / rate) if credit < 0 else 0.0
 
     def send(self, record: Record) -> None:
         if self.closed:
@@ -180,7 +190,11 @@ class Replica:
                 server_tls, client_tls = server_context(files), client_context(files)
             except TlsError as exc:
                 raise ReplicaError(str(exc)) from None
-        self.network_config = NetworkConfig(max_frame=config.max_frame)
+        self.network_config = NetworkConfig(
+            max_frame=config.max_frame,
+            handshake_timeout=config.handshake_timeout_s,
+            idle_timeout=config.idle_timeout_s,
+        )
         self.endpoint = Endpoint(
             self.committee, config.protocol, server_tls, client_tls, self.network_config
         )
@@ -588,6 +602,18 @@ class Replica:
             self.stats["client_txs_refused"] += len(refused)
             if items:
                 session.send(Refused(items=tuple(items)))
+            rate = self.config.client_refusals_per_s
+            pause = session.charge(len(refused), rate, time.monotonic()) if rate > 0 else 0.0
+            if pause > 0:
+                # Reading nothing more from this connection for a while slows its sender over
+                # TCP; honest clients, whose requests are rarely refused, keep their share.
+                self.stats["client_throttled"] += 1
+                log.warning(
+                    "replica %d: client connection %d exceeds %g refused transactions/s; "
+                    "not reading from it for %.2f s",
+                    self.replica, session.number, rate, pause, extra=log_event("rejected"),
+                )  # fmt: skip
+                await trio.sleep(pause)
         if not admitted:
             return
         routes = self._routes

@@ -240,3 +240,29 @@ async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
             assert sum(latencies) >= 400
             assert (await trio.to_thread.run_sync(scrape, port, "/nothing"))[0] == 404
             nursery.cancel_scope.cancel()
+
+
+def test_a_connection_whose_requests_are_refused_is_read_more_slowly() -> None:
+    from bft.node.replica import ClientSession
+
+    session = ClientSession(1, None, None)  # type: ignore[arg-type]
+    assert session.charge(150, 200.0, now=10.0) == 0.0  # within a second's allowance
+    assert session.charge(100, 200.0, now=10.0) == pytest.approx(0.25)  # 50 over: 50/200 s
+    assert session.charge(0, 200.0, now=10.5) == 0.0  # half a second refills 100
+    assert session.charge(10_000, 200.0, now=11.0) == 2.0  # a pause is capped
+
+
+def test_network_timeouts_and_client_limits_are_configurable(cluster_dir: Path) -> None:
+    path = cluster_dir / "timeouts.toml"
+    text = (cluster_dir / "replica-0.toml").read_text()
+    text = text.replace(
+        "[network]\n", "[network]\nhandshake_timeout_s = 2.5\nidle_timeout_s = 60\n"
+    )
+    text = text.replace("[limits]\n", "[limits]\nclient_refusals_per_s = 0\n")
+    path.write_text(text)
+    config = load_replica_config(path)
+    assert (config.handshake_timeout_s, config.idle_timeout_s) == (2.5, 60.0)
+    assert config.client_refusals_per_s == 0
+    path.write_text(text.replace("idle_timeout_s = 60", "idle_timeout_s = 0"))
+    with pytest.raises(ConfigError, match=r"\[network.idle_timeout_s\]"):
+        load_replica_config(path)
