@@ -64,7 +64,9 @@ def test_a_detached_testbed_through_the_cli(
     last = max(heights + [r["height"] for r in receipts])
     code, out, err = run(capsys, "tail", "--dir", d, "--from", "1", "--count", str(last))
     assert code == 0, err
-    assert [line.split()[1] for line in out.strip().splitlines()] == [str(h) for h in range(1, last + 1)]
+    assert [line.split()[1] for line in out.strip().splitlines()] == [
+        str(h) for h in range(1, last + 1)
+    ]
     code, out, _ = run(capsys, "tail", "--dir", d, "--from", str(last), "--count", "1", "--json")
     assert json.loads(out)["height"] == last and json.loads(out)["signers"]
 
