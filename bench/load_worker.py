@@ -69,6 +69,12 @@ class Tally:
     first_half_us: list[int] = dataclasses.field(default_factory=list)
     second_half_us: list[int] = dataclasses.field(default_factory=list)
     t_mid: float = 0.0
+    steady_from: float = 0.0
+    steady_to: float = 0.0
+    acked_steady: int = 0
+    """Acknowledgements between ``steady_from`` (a quarter into the run) and the end of the
+    run: once the first transactions have made it through, the rate at which a cluster that
+    keeps up commits equals the offered rate, whatever its latency."""
     """Transactions due before this are in the run's first half: a cluster that does not keep
     up with an open-loop rate shows a second half slower than the first (its queue grows)."""
     errors: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -116,6 +122,8 @@ async def _submit(client: Client, payload: bytes, due: float, t_end: float, tall
     now = trio.current_time()
     tally.acked_total += 1
     tally.last_ack = max(tally.last_ack, now)
+    if tally.steady_from <= now <= tally.steady_to:
+        tally.acked_steady += 1
     if now <= t_end:
         tally.acked_in_window += 1
     latency = round((now - due) * 1e6)
@@ -157,6 +165,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = trio.current_time()
         t_end = t0 + args.duration
         tally.t_mid = t0 + args.duration / 2
+        tally.steady_from, tally.steady_to = t0 + args.duration / 4, t_end
         cpu_window = 0.0
         async with trio.open_nursery() as outer:
 
@@ -218,6 +227,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "inflight_at_end": tally.inflight_at_end,
         "duration": args.duration,
         "last_ack_s": round(tally.last_ack - t0, 4) if tally.acked_total else None,
+        "steady_tps": round(tally.acked_steady / (0.75 * args.duration), 1),
         "wall": round(time.perf_counter() - wall0, 3),
         "cpu_window_s": round(cpu_window, 4),
         "latency_ms": percentiles(tally.latencies_us),
