@@ -25,6 +25,7 @@ Peers that fall behind ask for blocks (``BlockRequest``); the runtime answers fr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -320,38 +321,42 @@ class Replica:
     async def _listen(
         self, nursery: trio.Nursery, acceptor: Acceptor, address: tuple[str, int]
     ) -> int:
-        """Start serving ``acceptor`` on ``address``; return the port (a busy port is a
-        :class:`ReplicaError`, not a crash)."""
-        host, port = address
-        try:
-            listeners = await nursery.start(acceptor.serve, host, port)
-        except BaseException as exc:
-            error = _only_exception(exc) if isinstance(exc, BaseExceptionGroup) else exc
-            if isinstance(error, OSError):
-                raise ReplicaError(
-                    f"{self.config.path}: cannot listen on {host}:{port} for {acceptor.kind}s: "
-                    f"{error.strerror or error}"
-                ) from None
-            raise
+        """Start serving ``acceptor`` on ``address``; return the port."""
+        listeners = await self._start_listening(
+            nursery, acceptor.serve, address, f"cannot listen on {{}} for {acceptor.kind}s"
+        )
         return int(listeners[0].socket.getsockname()[1])
 
     async def _serve_metrics(self, nursery: trio.Nursery, address: tuple[str, int]) -> None:
         from .metrics import serve_metrics
 
+        self.metrics_port = await self._start_listening(
+            nursery,
+            functools.partial(serve_metrics, self),
+            address,
+            "[metrics.listen] cannot listen on {}",
+        )
+        log.info(
+            "replica %d: metrics at http://%s:%d/metrics",
+            self.replica, address[0], self.metrics_port,
+        )  # fmt: skip
+
+    async def _start_listening(
+        self, nursery: trio.Nursery, serve: Any, address: tuple[str, int], failure: str
+    ) -> Any:
+        """``nursery.start(serve, host, port)``; a busy or foreign address is a
+        :class:`ReplicaError` (``failure`` with the address, and why), not a crash."""
         host, port = address
         try:
-            self.metrics_port = await nursery.start(serve_metrics, self, host, port)
+            return await nursery.start(serve, host, port)
         except BaseException as exc:
             error = _only_exception(exc) if isinstance(exc, BaseExceptionGroup) else exc
             if isinstance(error, OSError):
+                where = failure.format(f"{host}:{port}")
                 raise ReplicaError(
-                    f"{self.config.path}: [metrics.listen] cannot listen on {host}:{port}: "
-                    f"{error.strerror or error}"
+                    f"{self.config.path}: {where}: {error.strerror or error}"
                 ) from None
             raise
-        log.info(
-            "replica %d: metrics at http://%s:%d/metrics", self.replica, host, self.metrics_port
-        )
 
     def close(self) -> None:
         """Flush and close files (after the tasks are gone)."""

@@ -7,9 +7,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +18,7 @@ from bft.node import ConfigError, load_replica_config
 from bft.node.logs import JsonFormatter, RateLimit, ReplicaContext, TextFormatter
 from bft.node.metrics import Histogram
 from bft.testbed import init_cluster, load_cluster
+from tests.testbed.helpers import run_bft as bft
 
 from .harness import InProcessCluster
 
@@ -134,17 +132,6 @@ def test_defaults_are_documented_values(cluster_dir: Path) -> None:
     config = load_replica_config(cluster_dir / "replica-0.toml")
     assert (config.log_format, config.log_level, config.log_burst) == ("text", "info", 20)
     assert config.metrics_listen is None and config.evidence_kept == 1000
-
-
-def bft(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "BFT_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "bft.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 def test_config_check_accepts_a_cluster_and_finds_what_disagrees(cluster_dir: Path) -> None:

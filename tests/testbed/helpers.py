@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 
 import trio
@@ -49,3 +52,15 @@ async def describe(bed: Testbed) -> str:
             statuses = await ask_statuses(client, bed.n, timeout=2.0, verbose=True)
             return json.dumps(statuses, indent=1)
     return "(no answer)"
+
+
+def run_bft(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """``bft ARGS`` as an operator runs it: a real process, its output captured."""
+    env = {k: v for k, v in os.environ.items() if k != "BFT_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "bft.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )

@@ -9,9 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,17 +20,7 @@ from bft.protocols import spec as protocol_spec
 from bft.testbed import LoadResult, Testbed, drive, init_cluster, verify_cluster
 
 from .helpers import describe, wait_until
-
-
-def bft(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "BFT_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "bft.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+from .helpers import run_bft as bft
 
 
 def metric(port: int, name: str) -> float:

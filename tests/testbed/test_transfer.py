@@ -3,9 +3,6 @@ maintenance, with real processes; the cluster keeps every acknowledged transacti
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import trio
@@ -13,18 +10,8 @@ import trio
 from bft.client import open_client
 from bft.testbed import Testbed, init_cluster, verify_cluster
 
+from .helpers import run_bft as bft
 from .helpers import wait_agreed_leader
-
-
-def bft(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "BFT_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "bft.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=90,
-    )
 
 
 async def test_raft_leadership_moves_to_the_replica_asked_for(tmp_path: Path) -> None:
