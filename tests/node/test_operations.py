@@ -253,3 +253,25 @@ def test_network_timeouts_and_client_limits_are_configurable(cluster_dir: Path) 
     path.write_text(text.replace("idle_timeout_s = 60", "idle_timeout_s = 0"))
     with pytest.raises(ConfigError, match=r"\[network.idle_timeout_s\]"):
         load_replica_config(path)
+
+
+async def test_a_busy_metrics_port_is_a_one_line_error(tmp_path: Path) -> None:
+    import socket
+
+    from bft.node import Replica, ReplicaError
+    from bft.node.replica import _only_exception
+
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = tmp_path / "replica-0.toml"
+        path.write_text(path.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n')
+        replica = Replica(load_replica_config(path))
+        with trio.fail_after(30), pytest.raises(BaseException) as info:
+            await replica.run()
+    error = _only_exception(info.value)  # what ``serve`` reports, out of the nursery's group
+    assert isinstance(error, ReplicaError)
+    assert f"[metrics.listen] cannot listen on 127.0.0.1:{port}" in str(error)
+    assert "\n" not in str(error)
