@@ -152,6 +152,16 @@ def parse_address(text: object, path: Path, key: str) -> tuple[str, int]:
     return host.strip("[]"), number
 
 
+def within(low: float, high: float, text: str | None = None) -> Any:
+    """A check for :meth:`_Reader.get`: the value lies in ``low..high``."""
+
+    def show(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+    reason = text or f"must be {show(low)}..{show(high)}"
+    return lambda v: "" if low <= v <= high else reason
+
+
 class _Reader:
     def __init__(self, path: Path, doc: dict[str, Any]) -> None:
         self.path = path
@@ -193,6 +203,10 @@ class _Reader:
                 raise ConfigError(self.path, f"{table}.{key}", reason)
         return value
 
+    def number(self, table: str, key: str, default: float, low: float, high: float) -> float:
+        """A float (an integer is fine too) in ``low..high``."""
+        return float(self.get(table, key, float, default, check=within(low, high)))
+
     def file(self, table: str, key: str, default: Any = ...) -> Path | None:
         value = self.get(table, key, str, default)
         if value is None:
@@ -220,9 +234,7 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
         str,
         check=lambda v: "" if v in PROTOCOLS else f"must be one of {', '.join(PROTOCOLS)}",
     )
-    replica = r.get(
-        "replica", "id", int, check=lambda v: "" if 0 <= v < 1024 else "must be 0..1023"
-    )
+    replica = r.get("replica", "id", int, check=within(0, 1023))
     peers_table = r.table("peers")
     peers: dict[int, tuple[str, int]] = {}
     for key, value in peers_table.items():
@@ -273,21 +285,13 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
         tls_ca=tls["tls_ca"],
         tls_cert=tls["tls_cert"],
         tls_key=tls["tls_key"],
-        tick_ms=float(
-            r.get(
-                "timing",
-                "tick_ms",
-                float,
-                10.0,
-                check=lambda v: "" if 0.5 <= v <= 10_000 else "must be 0.5..10000",
-            )
-        ),
+        tick_ms=r.number("timing", "tick_ms", 10.0, 0.5, 10_000),
         max_tx_bytes=r.get(
             "limits",
             "max_tx_bytes",
             int,
             64 * 1024,
-            check=lambda v: "" if 16 <= v <= 4 << 20 else "must be 16..4194304",
+            check=within(16, 4 << 20),
         ),
         require_client_signatures=r.get("limits", "require_client_signatures", bool, False),
         max_frame=r.get(
@@ -295,7 +299,7 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
             "max_frame",
             int,
             16 << 20,
-            check=lambda v: "" if 1 << 16 <= v <= 64 << 20 else "must be 64 KiB..64 MiB",
+            check=within(1 << 16, 64 << 20, "must be 64 KiB..64 MiB"),
         ),
         admin_keys=frozenset(admin_keys),
         protocol_options=dict(options),
@@ -310,33 +314,9 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
                 else f"must be one of {', '.join(BYZANTINE_MODES)}"
             ),
         ),
-        handshake_timeout_s=float(
-            r.get(
-                "network",
-                "handshake_timeout_s",
-                float,
-                5.0,
-                check=lambda v: "" if 0.1 <= v <= 600 else "must be 0.1..600",
-            )
-        ),
-        idle_timeout_s=float(
-            r.get(
-                "network",
-                "idle_timeout_s",
-                float,
-                30.0,
-                check=lambda v: "" if 1 <= v <= 86_400 else "must be 1..86400",
-            )
-        ),
-        client_refusals_per_s=float(
-            r.get(
-                "limits",
-                "client_refusals_per_s",
-                float,
-                200.0,
-                check=lambda v: "" if 0 <= v <= 1e9 else "must be 0 or more",
-            )
-        ),
+        handshake_timeout_s=r.number("network", "handshake_timeout_s", 5.0, 0.1, 600),
+        idle_timeout_s=r.number("network", "idle_timeout_s", 30.0, 1, 86_400),
+        client_refusals_per_s=r.number("limits", "client_refusals_per_s", 200.0, 0, 1e9),
         log_format=r.get(
             "log",
             "format",
@@ -356,17 +336,9 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
             "burst",
             int,
             20,
-            check=lambda v: "" if 1 <= v <= 100_000 else "must be 1..100000",
+            check=within(1, 100_000),
         ),
-        log_window_s=float(
-            r.get(
-                "log",
-                "window_s",
-                float,
-                10.0,
-                check=lambda v: "" if 0.1 <= v <= 3600 else "must be 0.1..3600",
-            )
-        ),
+        log_window_s=r.number("log", "window_s", 10.0, 0.1, 3600),
         metrics_listen=(
             parse_address(metrics_listen, path, "metrics.listen")
             if metrics_listen is not None
@@ -377,7 +349,7 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
             "max_kept",
             int,
             1000,
-            check=lambda v: "" if 1 <= v <= 1_000_000 else "must be 1..1000000",
+            check=within(1, 1_000_000),
         ),
     )
 
