@@ -827,7 +827,11 @@ class Replica:
 
     async def _save_evidence(self, first: Record, second: Record) -> None:
         check = self.spec.evidence
-        if check is None or self.evidence_store is None:
+        store = self.evidence_store
+        if check is None or store is None:
+            return
+        if len(store) >= store.max_kept:
+            store.dropped += 1  # full: the earliest proofs are kept; spend no CPU on more
             return
         found = find_signer(first, second, self.committee, check)
         if found is None:
@@ -846,7 +850,7 @@ class Replica:
             second=second.encode(),
         )
         try:
-            path = await self._disk_run(self.evidence_store.save, evidence)
+            path = await self._disk_run(store.save, evidence)
         except (OSError, EvidenceError) as exc:
             log.error("replica %d: cannot save evidence: %s", self.replica, exc)
             return
