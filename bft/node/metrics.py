@@ -37,7 +37,9 @@ catchup_requests_total                 counter    block requests sent to peers
 rejected_total{reason}                 counter    remote input refused, by reason
 client_sessions                        gauge      connected clients
 client_transactions_total{outcome}     counter    received, refused, malformed
+client_throttled_total                 counter    pauses of a connection over its allowance
 evidence_total                         counter    equivocations seen and saved
+evidence_dropped_total                 counter    not saved: the evidence store was full
 log_lines_suppressed_total             counter    log lines dropped by the rate limiter
 uptime_seconds                         gauge      since the process started
 =====================================  =========  =============================================
@@ -234,7 +236,17 @@ class ReplicaCollector:
         txs.add_metric(["refused"], stats["client_txs_refused"])
         txs.add_metric(["malformed"], stats["client_txs_malformed"])
         yield txs
+        yield counter(
+            "client_throttled",
+            "Pauses in reading from a client connection over its refusal allowance",
+            stats["client_throttled"],
+        )
         yield counter("evidence", "Equivocations seen and saved", stats["evidence"])
+        yield counter(
+            "evidence_dropped",
+            "Equivocations not saved because the evidence store was full",
+            r.evidence_store.dropped if r.evidence_store is not None else 0,
+        )
         yield counter(
             "log_lines_suppressed",
             "Log lines dropped by the rate limiter",

@@ -219,6 +219,8 @@ async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
             )
             assert ("bft_view", ()) in then and ("bft_leader", ()) in then
             assert ("bft_queue_depth", (("queue", "inbox"),)) in then
+            assert then[("bft_evidence_dropped_total", ())] == 0
+            assert then[("bft_client_throttled_total", ())] == 0
             # Latency is measured where the client's request was admitted: some replica has it.
             latencies = []
             for replica in nodes.replicas.values():
