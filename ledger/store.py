@@ -61,6 +61,7 @@ from crypto.keys import check_chain_id
 from crypto.merkle import leaf_hashes, root_from_leaf_hashes
 
 from .block import Block, genesis_hash
+from .durable import fsync_dir, replace_durably
 from .errors import BlockError, CorruptRecord, StoreError
 from .receipt import Receipt
 from .verify import ChainSummary, CommitteeSchedule, verify_block
@@ -262,14 +263,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def read_manifest(directory: Path) -> str:
     """The chain id recorded in a ledger directory's manifest."""
     path = Path(directory) / "LEDGER"
@@ -346,12 +339,7 @@ class LedgerStore:
                 raise StoreError("a chain id is needed to create a ledger")
             check_chain_id(chain_id)
             self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / ".LEDGER.tmp"
-            tmp.write_text(f'format = "{FORMAT}"\nchain_id = "{chain_id}"\n', "utf-8")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, manifest)
-            _fsync_dir(self.directory)
+            replace_durably(manifest, f'format = "{FORMAT}"\nchain_id = "{chain_id}"\n'.encode())
         found = read_manifest(self.directory)
         if chain_id is not None and found != chain_id:
             raise StoreError(f"{self.directory}: ledger of chain {found!r}, not {chain_id!r}")
@@ -589,7 +577,7 @@ class LedgerStore:
             os.truncate(self._seg_path(seg), offset)
             with open(self._seg_path(seg), "rb+") as fh:
                 os.fsync(fh.fileno())
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     # ------------------------------------------------------------------ file handles
 
@@ -789,7 +777,7 @@ class LedgerStore:
         except BaseException:
             os.close(fd)
             raise
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._segments.append(first)
         self._writer = (first, fd)
         return self._writer
@@ -826,7 +814,7 @@ class LedgerStore:
             os.truncate(path, cut_at)
             with open(path, "rb+") as fh:
                 os.fsync(fh.fileno())
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._idx.truncate_above(height)
         log.warning("%s: truncated the ledger to height %d", self.directory, height)
         self.height, self.last_hash = height, new_hash

@@ -32,6 +32,7 @@ FUTURE_PURE_PACKAGES: list[str] = []
 IO_MODULES = {
     "crypto/keyfiles.py": "reads and writes key and committee files",
     "ledger/store.py": "the on-disk ledger store",
+    "ledger/durable.py": "durable file replacement for the store and the replica's files",
 }
 
 BANNED_MODULES = {

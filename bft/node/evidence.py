@@ -11,13 +11,13 @@ Anyone can check a file offline: ``bft evidence verify FILE --committee committe
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from bft.core.evidence import Evidence
 from crypto import sha256
 from crypto.codec import CodecError
+from ledger.durable import replace_durably
 
 SUFFIX = ".evidence"
 MAX_FILE = 40 * 1024 * 1024
@@ -56,17 +56,7 @@ class EvidenceStore:
             self.dropped += 1
             return None
         path = self.directory / name
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(evidence.encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        replace_durably(path, evidence.encode())
         self._names.add(name)
         return path
 

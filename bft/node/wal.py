@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crypto.codec import CodecError, Record, RecordUnion
+from ledger.durable import replace_durably
 from ledger.store import RECORD_HEADER, RECORD_MAGIC, frame_record
 
 log = logging.getLogger(__name__)
@@ -76,22 +77,8 @@ class ProtocolLog:
 
     def replace(self, records: Sequence[Record]) -> None:
         """Make ``records`` the whole log, atomically and durably."""
-        tmp = self.directory / f".{FILE}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            data = b"".join(frame_record(r.encode()) for r in records)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        data = b"".join(frame_record(r.encode()) for r in records)
+        replace_durably(self.path, data, mode=0o600)
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND, 0o600)
         self.records = list(records)
