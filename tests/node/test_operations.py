@@ -277,3 +277,36 @@ async def test_a_busy_metrics_port_is_a_one_line_error(tmp_path: Path) -> None:
     assert isinstance(error, ReplicaError)
     assert f"[metrics.listen] cannot listen on 127.0.0.1:{port}" in str(error)
     assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize("protocol", ["pbft", "raft"])
+async def test_transfer_is_refused_where_it_cannot_be_done(tmp_path: Path, protocol: str) -> None:
+    """Only a Raft leader takes a leadership transfer; anyone else says why, and nothing moves."""
+    n = 3 if protocol == "raft" else 4
+    init_cluster(tmp_path, protocol=protocol, n=n)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(load_cluster(tmp_path), nursery)
+            await nodes.start_all()
+            admin = ClientConfig.from_cluster(tmp_path, client="admin")
+            async with open_client(admin) as client:
+                await client.submit(b"x")  # a leader is in place
+                leader = nodes.replicas[0].core.status().leader
+                follower = (leader + 1) % n
+                reply = await client.control(follower, "transfer", {"to": leader})
+                assert reply is not None and not reply.ok
+                if protocol == "raft":
+                    assert f"replica {follower} does not lead (leader: {leader})" in reply.detail
+                else:
+                    assert "pbft has no leadership transfer" in reply.detail
+                reply = await client.control(leader, "transfer", {"to": n + 5})
+                assert reply is not None and not reply.ok
+                assert (
+                    "no leadership transfer" in reply.detail
+                    or f"no replica {n + 5}" in reply.detail
+                )
+            async with open_client(ClientConfig.from_cluster(tmp_path), wait=0) as plain:
+                refused = await plain.control(leader, "transfer", {"to": follower})
+                assert refused is not None and refused.detail == "not an admin client"
+            assert nodes.replicas[0].core.status().leader == leader
+            nursery.cancel_scope.cancel()
