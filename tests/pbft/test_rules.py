@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bft.core.errors import SafetyViolation
+from bft.core.requests import Status
 from bft.pbft import PbftConfig
 from bft.pbft.messages import Checkpoint, Commit, NewView, Prepare, PrePrepare, ViewChange
 from bft.pbft.state import VoteRecord
@@ -127,7 +128,7 @@ def test_committed_needs_a_quorum_of_matching_commits() -> None:
     core.step(0, c.commit(0, 0, 1, d))
     got = drain(core)
     assert core.exec_height == 1
-    assert len(got.sent(Checkpoint)) == 1
+    assert got.sent(Checkpoint) == []  # signed when prepared, with the commit
 
 
 def test_unsafe_quorum_is_a_test_only_knob_that_changes_the_rule() -> None:
@@ -277,6 +278,99 @@ def test_a_block_without_a_quorum_of_matching_checkpoints_is_not_certified() -> 
     assert c.cores[0].exec_height == 1
     assert c.cores[0].cert_height == 0
     assert c.ledgers[0] == []
+
+
+def waves_until_certified(c: Cluster, height: int = 1, limit: int = 10) -> int:
+    """Deliver the queued messages a wave at a time (each wave what the last one caused) and
+    count the waves until every replica's ledger reaches ``height``: message delays."""
+    for wave in range(1, limit + 1):
+        batch, c.queue = c.queue, []
+        for src, dst, message in batch:
+            if dst not in c.down and src not in c.down:
+                c.cores[dst].step(src, message)
+                c.collect(dst)
+        if all(len(c.ledgers[i]) >= height for i in range(c.n) if i not in c.down):
+            return wave
+    raise AssertionError(f"not certified after {limit} waves")
+
+
+def test_a_prepared_slot_signs_its_block_checkpoint_with_its_commit() -> None:
+    """Section 5.1's tentative execution, for the certificate only: the checkpoint leaves
+    with the commit, so a block is certified in three message delays, not four; the block
+    still executes only once committed."""
+    c = Cluster(4)
+    pp = c.preprepare(0, 1, TX)
+    d = pp.proposal.digest()
+    core = c.cores[1]
+    core.step(0, pp)
+    for b in (2, 3):
+        core.step(b, c.prepare(b, 0, 1, d))
+    got = drain(core)
+    assert len(got.sent(Commit)) == 1 and len(got.sent(Checkpoint)) == 1
+    assert core.exec_height == 0
+    assert core.clients.status(b"c1", 1)[0] is Status.NEW  # not executed
+    (early,) = got.sent(Checkpoint)
+    for r in (0, 2):
+        core.step(r, c.commit(r, 0, 1, d))
+    got = drain(core)
+    assert core.exec_height == 1 and got.sent(Checkpoint) == []
+    assert core.executed[1].block_hash == early.block_hash
+
+    fresh = Cluster(4)
+    fresh.propose(request(1, 1))
+    assert waves_until_certified(fresh) == 3  # pre-prepare, prepare, commit + checkpoint
+
+
+def test_no_early_checkpoint_while_a_lower_height_is_uncommitted() -> None:
+    c = Cluster(4)
+    core = c.cores[1]
+    pps = [c.preprepare(0, seq, txs) for seq, txs in ((1, TX), (2, TX2))]
+    for pp in pps:
+        core.step(0, pp)
+        for b in (2, 3):
+            core.step(b, c.prepare(b, 0, pp.seq, pp.proposal.digest()))
+    got = drain(core)
+    assert [m.height for m in got.sent(Checkpoint)] == [1]
+    d1 = pps[0].proposal.digest()
+    for r in (0, 2):
+        core.step(r, c.commit(r, 0, 1, d1))
+    got = drain(core)
+    assert core.exec_height == 1  # height 2 is prepared, not committed: signed, not executed
+    assert [m.height for m in got.sent(Checkpoint)] == [2]
+
+
+def test_a_re_proposal_signs_its_checkpoint_only_once_committed() -> None:
+    """A request prepared in one view and re-proposed in the next carries its first view in
+    the block header; replicas that prepare it again must not sign early, or signatures from
+    replicas that prepared it in different views could certify a request never committed."""
+    c = Cluster(4)
+    c.propose(request(1, 1), to=[0, 1, 2, 3])
+    # In view 0 only replica 2 prepares (the others miss the prepares): its view change
+    # carries the request into view 1.
+    c.run(
+        keep=lambda s, d, m: not isinstance(m, (Commit, Checkpoint))
+        and not (isinstance(m, Prepare) and d != 2)
+    )
+    assert [c.cores[i].slots[1].prepared for i in (1, 2, 3)] == [False, True, False]
+    c.down = {0}
+    c.queue.clear()
+    for i in (1, 2, 3):
+        c.cores[i].start_view_change(1)
+        c.collect(i)
+    sent_in_view_1: list[object] = []
+
+    def hold_commits(s: int, d: int, m: object) -> bool:
+        sent_in_view_1.append(m)
+        return not isinstance(m, Commit)
+
+    c.run(keep=hold_commits)
+    assert all(c.cores[i].view == 1 and c.cores[i].slots[1].prepared for i in (1, 2, 3))
+    assert c.cores[1].slots[1].proposal.view == 0
+    assert not any(isinstance(m, Checkpoint) for m in sent_in_view_1)
+    assert c.heights()[1:] == [0, 0, 0]
+    c.tick(c.config.retransmit_interval)  # the held commits are sent again
+    c.run()
+    assert c.heights()[1:] == [1, 1, 1]
 
 
 def test_the_primary_does_not_propose_beyond_the_high_watermark() -> None:
