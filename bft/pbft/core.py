@@ -850,14 +850,35 @@ class PbftCore(CoreBase):
             self.start_view_change(higher[0])
 
     def note_view(self, sender: int, view: int, msg: Record) -> None:
-        """A signed message from a later view: after f+1 replicas, move there and ask to join."""
-        if view <= self.view:
+        """A message for another view than ours. From an earlier one, it is refused (late or
+        replayed: counted). From a later one, once its signature holds, it counts towards the
+        f+1 replicas that move this one there to ask to join."""
+        if view < self.view:
+            self.reject(sender, msg, "message from an earlier view")
+            return
+        if view == self.view:
+            return  # ours, while we change views: it is sent again once we are in it
+        if not isinstance(msg, ViewChange) and not self.signed_for_its_view(sender, msg):
+            self.reject(sender, msg, "bad signature on a message from a later view")
             return
         if view > self.seen_views.get(sender, -1):
             self.seen_views[sender] = view
         ahead = sorted((v for v in self.seen_views.values() if v > self.view), reverse=True)
         if len(ahead) >= self.f + 1 and not isinstance(msg, ViewChange):
             self.start_view_change(ahead[self.f])
+
+    def signed_for_its_view(self, sender: int, msg: Record) -> bool:
+        """Whether a pre-prepare, prepare or commit carries ``sender``'s signature for the view,
+        sequence number and digest it names (not one replayed from elsewhere)."""
+        if isinstance(msg, PrePrepare):
+            statement = self.st.pre_prepare_digest(msg.view, msg.seq, msg.proposal.digest())
+        elif isinstance(msg, Prepare):
+            statement = self.st.prepare_digest(msg.view, msg.seq, msg.digest)
+        elif isinstance(msg, Commit):
+            statement = self.st.commit_digest(msg.view, msg.seq, msg.digest)
+        else:
+            return False
+        return self.sig_ok(sender, statement, msg.signature)
 
     def try_new_view(self) -> None:
         """As primary of the view being changed to, send NEW-VIEW once 2f+1 ask for it."""

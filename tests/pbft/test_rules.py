@@ -689,6 +689,26 @@ def test_signatures_cannot_be_replayed_under_another_height_view_or_chain() -> N
     assert fresh.cores[1].rejections.count("bad prepare signature") == 1
 
 
+def test_messages_of_other_views_are_counted_and_later_ones_checked_before_they_count() -> None:
+    """A vote from an earlier view is refused and counted (late, or replayed); one that claims a
+    later view must carry a signature for that view before it counts towards the f+1 replicas
+    that move this one there."""
+    c = Cluster(4)
+    core = c.cores[2]
+    replayed = c.prepare(1, 0, 1, bytes(32))  # genuinely signed for view 0
+    moved = Prepare(view=3, seq=1, digest=bytes(32), signature=replayed.signature)
+    core.step(1, moved)
+    core.step(3, Commit(view=3, seq=1, digest=bytes(32), signature=bytes(64)))
+    assert core.rejections.count("bad signature on a message from a later view") == 2
+    assert core.view == 0 and core.seen_views == {}
+    # Genuine messages of a later view from f+1 replicas: it moves and asks to join.
+    core.step(1, c.prepare(1, 3, 1, bytes(32)))
+    core.step(3, c.commit(3, 3, 1, bytes(32)))
+    assert core.view == 3 and core.in_view_change
+    core.step(0, c.commit(0, 0, 1, bytes(32)))
+    assert core.rejections.count("message from an earlier view") == 1
+
+
 def test_a_view_change_right_after_a_switch_from_raft_vouches_for_a_raft_block() -> None:
     """The checkpoint in a view change may be the last block of the earlier (raft) mode: it is
     checked against the committee of its height."""
