@@ -222,6 +222,7 @@ class Replica:
         self.peer_heights: dict[int, int] = {}
         self.evidence_store: EvidenceStore | None = None
         self._evidence_seen = 0
+        self._rejections_seen = 0
         self.view = 0
         self.leader: int | None = None
         self._peers_up: set[int] = set()
@@ -817,6 +818,7 @@ class Replica:
                         "replica %d: peer %d down", self.replica, peer, extra=log_event("peer-down")
                     )
                 self._peers_up = up
+            self._log_rejections(core)
             total = int(getattr(core, "evidence_total", 0))
             if total > self._evidence_seen:
                 pairs = list(getattr(core, "evidence", ()))
@@ -824,6 +826,22 @@ class Replica:
                 self._evidence_seen = total
                 for first, second in fresh:
                     await self._save_evidence(first, second)
+
+    def _log_rejections(self, core: Any) -> None:
+        """Log what the core refused since last time, with the reason (each reason has its own
+        rate limit: see bft.node.logs)."""
+        rejections = core.rejections
+        total = rejections.total
+        if total <= self._rejections_seen:
+            return
+        recent = rejections.recent
+        fresh = recent[len(recent) - min(len(recent), total - self._rejections_seen) :]
+        self._rejections_seen = total
+        for item in fresh:
+            log.warning(
+                "replica %d refused a %s from replica %s: " + item.reason.replace("%", "%%"),
+                self.replica, item.kind, item.sender, extra=log_event("rejected"),
+            )  # fmt: skip
 
     async def _save_evidence(self, first: Record, second: Record) -> None:
         check = self.spec.evidence
