@@ -75,7 +75,14 @@ KNOWN_KEYS: dict[str, frozenset[str] | None] = {
     "peers": None,  # replica ids, checked one by one
     "timing": frozenset({"tick_ms"}),
     "limits": frozenset(
-        {"max_tx_bytes", "require_client_signatures", "max_frame", "client_refusals_per_s"}
+        {
+            "max_tx_bytes",
+            "require_client_signatures",
+            "max_frame",
+            "client_refusals_per_s",
+            "client_txs_per_s",
+            "client_bytes_per_s",
+        }
     ),
     "admin": frozenset({"keys"}),
     "log": frozenset({"format", "level", "burst", "window_s"}),
@@ -129,8 +136,12 @@ class ReplicaConfig:
     handshake_timeout_s: float = 5.0
     idle_timeout_s: float = 30.0
     client_refusals_per_s: float = 200.0
-    """Refused transactions a client connection may cause per second before the replica stops
-    reading from it for a while (0: no limit)."""
+    """Refused (or already settled) transactions a client connection may cause per second
+    before the replica stops reading from it for a while (0: no limit)."""
+    client_txs_per_s: float = 0.0
+    """Transactions a client connection may submit per second (0: no limit)."""
+    client_bytes_per_s: float = 0.0
+    """Transaction bytes a client connection may submit per second (0: no limit)."""
     log_format: str = "text"
     log_level: str = "info"
     log_burst: int = 20
@@ -317,6 +328,8 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
         handshake_timeout_s=r.number("network", "handshake_timeout_s", 5.0, 0.1, 600),
         idle_timeout_s=r.number("network", "idle_timeout_s", 30.0, 1, 86_400),
         client_refusals_per_s=r.number("limits", "client_refusals_per_s", 200.0, 0, 1e9),
+        client_txs_per_s=r.number("limits", "client_txs_per_s", 0.0, 0, 1e9),
+        client_bytes_per_s=r.number("limits", "client_bytes_per_s", 0.0, 0, 1e12),
         log_format=r.get(
             "log",
             "format",

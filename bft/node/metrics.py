@@ -36,8 +36,9 @@ catchup_lag_blocks                     gauge      highest peer height known minu
 catchup_requests_total                 counter    block requests sent to peers
 rejected_total{reason}                 counter    remote input refused, by reason
 client_sessions                        gauge      connected clients
-client_transactions_total{outcome}     counter    received, refused, malformed
+client_transactions_total{outcome}     counter    received, refused, malformed, settled_again
 client_throttled_total                 counter    pauses of a connection over its allowance
+client_rate_limited_total              counter    pauses of a connection over its tx or byte rate
 evidence_total                         counter    equivocations seen and saved
 evidence_dropped_total                 counter    not saved: the evidence store was full
 log_lines_suppressed_total             counter    log lines dropped by the rate limiter
@@ -235,11 +236,17 @@ class ReplicaCollector:
         txs.add_metric(["received"], stats["client_txs_received"])
         txs.add_metric(["refused"], stats["client_txs_refused"])
         txs.add_metric(["malformed"], stats["client_txs_malformed"])
+        txs.add_metric(["settled_again"], stats["client_txs_settled_again"])
         yield txs
         yield counter(
             "client_throttled",
             "Pauses in reading from a client connection over its refusal allowance",
             stats["client_throttled"],
+        )
+        yield counter(
+            "client_rate_limited",
+            "Pauses in reading from a client connection over its transaction or byte rate",
+            stats["client_rate_limited"],
         )
         yield counter("evidence", "Equivocations seen and saved", stats["evidence"])
         yield counter(

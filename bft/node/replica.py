@@ -97,10 +97,37 @@ class ReplicaError(Exception):
     """The replica cannot start; the message says why, in one line."""
 
 
+class Allowance:
+    """A per-connection budget of ``rate`` units per second, a second's worth banked (a token
+    bucket); ``rate`` 0 means no limit."""
+
+    def __init__(self, rate: float, max_pause: float | None = None) -> None:
+        self.rate = rate
+        self.max_pause = max_pause
+        self._credit = rate
+        self._at: float | None = None
+
+    def take(self, amount: float, now: float) -> float:
+        """Spend ``amount``; return how long to stop reading from the connection to earn the
+        overdraft back (0 while within the budget; at most ``max_pause``)."""
+        rate = self.rate
+        if rate <= 0:
+            return 0.0
+        credit = self._credit if self._at is None else self._credit + (now - self._at) * rate
+        credit = min(rate, credit) - amount
+        self._credit, self._at = credit, now
+        if credit >= 0:
+            return 0.0
+        pause = -credit / rate
+        return pause if self.max_pause is None else min(self.max_pause, pause)
+
+
 class ClientSession:
     """One client connection: a bounded outbound queue and its writer."""
 
-    def __init__(self, number: int, identity: Identity, framed: FramedStream) -> None:
+    def __init__(
+        self, number: int, identity: Identity, framed: FramedStream, config: ReplicaConfig
+    ) -> None:
         self.number = number
         self.identity = identity
         self.framed = framed
@@ -109,16 +136,9 @@ class ClientSession:
         self.dropped = 0
         self.subscribed_from: int | None = None
         self.closed = False
-        self._credit: float | None = None
-        self._credit_at = 0.0
-
-    def charge(self, refused: int, rate: float, now: float) -> float:
-        """Take ``refused`` from this connection's allowance (``rate`` per second, a second's
-        worth at most); return how long to stop reading from it (0 while within the limit)."""
-        credit = rate if self._credit is None else self._credit
-        credit = min(rate, credit + (now - self._credit_at) * rate) - refused
-        self._credit, self._credit_at = credit, now
-        return min(2.0, -credit / rate) if credit < 0 else 0.0
+        self.refusals = Allowance(config.client_refusals_per_s, max_pause=2.0)
+        self.txs = Allowance(config.client_txs_per_s)
+        self.bytes = Allowance(config.client_bytes_per_s)
 
     def send(self, record: Record) -> None:
         if self.closed:
@@ -534,7 +554,7 @@ class Replica:
 
     async def _on_client(self, identity: Identity, framed: FramedStream) -> None:
         self._session_numbers += 1
-        session = ClientSession(self._session_numbers, identity, framed)
+        session = ClientSession(self._session_numbers, identity, framed, self.config)
         self.sessions[session.number] = session
         try:
             async with trio.open_nursery() as nursery:
@@ -591,10 +611,19 @@ class Replica:
     async def _submit(self, session: ClientSession, message: Submit) -> None:
         txs = message.txs
         self.stats["client_txs_received"] += len(txs)
+        now = time.monotonic()
+        pause = max(session.txs.take(len(txs), now), session.bytes.take(sum(map(len, txs)), now))
+        if pause > 0:
+            # Over the connection's configured rate: read nothing more from it until the
+            # budget is earned back (TCP slows the sender); what was read is still served.
+            self.stats["client_rate_limited"] += 1
+            self.stats["client_rate_limited_s"] += pause
+            await trio.sleep(pause)
         signed = sum(1 for t in txs if looks_signed(t))
         admitted, refused = await verify_off_loop(
             lambda: check_transactions(txs, self.admission, self.verified), signatures=signed
         )
+        wasted = len(refused)
         if refused:
             items = []
             for index, reason in refused:
@@ -608,16 +637,25 @@ class Replica:
             self.stats["client_txs_refused"] += len(refused)
             if items:
                 session.send(Refused(items=tuple(items)))
-            rate = self.config.client_refusals_per_s
-            pause = session.charge(len(refused), rate, time.monotonic()) if rate > 0 else 0.0
+        if admitted:
+            # Requests the ledger already settles are answered again (a client whose answer
+            # was lost retries), but they cost the connection's allowance like refusals: a
+            # flood of replays cannot crowd out new work.
+            settled = sum(1 for r in admitted if self.core.settled_already(r))
+            if settled:
+                self.stats["client_txs_settled_again"] += settled
+                wasted += settled
+        if wasted:
+            pause = session.refusals.take(wasted, time.monotonic())
             if pause > 0:
                 # Reading nothing more from this connection for a while slows its sender over
                 # TCP; honest clients, whose requests are rarely refused, keep their share.
                 self.stats["client_throttled"] += 1
                 log.warning(
-                    "replica %d: client connection %d exceeds %g refused transactions/s; "
-                    "not reading from it for %.2f s",
-                    self.replica, session.number, rate, pause, extra=log_event("rejected"),
+                    "replica %d: client connection %d exceeds %g refused or repeated "
+                    "transactions/s; not reading from it for %.2f s",
+                    self.replica, session.number, session.refusals.rate, pause,
+                    extra=log_event("rejected"),
                 )  # fmt: skip
                 await trio.sleep(pause)
         if not admitted:

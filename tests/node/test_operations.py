@@ -232,13 +232,17 @@ async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
 
 
 def test_a_connection_whose_requests_are_refused_is_read_more_slowly() -> None:
-    from bft.node.replica import ClientSession
+    from bft.node.replica import Allowance
 
-    session = ClientSession(1, None, None)  # type: ignore[arg-type]
-    assert session.charge(150, 200.0, now=10.0) == 0.0  # within a second's allowance
-    assert session.charge(100, 200.0, now=10.0) == pytest.approx(0.25)  # 50 over: 50/200 s
-    assert session.charge(0, 200.0, now=10.5) == 0.0  # half a second refills 100
-    assert session.charge(10_000, 200.0, now=11.0) == 2.0  # a pause is capped
+    refusals = Allowance(200.0, max_pause=2.0)
+    assert refusals.take(150, now=10.0) == 0.0  # within a second's allowance
+    assert refusals.take(100, now=10.0) == pytest.approx(0.25)  # 50 over: 50/200 s
+    assert refusals.take(0, now=10.5) == 0.0  # half a second refills 100
+    assert refusals.take(10_000, now=11.0) == 2.0  # a pause is capped
+    rate = Allowance(100.0)  # a transaction rate: the pause is what the overdraft takes
+    assert rate.take(300, now=5.0) == pytest.approx(2.0)
+    assert rate.take(10**9, now=5.0) > 1e6
+    assert Allowance(0).take(10**9, now=0.0) == 0.0  # 0: no limit
 
 
 def test_network_timeouts_and_client_limits_are_configurable(cluster_dir: Path) -> None:
@@ -247,11 +251,16 @@ def test_network_timeouts_and_client_limits_are_configurable(cluster_dir: Path) 
     text = text.replace(
         "[network]\n", "[network]\nhandshake_timeout_s = 2.5\nidle_timeout_s = 60\n"
     )
-    text = text.replace("[limits]\n", "[limits]\nclient_refusals_per_s = 0\n")
+    text = text.replace(
+        "[limits]\n",
+        "[limits]\nclient_refusals_per_s = 0\nclient_txs_per_s = 500\n"
+        "client_bytes_per_s = 1_000_000\n",
+    )
     path.write_text(text)
     config = load_replica_config(path)
     assert (config.handshake_timeout_s, config.idle_timeout_s) == (2.5, 60.0)
     assert config.client_refusals_per_s == 0
+    assert (config.client_txs_per_s, config.client_bytes_per_s) == (500, 1_000_000)
     path.write_text(text.replace("idle_timeout_s = 60", "idle_timeout_s = 0"))
     with pytest.raises(ConfigError, match=r"\[network.idle_timeout_s\]"):
         load_replica_config(path)
