@@ -281,16 +281,35 @@ class Mempool:
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
     """When a leader cuts a batch: at ``max_txs`` or ``max_bytes``, or once the oldest waiting
-    request has lingered ``linger_ticks`` ticks (0: as soon as anything is waiting)."""
+    request has lingered ``linger_ticks`` ticks (0: as soon as anything is waiting).
+
+    Adaptive batching: a batch that is not full is cut only while fewer than
+    ``partial_in_flight`` batches are ordered but not yet executed; full batches pipeline up to
+    the protocol's own limit. With nothing in flight (light load) a request leaves at once; under
+    moderate load requests gather behind the block in flight instead of each going out in a block
+    of its own, and every block has a large fixed cost (signatures, messages, a ledger append).
+    0 turns the wait off (cut whenever something is waiting).
+    """
 
     max_txs: int = 500
     max_bytes: int = 1 << 20
     linger_ticks: int = 0
+    partial_in_flight: int = 1
 
-    def due(self, waiting: int, waiting_bytes: int, oldest_tick: int | None, now: int) -> bool:
-        """Whether to cut a batch of the ``waiting`` requests now."""
+    def due(
+        self,
+        waiting: int,
+        waiting_bytes: int,
+        oldest_tick: int | None,
+        now: int,
+        in_flight: int = 0,
+    ) -> bool:
+        """Whether to cut a batch of the ``waiting`` requests now, with ``in_flight`` batches
+        ordered and not executed."""
         if waiting == 0 or oldest_tick is None:
             return False
         if waiting >= self.max_txs or waiting_bytes >= self.max_bytes:
             return True
+        if self.partial_in_flight and in_flight >= self.partial_in_flight:
+            return False
         return now - oldest_tick >= self.linger_ticks

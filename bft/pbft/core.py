@@ -285,7 +285,8 @@ class PbftCore(CoreBase):
                 return
             count, size = self.mempool.peek(cfg.batch.max_txs, cfg.batch.max_bytes)
             oldest = self.mempool.oldest_tick()
-            if not cfg.batch.due(count, size, oldest, self.now):
+            in_flight = self.next_seq - 1 - self.exec_height
+            if not cfg.batch.due(count, size, oldest, self.now, in_flight):
                 return
             if ("pre-prepare", self.view, self.next_seq) in self.durable.votes:
                 # Restarted after proposing at this sequence in this view; that proposal was

@@ -526,7 +526,8 @@ class RaftCore(CoreBase):
         appended = False
         while self.log.last_index - self.commit < cfg.max_uncommitted:
             count, size = self.mempool.peek(cfg.batch.max_txs, cfg.batch.max_bytes)
-            if not cfg.batch.due(count, size, self.mempool.oldest_tick(), self.now):
+            in_flight = self.log.last_index - self.commit
+            if not cfg.batch.due(count, size, self.mempool.oldest_tick(), self.now, in_flight):
                 break
             fresh = self.fresh_requests(self.mempool.take(cfg.batch.max_txs, cfg.batch.max_bytes))
             if fresh:

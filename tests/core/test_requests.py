@@ -103,3 +103,18 @@ def test_take_respects_the_byte_limit_but_always_makes_progress() -> None:
 def test_batch_policy(waiting: int, size: int, oldest: int | None, now: int, due: bool) -> None:
     policy = BatchPolicy(max_txs=10, max_bytes=1 << 20, linger_ticks=4)
     assert policy.due(waiting, size, oldest, now) is due
+
+
+@pytest.mark.parametrize(
+    ("waiting", "in_flight", "partial_in_flight", "due"),
+    [
+        (1, 0, 1, True),  # light load: out at once
+        (1, 1, 1, False),  # a partial batch waits behind the one in flight
+        (10, 5, 1, True),  # a full batch does not
+        (3, 1, 2, True),  # room for a second partial batch
+        (3, 4, 0, True),  # 0: no waiting
+    ],
+)
+def test_adaptive_batching(waiting: int, in_flight: int, partial_in_flight: int, due: bool) -> None:
+    policy = BatchPolicy(max_txs=10, partial_in_flight=partial_in_flight)
+    assert policy.due(waiting, 100 * waiting, 0, 0, in_flight) is due

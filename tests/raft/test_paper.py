@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from bft.core.requests import BatchPolicy
 from bft.raft import (
     CANDIDATE,
     FOLLOWER,
@@ -272,7 +273,8 @@ def test_fast_backtracking_saves_round_trips(case: str, monkeypatch: pytest.Monk
 
 
 def test_replication_is_pipelined_and_batched() -> None:
-    c = Cluster(3, RaftConfig(check_quorum=False, max_uncommitted=3, max_inflight=2))
+    eager = BatchPolicy(partial_in_flight=0)  # a partial batch whenever the pipeline has room
+    c = Cluster(3, RaftConfig(check_quorum=False, max_uncommitted=3, max_inflight=2, batch=eager))
     c.elect(0)
     c.deliver()
     hold = lambda s, d, m: not isinstance(m, AppendReply)  # noqa: E731
@@ -289,6 +291,21 @@ def test_replication_is_pipelined_and_batched() -> None:
     sizes = [len(b.txs) for b in c.nodes[1].ledger]
     assert sizes == [1, 1, 1, 7]
     assert c.heights() == [4, 4, 4]
+
+
+def test_partial_entries_wait_for_the_uncommitted_one() -> None:
+    """Adaptive batching: while a partial entry is uncommitted, requests gather and follow it
+    in one entry once it commits."""
+    c = Cluster(3, RaftConfig(check_quorum=False, max_uncommitted=3, max_inflight=2))
+    c.elect(0)
+    c.deliver()
+    for seq in range(1, 11):
+        c.propose(request(1, seq), to=[0])
+    assert c.core(0).log.last_index == 1  # the first request alone; the others wait
+    c.deliver()
+    assert c.core(0).log.last_index == 2  # committed: the nine waiting follow in one entry
+    c.run(3)  # heartbeats carry the commit index to the followers
+    assert [len(b.txs) for b in c.nodes[1].ledger] == [1, 9]
 
 
 # -------------------------------------------------------------------------------- 5.4.1 election restriction

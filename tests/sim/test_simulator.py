@@ -232,7 +232,12 @@ def test_bft_sim_reports_violations_with_the_seed(capsys: pytest.CaptureFixture[
     code = main(["sim", "--faults", "twins=2", "--seed", "2", "--count", "2", "--rounds", "60"])
     out = capsys.readouterr().out
     assert code == 1
-    assert "VIOLATED" in out and "seed=2" in out and "replay" in out
+    # Twins beyond f break agreement in some schedules (a negative control); which of the two
+    # seeds does depends on the protocol's timing, so any reported seed must be one of them.
+    import re
+
+    seeds = {int(s) for s in re.findall(r"seed=(\d+): \d+ VIOLATION", out)}
+    assert "VIOLATED" in out and seeds and seeds <= {2, 3} and "replay: seed" in out
 
 
 def test_bft_sim_json_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
