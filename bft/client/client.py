@@ -5,11 +5,12 @@ Theory of operation
 A :class:`Client` keeps one authenticated connection to every replica (reconnecting as needed).
 ``submit`` gives a payload the next sequence number of this client, signs it if the client has a
 key, and queues it; a batcher sends queued transactions to every replica in one ``Submit`` frame
-once ``batch_max`` are waiting or ``linger`` has passed (as a Kafka producer does), so a faulty
-leader cannot silently drop a request. At most ``max_inflight`` requests are outstanding, and a
-new one is numbered less than ``client_window`` above the oldest unfinished one (the replicas
-refuse as stale a request a window behind the client's newest committed one); more ``submit``
-calls wait (backpressure, not unbounded memory).
+once ``batch_max`` are waiting or ``linger`` has passed (as a Kafka producer does; with nothing
+else in flight, at once), so a faulty leader cannot silently drop a request. At most
+``max_inflight`` requests are outstanding, and a new one is numbered less than
+``client_window`` above the oldest unfinished one (the replicas refuse as stale a request a
+window behind the client's newest committed one); more ``submit`` calls wait (backpressure, not
+unbounded memory).
 
 A transaction is committed for the client when ``ack_quorum`` replicas (f+1 in the BFT modes,
 so at least one honest; one in Raft mode) report the same place in the ledger, and the receipt
@@ -383,7 +384,13 @@ class Client:
         config = self.config
         while True:
             await self._outbox_ready.wait()
-            if len(self._outbox) < config.batch_max and config.linger > 0:
+            if (
+                len(self._outbox) < config.batch_max
+                and config.linger > 0
+                and len(self._pending) > len(self._outbox)
+            ):
+                # Others are in flight (load): wait a little for more to share the frame. With
+                # nothing in flight, a request leaves at once: lingering then is pure latency.
                 await trio.sleep(config.linger)
             batch, self._outbox = self._outbox[: config.batch_max], self._outbox[config.batch_max :]
             if not self._outbox:

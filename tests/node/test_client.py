@@ -93,3 +93,25 @@ async def test_new_requests_wait_within_the_client_window(cluster_dir: Path) -> 
                 assert sorted(client._pending) == [1, 2, 3, 4, 5]
             assert client._seq == 12 and outcomes == ["indeterminate"] * 12
             assert client.stats["window_waits"] > 0
+
+
+async def test_a_lone_request_leaves_at_once_and_requests_under_load_share_frames(
+    cluster_dir: Path,
+) -> None:
+    """The batcher lingers only while other requests are in flight: one request at a time is
+    not held back by ``linger``; many at once share frames."""
+    config = ClientConfig.from_cluster(cluster_dir, linger=0.5)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(nodes_cluster(cluster_dir), nursery)
+            await nodes.start_all()
+            async with open_client(config) as client:
+                await client.submit(b"warm-up")
+                began = trio.current_time()
+                for i in range(3):
+                    await client.submit(b"alone %d" % i)
+                assert trio.current_time() - began < 3 * 0.5  # no linger paid
+                frames = client.stats["batches_sent"]
+                await client.submit_many([b"many %d" % i for i in range(200)])
+                assert client.stats["batches_sent"] - frames < 20
+            nursery.cancel_scope.cancel()
