@@ -548,8 +548,12 @@ class HotStuffCore(CoreBase):
             elif self.my_vote is not None and self.my_vote.view == view:
                 self.send_vote()  # a retransmission: our vote may have been lost
             return
+        if view < self.view:
+            # Late or replayed: its certificates were used above, its block gets no vote.
+            self.reject(sender, proposal, "proposal from an earlier view")
+            return
         if view != self.view:
-            return  # stale, or a view this replica cannot enter yet
+            return  # a view this replica cannot enter yet
         self.proposals[view] = (proposal, block_hash)
         self.accept_block(block, sender, block_hash)
 
@@ -723,6 +727,9 @@ class HotStuffCore(CoreBase):
             self.add_commit_vote(sender, commit, announce=True)
         if self.leader(vote.view + 1) != self.replica:
             self.reject(sender, vote, "vote sent to a replica that does not lead the next view")
+            return
+        if vote.view + 2 < self.view:
+            self.reject(sender, vote, "vote from an earlier view")  # late, or replayed
             return
         self.add_vote(sender, vote)
 

@@ -545,3 +545,26 @@ def test_two_votes_of_one_voter_in_a_view_count_once_and_are_evidence() -> None:
     from bft.hotstuff import SPEC
 
     assert "replica 0 signed two votes for view 1" in SPEC.evidence(first, second, COMMITTEE, 0)  # type: ignore[misc]
+
+
+def test_proposals_and_votes_of_earlier_views_are_refused_and_counted() -> None:
+    """Late or replayed messages: a proposal of a view this replica has left gets no vote and
+    is counted; so is a vote for a view two or more behind."""
+    d = driver(replica=leader(2))  # it leads view 2: view-1 votes are sent to it
+    for block in (B1, B2, B3, B4):
+        d.step(leader(block.view), propose(block))
+    assert d.core.view >= 4
+    voted = len(d.votes())
+    d.step(leader(1), propose(B1))  # a replayed proposal of view 1 (valid signatures)
+    assert len(d.votes()) == voted
+    assert d.core.rejections.count("proposal from an earlier view") == 1
+    h = B1.header.hash()
+    late = Vote(
+        view=1,
+        height=1,
+        block_hash=h,
+        signature=KEYS[0].sign_digest(ST.vote_digest(1, 1, h)),
+        commits=(),
+    )
+    d.step(0, late)
+    assert d.core.rejections.count("vote from an earlier view") == 1
