@@ -295,6 +295,8 @@ def _link_totals(statuses: dict[int, dict[str, Any] | None]) -> dict[str, int]:
         for link in status.get("links", {}).values():
             totals["bytes_sent"] += int(link.get("bytes_sent", 0))
             totals["frames_sent"] += int(link.get("frames_sent", 0))
+        client = status.get("client_bytes", {})
+        totals["client_bytes"] += int(client.get("in", 0)) + int(client.get("out", 0))
     heights = [int(s["height"]) for s in statuses.values() if s]
     totals["height"] = max(heights) if heights else 0
     return dict(totals)
@@ -476,6 +478,9 @@ class PointRun:
             phase["bytes_per_tx"] = (
                 round(wire.get("bytes_sent", 0) / committed, 1) if committed else None
             )
+            phase["client_bytes_per_tx"] = (
+                round(wire.get("client_bytes", 0) / committed, 1) if committed else None
+            )
             phase["messages_per_block"] = (
                 round(wire.get("messages_sent", 0) / blocks, 2) if blocks else None
             )
@@ -559,6 +564,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         summary["sat_runs_tps"] = [ph.get("committed_tps") for ph in runs]
         for key in (
             "committed_tps", "replica_cpu_per_1000", "loader_cpu_per_1000", "bytes_per_tx",
+            "client_bytes_per_tx",
             "messages_per_block", "txs_per_block",
         ):  # fmt: skip
             summary[key] = sat.get(key)
@@ -734,12 +740,121 @@ def run_pysyncobj(
     return out
 
 
-def etcd_baseline() -> dict[str, Any]:
-    etcd, etcdctl = shutil.which("etcd"), shutil.which("etcdctl")
-    if etcd is None or etcdctl is None:
-        missing = " and ".join(n for n, p in (("etcd", etcd), ("etcdctl", etcdctl)) if p is None)
-        return {"skipped": f"etcd not installed ({missing} not on PATH; Debian: etcd-server)"}
-    return {"skipped": f"etcd found at {etcd}, but this suite does not drive an etcd cluster yet"}
+ETCD_THREADS = 128
+"""Outstanding puts at most in the etcd throughput run (one loader thread each)."""
+
+
+def _etcd_call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    with urllib.request.urlopen(url + path, data=data, timeout=2.0) as response:
+        return json.loads(response.read())
+
+
+def _etcd_leader(urls: list[str], timeout: float) -> str:
+    """The client URL of the member that leads, once every member is healthy."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            if all(_etcd_call(u, "/health").get("health") == "true" for u in urls):
+                status = {u: _etcd_call(u, "/v3/maintenance/status", {}) for u in urls}
+                for url, st in status.items():
+                    if st.get("leader") and st["leader"] == st.get("header", {}).get("member_id"):
+                        return url
+        except (OSError, ValueError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise BenchError(f"etcd: no healthy cluster with a leader after {timeout:.0f} s {last}")
+
+
+def run_etcd(
+    count: int,
+    light_count: int,
+    size: int,
+    window: int,
+    workdir: Path,
+    step: Callable[[str], None],
+) -> dict[str, Any]:
+    """Three etcd members on loopback (their WAL fsync'd, as etcd always does; no TLS), driven
+    through the v3 JSON gateway by a separate load process (``bench.etcd_load``): a closed-loop
+    throughput run of ``count`` puts and a window-1 latency run of ``light_count`` puts on the
+    leader."""
+    etcd = shutil.which("etcd")
+    if etcd is None:
+        return {"skipped": "etcd not installed (etcd not on PATH; Debian: etcd-server)"}
+    version = subprocess.run(
+        [etcd, "--version"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    threads = max(1, min(window, ETCD_THREADS))
+    first = version[0] if version else "etcd ?"
+    out: dict[str, Any] = {
+        "version": "etcd " + first.split(":", 1)[1].strip() if ":" in first else first,
+        "count": count,
+        "size": size,
+        "window": threads,
+    }
+    step("etcd: starting 3 members")
+    ports = free_ports(6)
+    clients = [f"http://127.0.0.1:{p}" for p in ports[:3]]
+    peers = [f"http://127.0.0.1:{p}" for p in ports[3:]]
+    initial = ",".join(f"m{i}={peer}" for i, peer in enumerate(peers))
+    members: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(3):
+            cmd = [
+                etcd, "--name", f"m{i}", "--data-dir", str(workdir / f"etcd-{i}"),
+                "--listen-client-urls", clients[i], "--advertise-client-urls", clients[i],
+                "--listen-peer-urls", peers[i], "--initial-advertise-peer-urls", peers[i],
+                "--initial-cluster", initial, "--initial-cluster-state", "new",
+                "--initial-cluster-token", "bench", "--log-level", "warn",
+            ]  # fmt: skip
+            log = open(workdir / f"etcd-{i}.log", "wb")  # noqa: SIM115
+            members.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir))
+            log.close()
+        leader = _etcd_leader(clients, 30.0)
+        runs = (("throughput", count, threads, clients), ("light", light_count, 1, [leader]))
+        for name, total, win, endpoints in runs:
+            step(f"etcd: {name}")
+            cpu0 = [cpu_seconds(m.pid) for m in members]
+            cmd = [
+                sys.executable, "-m", "bench.etcd_load", "--count", str(total),
+                "--window", str(win), "--size", str(size),
+                *(x for e in endpoints for x in ("--endpoint", e)),
+            ]  # fmt: skip
+            loader = subprocess.run(
+                cmd, capture_output=True, text=True, env=child_env(), timeout=600, check=False
+            )
+            cpu1 = [cpu_seconds(m.pid) for m in members]
+            try:
+                result = json.loads(loader.stdout.strip().splitlines()[-1])["result"]
+            except (IndexError, ValueError, KeyError):
+                out[name] = {"error": f"etcd load process: {loader.stderr.strip()[-300:]}"}
+                continue
+            done = result["succeeded"]
+            out[name] = {
+                "succeeded": done,
+                "failures": result["failures"],
+                "first_failures": result["first_failures"],
+                "elapsed_s": result["elapsed"],
+                "tps": round(done / result["elapsed"], 1) if result["elapsed"] else 0.0,
+                "cpu_per_1000": round((sum(cpu1) - sum(cpu0)) * 1000 / done, 4) if done else None,
+                "loader_cpu_per_1000": round(result["cpu_s"] * 1000 / done, 4) if done else None,
+                "latency_ms": result["latency_ms"],
+            }
+    except (BenchError, OSError, subprocess.TimeoutExpired) as exc:
+        out["error"] = str(exc)
+    finally:
+        for member in members:
+            member.terminate()
+        for member in members:
+            try:
+                member.wait(10)
+            except subprocess.TimeoutExpired:
+                member.kill()
+                member.wait()
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -889,7 +1004,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "pysyncobj": run_pysyncobj(
                         count, profile.pysyncobj_light_count, 256, profile.window, workdir, step
                     ),
-                    "etcd": etcd_baseline(),
+                    "etcd": run_etcd(
+                        count, profile.pysyncobj_light_count, 256, profile.window, workdir, step
+                    ),
                 }
                 step("baselines done")
     except KeyboardInterrupt:

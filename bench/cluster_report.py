@@ -335,6 +335,7 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
                     fmt(s.get("replica_cpu_per_1000"), ".3f"),
                     fmt(s.get("loader_cpu_per_1000"), ".3f"),
                     fmt(s.get("bytes_per_tx"), ",.0f"),
+                    fmt(s.get("client_bytes_per_tx"), ",.0f"),
                     fmt(s.get("messages_per_block"), ".1f"),
                     fmt(s.get("txs_per_block"), ".0f"),
                     fmt(s.get("peak_memory_mb"), ".0f"),
@@ -357,6 +358,7 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
             "replica CPU s/1k tx",
             "loader CPU s/1k tx",
             "peer bytes/tx",
+            "client bytes/tx",
             "msgs/block",
             "tx/block",
             "peak RSS MiB",
@@ -376,7 +378,9 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
         "commit latency at the closed-loop window (window / throughput). *CPU*: user+system "
         "seconds of all replica processes, and of the load process, per 1,000 committed "
         "transactions (from /proc). *peer bytes/tx*: bytes all replicas sent to each other "
-        "(client traffic excluded). *msgs/block*: protocol messages all replicas sent per "
+        "(client traffic excluded). *client bytes/tx*: bytes between the replicas and their "
+        "clients, both ways (every replica receives each transaction and answers for each "
+        "block). *msgs/block*: protocol messages all replicas sent per "
         "committed block. *peak RSS*: the largest replica's VmHWM. *other load*: CPU the "
         "rest of the machine used during the busiest phase, in cores. *ledger = acks*: every "
         "phase's ledger count covers every acknowledged transaction and no more than were "
@@ -705,7 +709,35 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
                     f"ms, p99 {fmt(lat.get('p99'), '.2f')} ms (in-process call, no client network)."
                 )
         etcd = base.get("etcd", {})
-        add(f"- etcd: {'skipped: ' + etcd['skipped'] if 'skipped' in etcd else json.dumps(etcd)}")
+        if "skipped" in etcd:
+            add(f"- etcd: skipped: {etcd['skipped']}")
+        elif "error" in etcd:
+            add(f"- etcd failed: {etcd['error']}")
+        else:
+            thr, lt = etcd.get("throughput", {}), etcd.get("light", {})
+            raft = find(doc, "raft", 3)
+            if "error" in thr:
+                add(f"- etcd throughput run failed: {thr['error']}")
+            elif thr:
+                add(
+                    f"- {etcd.get('version', 'etcd')}, 3 members on loopback (WAL fsync'd, no "
+                    f"TLS), {thr.get('succeeded', 0):,} puts of {etcd['size']} B through the v3 "
+                    f"JSON gateway, {etcd['window']} outstanding from a separate Python load "
+                    f"process (HTTP/1.1 keep-alive): **{fmt(thr.get('tps'))} puts/s**, "
+                    f"{fmt(thr.get('cpu_per_1000'), '.3f')} CPU s/1k in the members and "
+                    f"{fmt(thr.get('loader_cpu_per_1000'), '.3f')} in the load process (one HTTP "
+                    f"request per put: it can be the bottleneck), "
+                    f"{thr.get('failures', 0)} failed. Our Raft n=3: {fmt(tps(raft))} tx/s = "
+                    f"{fmt(ratio(tps(raft), thr.get('tps')), '.2f', 'x')} etcd."
+                )
+            if "error" in lt:
+                add(f"- etcd light-load run failed: {lt['error']}")
+            elif lt:
+                lat = lt.get("latency_ms", {})
+                add(
+                    f"- etcd light load (leader, one put outstanding): p50 "
+                    f"{fmt(lat.get('p50'), '.2f')} ms, p99 {fmt(lat.get('p99'), '.2f')} ms."
+                )
         add("")
 
     # Targets.
