@@ -589,6 +589,8 @@ class Replica:
         finally:
             session.closed = True
             del self.sessions[session.number]
+            self.stats["client_bytes_in"] += framed.bytes_received
+            self.stats["client_bytes_out"] += framed.bytes_sent
 
     async def _client_frame(
         self, session: ClientSession, nursery: trio.Nursery, frame: bytes
@@ -991,7 +993,16 @@ class Replica:
                 {str(k): dict(v) for k, v in self.links.statistics().items()} if self.links else {}
             )
             doc["rejected"] = dict(self.core.rejections.by_reason) if self.core is not None else {}
+            doc["client_bytes"] = self.client_bytes()
         return doc
+
+    def client_bytes(self) -> dict[str, int]:
+        """Bytes read from and written to client connections, closed and open ones."""
+        live = [s.framed for s in self.sessions.values()]
+        return {
+            "in": self.stats["client_bytes_in"] + sum(f.bytes_received for f in live),
+            "out": self.stats["client_bytes_out"] + sum(f.bytes_sent for f in live),
+        }
 
 
 def _only_exception(group: BaseException) -> BaseException | None:
