@@ -32,7 +32,7 @@ import os
 import random
 import ssl
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -159,12 +159,42 @@ class _Pending:
     error: ClientError | None = None
 
 
+OUTBOX_BYTES = 16 << 20
+"""Frames queued for one replica at most (bytes); beyond, the oldest are dropped (what they
+carried is sent again by the retrier)."""
+
+
 class _Connection:
     def __init__(self, replica: int) -> None:
         self.replica = replica
         self.framed: FramedStream | None = None
         self.connected = trio.Event()
         self.failures = 0
+        self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0
+        self.wakeup = trio.Event()
+        self.dropped = 0
+
+    def enqueue(self, frames: Sequence[bytes]) -> None:
+        for frame in frames:
+            self.queue.append(frame)
+            self.queued_bytes += len(frame)
+        while self.queued_bytes > OUTBOX_BYTES and len(self.queue) > 1:
+            self.queued_bytes -= len(self.queue.popleft())
+            self.dropped += 1
+        self.wakeup.set()
+
+    async def writer(self, framed: FramedStream) -> None:
+        """Send what is queued for this replica, in order; a slow or stopped replica holds up
+        only its own queue, never the client's other connections."""
+        while True:
+            if not self.queue:
+                self.wakeup = trio.Event()
+                await self.wakeup.wait()
+            batch = list(self.queue)
+            self.queue.clear()
+            self.queued_bytes = 0
+            await framed.send(batch)
 
 
 class Client:
@@ -220,20 +250,15 @@ class Client:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.05
+            conn.queue.clear()  # frames for the last connection: the retrier sends them again
+            conn.queued_bytes = 0
             conn.framed = framed
             conn.connected.set()
             self.stats["connects"] += 1
             try:
-                await self._read(conn, framed)
-            except (
-                OSError,
-                ssl.SSLError,
-                trio.BrokenResourceError,
-                trio.ClosedResourceError,
-                CodecError,
-                FrameError,
-            ):
-                self.stats["disconnects"] += 1
+                async with trio.open_nursery() as both:
+                    both.start_soon(self._write, conn, framed, both.cancel_scope)
+                    await self._read_until_closed(conn, framed, both.cancel_scope)
             finally:
                 conn.framed = None
                 conn.connected = trio.Event()
@@ -265,34 +290,43 @@ class Client:
                 if waiter is not None:
                     waiter.send_nowait(message)
 
-    async def _send(self, replica: int, frames: Sequence[bytes]) -> bool:
-        conn = self._conns[replica]
-        framed = conn.framed
-        if framed is None:
-            return False
+    async def _write(
+        self, conn: _Connection, framed: FramedStream, scope: trio.CancelScope
+    ) -> None:
         try:
-            await framed.send(frames)
+            await conn.writer(framed)
+        except (OSError, ssl.SSLError, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.stats["disconnects"] += 1
+            scope.cancel()  # the connection is gone: stop reading too, and reconnect
+
+    async def _read_until_closed(
+        self, conn: _Connection, framed: FramedStream, scope: trio.CancelScope
+    ) -> None:
+        try:
+            await self._read(conn, framed)
         except (
             OSError,
+            ssl.SSLError,
             trio.BrokenResourceError,
             trio.ClosedResourceError,
-            trio.BusyResourceError,
+            CodecError,
+            FrameError,
         ):
+            self.stats["disconnects"] += 1
+        finally:
+            scope.cancel()  # closed or broken: stop writing too, and reconnect
+
+    async def _send(self, replica: int, frames: Sequence[bytes]) -> bool:
+        """Queue ``frames`` for ``replica`` (``False`` if it is not connected)."""
+        conn = self._conns[replica]
+        if conn.framed is None:
             return False
+        conn.enqueue(frames)
         return True
 
     async def _broadcast(self, frames: Sequence[bytes]) -> int:
-        sent = 0
-        async with trio.open_nursery() as nursery:
-            results: list[bool] = []
-
-            async def one(replica: int) -> None:
-                results.append(await self._send(replica, frames))
-
-            for replica in self._conns:
-                nursery.start_soon(one, replica)
-        sent = sum(results)
-        return sent
+        """Queue ``frames`` for every connected replica; return how many."""
+        return sum([await self._send(replica, frames) for replica in self._conns])
 
     async def wait_connected(self, count: int | None = None, timeout: float | None = None) -> None:
         """Wait until ``count`` replicas (default: all) are connected."""
