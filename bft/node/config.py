@@ -136,8 +136,8 @@ class ReplicaConfig:
     handshake_timeout_s: float = 5.0
     idle_timeout_s: float = 30.0
     client_refusals_per_s: float = 200.0
-    """Refused (or already settled) transactions a client connection may cause per second
-    before the replica stops reading from it for a while (0: no limit)."""
+    """Refused transactions a client connection may cause per second before the replica stops
+    reading from it for a while (0: no limit)."""
     client_txs_per_s: float = 0.0
     """Transactions a client connection may submit per second (0: no limit)."""
     client_bytes_per_s: float = 0.0

@@ -57,7 +57,7 @@ from bft.core.evidence import Evidence, EvidenceError, find_signer
 from bft.core.interface import CoreContext, LedgerState, serve_block_request
 from bft.core.messages import BlockRequest, BlockResponse
 from bft.core.ready import BROADCAST, Ready, Reply
-from bft.core.requests import Request
+from bft.core.requests import Request, RequestId
 from bft.protocols import spec as protocol_spec
 from crypto import MerkleTree
 from crypto.codec import CodecError, Record
@@ -91,6 +91,8 @@ log = logging.getLogger("bft.replica")
 RECENT_BLOCKS = 256
 MAX_ROUTES = 1_000_000
 SESSION_QUEUE = 4096
+SESSION_REPEATS = 4096  # settled requests a client connection was answered again, remembered
+REPEAT_WINDOW_S = 1.0  # the same settled request again within this costs the refusal allowance
 
 
 class ReplicaError(Exception):
@@ -137,6 +139,7 @@ class ClientSession:
         self.subscribed_from: int | None = None
         self.closed = False
         self.refusals = Allowance(config.client_refusals_per_s, max_pause=2.0)
+        self.repeats: OrderedDict[RequestId, float] = OrderedDict()  # settled, answered again
         self.txs = Allowance(config.client_txs_per_s)
         self.bytes = Allowance(config.client_bytes_per_s)
 
@@ -640,13 +643,22 @@ class Replica:
             if items:
                 session.send(Refused(items=tuple(items)))
         if admitted:
-            # Requests the ledger already settles are answered again (a client whose answer
-            # was lost retries), but they cost the connection's allowance like refusals: a
-            # flood of replays cannot crowd out new work.
-            settled = sum(1 for r in admitted if self.core.settled_already(r))
-            if settled:
-                self.stats["client_txs_settled_again"] += settled
-                wasted += settled
+            # Requests the ledger already settles are answered again and counted. Only one
+            # repeated on this connection within a second of the last time costs the allowance:
+            # a replica that lags receives an honest client's requests once each, after the
+            # others committed them (throttling it would slow that client down), and an honest
+            # client retries seconds apart; a flood of replays repeats itself at once.
+            repeats, now = session.repeats, time.monotonic()
+            for request in admitted:
+                if not self.core.settled_already(request):
+                    continue
+                self.stats["client_txs_settled_again"] += 1
+                seen = repeats.pop(request.id, None)
+                if seen is not None and now - seen < REPEAT_WINDOW_S:
+                    wasted += 1
+                repeats[request.id] = now
+            while len(repeats) > SESSION_REPEATS:
+                repeats.popitem(last=False)
         if wasted:
             pause = session.refusals.take(wasted, time.monotonic())
             if pause > 0:
@@ -654,8 +666,8 @@ class Replica:
                 # TCP; honest clients, whose requests are rarely refused, keep their share.
                 self.stats["client_throttled"] += 1
                 log.warning(
-                    "replica %d: client connection %d exceeds %g refused or repeated "
-                    "transactions/s; not reading from it for %.2f s",
+                    "replica %d: client connection %d exceeds %g refused transactions/s; "
+                    "not reading from it for %.2f s",
                     self.replica, session.number, session.refusals.rate, pause,
                     extra=log_event("rejected"),
                 )  # fmt: skip

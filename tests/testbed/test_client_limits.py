@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 
 from bft.client import open_client
-from bft.testbed import LoadResult, Testbed, ask_statuses, drive, init_cluster
+from bft.testbed import LoadResult, Testbed, ask_statuses, drive, init_cluster, load_cluster
 
 RATE = 200.0
 COUNT = 1000
@@ -82,3 +82,81 @@ async def test_replayed_settled_transactions_cost_the_allowance(tmp_path: Path) 
     assert all(s["client_txs_settled_again"] > 0 for s in stats.values()), stats
     assert all(s["client_throttled"] > 0 for s in stats.values()), stats
     assert {s["height"] for s in statuses.values() if s} == {1}, statuses  # it committed once
+
+
+async def test_a_stopped_replica_holds_up_neither_the_client_nor_its_allowance(
+    tmp_path: Path,
+) -> None:
+    """With one replica stopped (SIGSTOP), the client keeps committing through the others: what
+    it sends that replica waits in that connection's own queue. Resumed, the replica reads the
+    backlog without throttling the client."""
+    import signal
+
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    bed = Testbed(tmp_path)
+    bed.start()
+    try:
+        with trio.fail_after(120):
+            await bed.wait_ready()
+            async with open_client(bed.client_config(timeout=60)) as client:
+                await drive(client, count=100, window=100)
+                bed.processes.signal(3, signal.SIGSTOP)
+                stopped = LoadResult(3000)
+                began = time.monotonic()
+                await drive(client, count=3000, window=500, result=stopped)
+                elapsed = time.monotonic() - began
+                bed.processes.signal(3, signal.SIGCONT)
+                resumed = await drive(client, count=1500, window=500)
+            await bed.wait_converged(60)
+            stats = await replica_stats(bed)
+    finally:
+        await trio.to_thread.run_sync(bed.stop)
+    assert stopped.committed == 3000 and resumed.committed == 1500, (stopped, resumed)
+    assert elapsed < 30, elapsed
+    assert stats[3].get("client_throttled", 0) == 0, stats[3]
+
+
+async def test_settled_transactions_sent_again_cost_the_allowance_only_when_repeated(
+    tmp_path: Path,
+) -> None:
+    """Committed transactions arriving once each (a lagging replica's backlog) are answered
+    again and counted; the same ones again within a second (a replay flood) are charged."""
+    from bft.client.protocol import Submit
+    from crypto.keyfiles import load_committee
+    from network import Endpoint, Hello, NetworkConfig, dial
+    from network.tls import client_context, client_files
+
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    cluster = load_cluster(tmp_path)
+    bed = Testbed(tmp_path)
+    bed.start()
+    try:
+        with trio.fail_after(120):
+            await bed.wait_ready()
+            async with open_client(bed.client_config(timeout=60)) as client:
+                done = await drive(client, count=600, window=600, keep_receipts=True)
+            raws = [r.tx for r in done.receipts]
+            endpoint = Endpoint(
+                load_committee(cluster.committee_file),
+                "pbft",
+                None,
+                client_context(client_files(cluster.tls_dir, "default")),
+                NetworkConfig(),
+            )
+            hello = Hello(kind="client", id=0, chain_id=cluster.chain_id, protocol="pbft")
+            framed = await dial(endpoint, *cluster.clients[0], hello, expect_replica=0)
+            await framed.send(
+                [Submit(txs=tuple(raws[i : i + 100])).encode() for i in range(0, 600, 100)]
+            )
+            await trio.sleep(1.0)
+            once = (await replica_stats(bed))[0]
+            for _ in range(5):
+                await framed.send([Submit(txs=tuple(raws[:100])).encode()])
+            await trio.sleep(1.0)
+            again = (await replica_stats(bed))[0]
+            await framed.aclose()
+    finally:
+        await trio.to_thread.run_sync(bed.stop)
+    assert once.get("client_txs_settled_again", 0) >= 600, once
+    assert once.get("client_throttled", 0) == 0, once
+    assert again.get("client_throttled", 0) >= 1, again
