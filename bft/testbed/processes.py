@@ -137,6 +137,12 @@ class Processes:
     def states(self) -> list[ProcessState]:
         return [self.state(i) for i in range(self.cluster.n)]
 
+    def child_running(self, replica: int) -> bool:
+        """Whether a process this object started for ``replica`` has not exited (true even in
+        the instant after starting, before ``pid`` can tell it from /proc)."""
+        child = self._children.get(replica)
+        return child is not None and child.poll() is None
+
     def exit_code(self, replica: int) -> int | None:
         """The exit status of a replica this object started and that has exited."""
         child = self._children.get(replica)
