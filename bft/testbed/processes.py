@@ -253,6 +253,8 @@ class Processes:
         pids: dict[int, int] = {}
         for replica in targets:
             pid = self.pid(replica)
+            if pid is None and self.child_running(replica):
+                pid = self._children[replica].pid  # ours and alive, whatever /proc said
             if pid is None:
                 continue
             with contextlib.suppress(ProcessLookupError):
