@@ -119,6 +119,11 @@ class Processes:
             pid = int(self.pid_file(replica).read_text().strip())
         except (OSError, ValueError):
             return None
+        child = self._children.get(replica)
+        if child is not None and child.pid == pid:
+            # Our own child: alive until reaped, whatever /proc shows in the instant after it
+            # was started.
+            return pid if child.poll() is None else None
         self._reap(pid)
         state = _proc_state(pid)
         if state is None or state in ("Z", "X"):
@@ -136,12 +141,6 @@ class Processes:
 
     def states(self) -> list[ProcessState]:
         return [self.state(i) for i in range(self.cluster.n)]
-
-    def child_running(self, replica: int) -> bool:
-        """Whether a process this object started for ``replica`` has not exited (true even in
-        the instant after starting, before ``pid`` can tell it from /proc)."""
-        child = self._children.get(replica)
-        return child is not None and child.poll() is None
 
     def exit_code(self, replica: int) -> int | None:
         """The exit status of a replica this object started and that has exited."""
@@ -253,8 +252,6 @@ class Processes:
         pids: dict[int, int] = {}
         for replica in targets:
             pid = self.pid(replica)
-            if pid is None and self.child_running(replica):
-                pid = self._children[replica].pid  # ours and alive, whatever /proc said
             if pid is None:
                 continue
             with contextlib.suppress(ProcessLookupError):

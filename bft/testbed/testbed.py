@@ -80,11 +80,7 @@ class Testbed:
             async with open_client(self.client_config(admin=True), wait=0) as client:
                 while True:
                     for replica in wanted:
-                        if (
-                            replica not in answers
-                            and self.processes.pid(replica) is None
-                            and not self.processes.child_running(replica)
-                        ):
+                        if replica not in answers and self.processes.pid(replica) is None:
                             code = self.processes.exit_code(replica)
                             how = f" (exit status {code})" if code is not None else ""
                             raise TestbedError(
