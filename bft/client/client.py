@@ -32,7 +32,7 @@ import os
 import random
 import ssl
 import threading
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -48,6 +48,7 @@ from crypto.keyfiles import load_committee, load_secret_key
 from ledger import Block, BlockError, BlockHeader, Receipt, ReceiptError, Transaction, verify_block
 from ledger.verify import verify_certificate
 from network import Endpoint, FramedStream, FrameError, HandshakeError, Hello, NetworkConfig, dial
+from network.outbox import Outbox
 from network.tls import TlsFiles, client_context
 
 from .protocol import (
@@ -170,31 +171,7 @@ class _Connection:
         self.framed: FramedStream | None = None
         self.connected = trio.Event()
         self.failures = 0
-        self.queue: deque[bytes] = deque()
-        self.queued_bytes = 0
-        self.wakeup = trio.Event()
-        self.dropped = 0
-
-    def enqueue(self, frames: Sequence[bytes]) -> None:
-        for frame in frames:
-            self.queue.append(frame)
-            self.queued_bytes += len(frame)
-        while self.queued_bytes > OUTBOX_BYTES and len(self.queue) > 1:
-            self.queued_bytes -= len(self.queue.popleft())
-            self.dropped += 1
-        self.wakeup.set()
-
-    async def writer(self, framed: FramedStream) -> None:
-        """Send what is queued for this replica, in order; a slow or stopped replica holds up
-        only its own queue, never the client's other connections."""
-        while True:
-            if not self.queue:
-                self.wakeup = trio.Event()
-                await self.wakeup.wait()
-            batch = list(self.queue)
-            self.queue.clear()
-            self.queued_bytes = 0
-            await framed.send(batch)
+        self.outbox = Outbox(max_bytes=OUTBOX_BYTES)
 
 
 class Client:
@@ -250,8 +227,7 @@ class Client:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.05
-            conn.queue.clear()  # frames for the last connection: the retrier sends them again
-            conn.queued_bytes = 0
+            conn.outbox.clear()  # frames for the last connection: the retrier sends them again
             conn.framed = framed
             conn.connected.set()
             self.stats["connects"] += 1
@@ -294,7 +270,7 @@ class Client:
         self, conn: _Connection, framed: FramedStream, scope: trio.CancelScope
     ) -> None:
         try:
-            await conn.writer(framed)
+            await conn.outbox.run(framed)
         except (OSError, ssl.SSLError, trio.BrokenResourceError, trio.ClosedResourceError):
             self.stats["disconnects"] += 1
             scope.cancel()  # the connection is gone: stop reading too, and reconnect
@@ -321,7 +297,7 @@ class Client:
         conn = self._conns[replica]
         if conn.framed is None:
             return False
-        conn.enqueue(frames)
+        conn.outbox.put(frames)
         return True
 
     async def _broadcast(self, frames: Sequence[bytes]) -> int:

@@ -76,6 +76,7 @@ from network import (
     read_frames,
     verify_off_loop,
 )
+from network.outbox import Outbox
 from network.tls import TlsError, TlsFiles, client_context, server_context
 
 from .config import BYZANTINE_MODES, ConfigError, ReplicaConfig, protocol_config
@@ -133,9 +134,7 @@ class ClientSession:
         self.number = number
         self.identity = identity
         self.framed = framed
-        self.queue: deque[bytes] = deque()
-        self.wakeup = trio.Event()
-        self.dropped = 0
+        self.outbox = Outbox(max_frames=SESSION_QUEUE)
         self.subscribed_from: int | None = None
         self.closed = False
         self.refusals = Allowance(config.client_refusals_per_s, max_pause=2.0)
@@ -144,22 +143,11 @@ class ClientSession:
         self.bytes = Allowance(config.client_bytes_per_s)
 
     def send(self, record: Record) -> None:
-        if self.closed:
-            return
-        if len(self.queue) >= SESSION_QUEUE:
-            self.queue.popleft()
-            self.dropped += 1
-        self.queue.append(record.encode())
-        self.wakeup.set()
+        if not self.closed:
+            self.outbox.put([record.encode()])
 
     async def writer(self) -> None:
-        while True:
-            if not self.queue:
-                self.wakeup = trio.Event()
-                await self.wakeup.wait()
-            batch = list(self.queue)
-            self.queue.clear()
-            await self.framed.send(batch)
+        await self.outbox.run(self.framed)
 
 
 class Replica:
@@ -935,7 +923,7 @@ class Replica:
         return {
             "inbox": self._inbox.statistics().current_buffer_used if hasattr(self, "_inbox") else 0,
             "mempool": self.core.status().pending if self.core is not None else 0,
-            "client_out": sum(len(s.queue) for s in self.sessions.values()),
+            "client_out": sum(len(s.outbox) for s in self.sessions.values()),
             "peer_out": sum(len(link.queue) for link in self.links.links.values())
             if self.links is not None
             else 0,
