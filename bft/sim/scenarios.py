@@ -15,6 +15,7 @@ from bft.core.interface import ProtocolSpec
 
 from .network import DelayModel, NetworkModel, OneWayCut, PartitionWindow, groups_of
 from .simulator import CrashAt, SimConfig
+from .twins import TwinsScenario, twins_scenario
 from .workload import WorkloadConfig
 
 MS = 1_000
@@ -167,4 +168,71 @@ def parse_faults(text: str, config: SimConfig) -> SimConfig:
         silent=frozenset(silent),
         twins=twins,
         check_liveness=config.check_liveness and len(silent) + twins <= f,
+    )
+
+
+def twins_config(
+    protocol: ProtocolSpec,
+    seed: int,
+    *,
+    n: int = 4,
+    twins: int = 1,
+    rounds: int = 0,
+    space: str = "all",
+    real_crypto: bool = False,
+    **core: object,
+) -> tuple[TwinsScenario, SimConfig]:
+    """The Twins scenario of ``seed`` in ``space`` (see :func:`twins_scenario`) and the
+    simulation that runs it (see :func:`twins_sim_config`)."""
+    scenario = twins_scenario(protocol.name, seed, n=n, twins=twins, rounds=rounds, space=space)
+    config = twins_sim_config(
+        protocol, scenario, seed, n=n, twins=twins, real_crypto=real_crypto, **core
+    )
+    return scenario, config
+
+
+def twins_sim_config(
+    protocol: ProtocolSpec,
+    scenario: TwinsScenario,
+    seed: int,
+    *,
+    n: int = 4,
+    twins: int = 1,
+    real_crypto: bool = False,
+    **core: object,
+) -> SimConfig:
+    """The simulation of a Twins scenario (Bano et al.).
+
+    The first ``twins`` replicas get a twin sharing their key. Round ``r`` of the scenario is one
+    view of the protocol (PBFT's views start at 0, HotStuff's at 1: view 0 is its genesis QC):
+    its partition applies to every message of that view and its leader leads it. Views after
+    the schedule are fully connected with the protocol's own leaders, so the scenario can still
+    commit afterwards. Liveness is not checked (a scenario may keep every round leaderless);
+    every safety invariant is. ``core`` overrides fields of the protocol's config.
+    """
+    first = 0 if protocol.name == "pbft" else 1
+    leaders = {first + r: leader for r, leader in enumerate(scenario.leaders)}
+    partitions = {first + r: groups for r, groups in enumerate(scenario.partitions)}
+    if protocol.name == "pbft":
+        timers: dict[str, object] = {"request_timeout": 30, "view_change_timeout": 20}
+        duration, settle = 600 * MS, 400 * MS
+        workload = WorkloadConfig(clients=2, requests_per_client=8, submit_every=20 * MS)
+    else:
+        timers = {"view_timeout": 3, "retransmit_interval": 2, "status_interval": 6}
+        duration, settle = 100 * MS, 250 * MS
+        workload = WorkloadConfig(
+            clients=1, requests_per_client=3, max_inflight=2, submit_every=15 * MS
+        )
+    return SimConfig(
+        spec=protocol,
+        n=n,
+        seed=seed,
+        twins=twins,
+        network=NetworkModel(round_partitions=partitions),
+        core_config=protocol.config_type(leaders=leaders, **{**timers, **core}),
+        duration=duration,
+        settle=settle,
+        workload=workload,
+        check_liveness=False,
+        real_crypto=real_crypto,
     )

@@ -49,3 +49,48 @@ def sample_scenario(
     partitions = tuple(groups_of(rng.choice(choices)) for _ in range(rounds))
     leaders = tuple(rng.randrange(identities) for _ in range(rounds))
     return TwinsScenario(partitions, leaders)
+
+
+SPACES = ("all", "quorum", "both")
+"""Scenario spaces: every partition into at most two groups; only partitions that leave a
+group with a quorum of identities in every round (a round without one can never finish, so
+later rounds are never reached: this space reaches deeper); or the two alternately by seed."""
+
+TWINS_PROTOCOLS = ("pbft", "hotstuff")
+
+
+def has_quorum(groups: Groups, n: int, quorum: int) -> bool:
+    """Whether some group holds ``quorum`` distinct identities (instance ``i`` is ``i % n``)."""
+    return any(len({i % n for i in group}) >= quorum for group in groups)
+
+
+def sample_quorum_scenario(
+    rng: random.Random, instances: int, identities: int, rounds: int, quorum: int
+) -> TwinsScenario:
+    """Uniform over the rounds whose partition leaves a group with ``quorum`` identities
+    (rejection sampling), and leaders."""
+    scenario = sample_scenario(rng, instances, identities, rounds)
+    partitions = list(scenario.partitions)
+    for r, groups in enumerate(partitions):
+        while not has_quorum(groups, identities, quorum):
+            groups = sample_scenario(rng, instances, identities, 1).partitions[0]
+        partitions[r] = groups
+    return TwinsScenario(tuple(partitions), scenario.leaders)
+
+
+def twins_scenario(
+    protocol: str, seed: int, *, n: int = 4, twins: int = 1, rounds: int = 0, space: str = "all"
+) -> TwinsScenario:
+    """The scenario of ``seed`` in ``space`` (a pure function of its arguments)."""
+    if protocol not in TWINS_PROTOCOLS:
+        raise ValueError(f"Twins scenarios are for {' and '.join(TWINS_PROTOCOLS)}, not {protocol}")
+    if space not in SPACES:
+        raise ValueError(f"unknown scenario space {space!r}; choose from {', '.join(SPACES)}")
+    if space == "both":
+        space = ("all", "quorum")[seed % 2]
+    rounds = rounds or (6 if protocol == "pbft" else 7)
+    rng = random.Random(f"twins/{protocol}/{space}/{n}/{twins}/{seed}")
+    if space == "all":
+        return sample_scenario(rng, n + twins, n, rounds)
+    quorum = n - (n - 1) // 3
+    return sample_quorum_scenario(rng, n + twins, n, rounds, quorum)

@@ -23,88 +23,42 @@ import time
 
 import pytest
 
-from bft.hotstuff import HotStuffConfig
 from bft.protocols import spec
-from bft.sim import NetworkModel, Report, SimConfig, WorkloadConfig, run, sample_scenario
-from bft.sim.network import Groups, groups_of
+from bft.sim import Report, run
+from bft.sim.network import groups_of
+from bft.sim.scenarios import twins_config, twins_sim_config
 from bft.sim.twins import TwinsScenario, set_partitions
 
 SPEC = spec("hotstuff")
 N = 4
 QUORUM = 3
-ROUNDS = 7
-MS = 1_000
 
 
 def identities(group: frozenset[int]) -> set[int]:
     return {i % N for i in group}
 
 
-def has_quorum(groups: Groups) -> bool:
-    return any(len(identities(g)) >= QUORUM for g in groups)
-
-
-def sample_live(rng: random.Random, twins: int, rounds: int = ROUNDS) -> TwinsScenario:
-    """Uniform over per-round partitions that leave a group with a quorum, and leaders."""
-    scenario = sample_scenario(rng, N + twins, N, rounds)
-    partitions = list(scenario.partitions)
-    for r, groups in enumerate(partitions):
-        while not has_quorum(groups):
-            groups = sample_scenario(rng, N + twins, N, 1).partitions[0]
-        partitions[r] = groups
-    return TwinsScenario(tuple(partitions), scenario.leaders)
-
-
-def config(
-    scenario: TwinsScenario, seed: int, twins: int, *, real_crypto: bool = False
-) -> SimConfig:
-    network = NetworkModel(
-        round_partitions={r + 1: groups for r, groups in enumerate(scenario.partitions)}
-    )
-    core = HotStuffConfig(
-        leaders={r + 1: leader for r, leader in enumerate(scenario.leaders)},
-        view_timeout=3,
-        retransmit_interval=2,
-        status_interval=6,
-    )
-    return SimConfig(
-        spec=SPEC,
-        n=N,
-        seed=seed,
-        twins=twins,
-        network=network,
-        core_config=core,
-        duration=100 * MS,
-        settle=250 * MS,
-        check_liveness=False,
-        real_crypto=real_crypto,
-        workload=WorkloadConfig(
-            clients=1, requests_per_client=3, max_inflight=2, submit_every=15 * MS
-        ),
+def report_rate(label: str, results: list[tuple[TwinsScenario, Report]], elapsed: float) -> None:
+    rate = len(results) / elapsed * 60
+    heights = [r.stats["height"] for _, r in results]
+    print(
+        f"twins {label}: {len(results)} scenarios in {elapsed:.1f}s = {rate:.0f} scenarios/min; "
+        f"mean height {sum(heights) / len(heights):.1f}, {heights.count(0)} without a commit"
     )
 
 
 def run_scenarios(
-    label: str, seeds: range, make: object, *, twins: int, real_crypto: bool = False
+    space: str, seeds: range, *, twins: int = 1, real_crypto: bool = False
 ) -> list[tuple[TwinsScenario, Report]]:
     started = time.perf_counter()
     out = []
     for seed in seeds:
-        rng = random.Random(f"hotstuff-twins/{label}/{seed}")
-        scenario = make(rng, twins)  # type: ignore[operator]
-        out.append((scenario, run(config(scenario, seed, twins, real_crypto=real_crypto))))
-    elapsed = time.perf_counter() - started
-    rate = len(seeds) / elapsed * 60
-    heights = [r.stats["height"] for _, r in out]
-    print(
-        f"twins {label}: {len(seeds)} scenarios in {elapsed:.1f}s = {rate:.0f} scenarios/min; "
-        f"mean height {sum(heights) / len(heights):.1f}, {heights.count(0)} without a commit"
-    )
+        scenario, config = twins_config(
+            SPEC, seed, n=N, twins=twins, space=space, real_crypto=real_crypto
+        )
+        out.append((scenario, run(config)))
+    report_rate(space, out, time.perf_counter() - started)
     return out
-
-
-def uniform(rng: random.Random, twins: int) -> TwinsScenario:
-    return sample_scenario(rng, N + twins, N, ROUNDS)
 
 
 def failures(results: list[tuple[TwinsScenario, Report]]) -> str:
@@ -120,20 +74,20 @@ CHUNK = 100
 
 @pytest.mark.parametrize("chunk", range(15))
 def test_twins_live_partitions_keep_agreement(chunk: int) -> None:
-    results = run_scenarios("live", range(chunk * CHUNK, (chunk + 1) * CHUNK), sample_live, twins=1)
+    results = run_scenarios("quorum", range(chunk * CHUNK, (chunk + 1) * CHUNK))
     assert not failures(results), failures(results)
     assert sum(1 for _, r in results if r.stats["height"] > 0) >= CHUNK * 0.8
 
 
 @pytest.mark.parametrize("chunk", range(4))
 def test_twins_uniform_partitions_keep_agreement(chunk: int) -> None:
-    results = run_scenarios("uniform", range(chunk * CHUNK, (chunk + 1) * CHUNK), uniform, twins=1)
+    results = run_scenarios("all", range(chunk * CHUNK, (chunk + 1) * CHUNK))
     assert not failures(results), failures(results)
     assert any(r.stats["height"] > 0 for _, r in results)
 
 
 def test_twins_with_real_signatures() -> None:
-    results = run_scenarios("real", range(40), sample_live, twins=1, real_crypto=True)
+    results = run_scenarios("quorum", range(40), real_crypto=True)
     assert not failures(results), failures(results)
     assert sum(1 for _, r in results if r.stats["height"] > 0) >= 30
 
@@ -145,7 +99,7 @@ TWO_QUORUMS = [
 ]
 
 
-def two_quorums(rng: random.Random, twins: int) -> TwinsScenario:
+def two_quorums(rng: random.Random) -> TwinsScenario:
     """A partition drawn uniformly from those in which both groups hold a quorum (possible only
     with more than f twins), kept for the whole schedule; leaders uniform per round."""
     split = rng.choice(TWO_QUORUMS)
@@ -157,7 +111,12 @@ def test_negative_control_more_than_f_twins_is_caught() -> None:
     """Two twins among four replicas (f = 1): both halves can make quorums, and in some
     scenarios they commit different blocks at one height. The checker must say so."""
     assert len(TWO_QUORUMS) == 4
-    results = run_scenarios("negative", range(60), two_quorums, twins=2)
+    started = time.perf_counter()
+    results = []
+    for seed in range(60):
+        scenario = two_quorums(random.Random(f"hotstuff-twins/negative/{seed}"))
+        results.append((scenario, run(twins_sim_config(SPEC, scenario, seed, n=N, twins=2))))
+    report_rate("negative", results, time.perf_counter() - started)
     caught = [r for _, r in results if any(v.invariant == "S1" for v in r.violations)]
     print(f"negative control: S1 reported in {len(caught)} of {len(results)} scenarios")
     assert caught

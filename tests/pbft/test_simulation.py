@@ -5,7 +5,6 @@ Every failure prints the report: the seed, the violated invariant and the last e
 
 from __future__ import annotations
 
-import random
 import time
 
 import pytest
@@ -24,7 +23,7 @@ from bft.sim import (
     WorkloadConfig,
     groups_of,
     run,
-    sample_scenario,
+    scenarios,
 )
 from bft.sim.scenarios import random_scenario
 from tests.conftest import seeds
@@ -209,24 +208,9 @@ def test_runs_are_reproducible_from_the_seed() -> None:
 # ------------------------------------------------------------------------------------ Twins
 
 
-def twins_config(n: int, twins: int, seed: int, rounds: int = 6, **cfg: object) -> SimConfig:
-    scenario = sample_scenario(random.Random(seed), n + twins, n, rounds)
-    core_config = PbftConfig(
-        leaders=dict(enumerate(scenario.leaders)), request_timeout=30, view_change_timeout=20, **cfg
-    )
-    network = NetworkModel(round_partitions=dict(enumerate(scenario.partitions)))
-    return SimConfig(
-        spec=PBFT,
-        n=n,
-        seed=seed,
-        twins=twins,
-        network=network,
-        duration=600 * MS,
-        settle=400 * MS,
-        workload=WorkloadConfig(clients=2, requests_per_client=8, submit_every=20 * MS),
-        core_config=core_config,
-        check_liveness=False,
-    )
+def twins_config(n: int, twins: int, seed: int, **cfg: object) -> SimConfig:
+    """Per-round partitions and leaders sampled uniformly over all partitions (six views)."""
+    return scenarios.twins_config(PBFT, seed, n=n, twins=twins, space="all", **cfg)[1]
 
 
 def test_twins_with_f_twins_never_fork(sim_figures) -> None:  # type: ignore[no-untyped-def]
