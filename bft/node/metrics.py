@@ -28,6 +28,7 @@ view, leader, is_leader                gauge      current view (term), leader (-
 ledger_height                          gauge      ledger height
 queue_depth{queue}                     gauge      inbox, mempool, client_out, peer_out
 fsync_seconds{file}                    histogram  durable writes: ledger, protocol_log
+gc_pause_seconds{generation}           histogram  Python's garbage collector holding the loop
 peer_messages_total{peer,direction}    counter    frames to / from each peer
 peer_bytes_total{peer,direction}       counter    bytes to / from each peer
 peer_connected{peer}                   gauge      1 when the outbound link is up
@@ -49,6 +50,7 @@ uptime_seconds                         gauge      since the process started
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
@@ -95,6 +97,55 @@ class Histogram:
             total += n
             out.append(("+Inf" if bound == float("inf") else repr(bound), total))
         return out
+
+
+GC_BUCKETS = (
+    0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
+)  # fmt: skip
+
+
+class GcWatch:
+    """Pauses of Python's cyclic garbage collector, per generation (via ``gc.callbacks``).
+
+    A full (generation 2) collection walks every tracked object of the process and holds the
+    event loop meanwhile; when the heap grows, these pauses grow with it and show up as tail
+    latency. Two clock reads per collection, between :meth:`start` and :meth:`close`.
+    """
+
+    __slots__ = ("_began", "collections", "histograms", "max_pause", "pause_total")
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.pause_total = [0.0, 0.0, 0.0]
+        self.max_pause = [0.0, 0.0, 0.0]
+        self.histograms = [Histogram(GC_BUCKETS) for _ in range(3)]
+        self._began = 0.0
+
+    def start(self) -> None:
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._began
+        generation = min(max(info.get("generation", 0), 0), 2)
+        self.collections[generation] += 1
+        self.pause_total[generation] += pause
+        self.max_pause[generation] = max(self.max_pause[generation], pause)
+        self.histograms[generation].observe(pause)
+
+    def status(self) -> dict[str, list[float]]:
+        return {
+            "collections": list(self.collections),
+            "pause_s": [round(t, 3) for t in self.pause_total],
+            "max_pause_ms": [round(t * 1000, 2) for t in self.max_pause],
+        }
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._callback)
 
 
 class ReplicaMetrics:
@@ -183,6 +234,13 @@ class ReplicaCollector:
             "Durable writes (write and fsync)",
             {(k,): h for k, h in r.metrics.fsync.items()} if r.metrics else {},
             ["file"],
+        )
+        yield _histogram(
+            HistogramMetricFamily,
+            "bft_gc_pause_seconds",
+            "Pauses of the garbage collector, by generation (2: a full collection)",
+            {(str(g),): h for g, h in enumerate(r.gc.histograms)},
+            ["generation"],
         )
         messages = CounterMetricFamily(
             "bft_peer_messages", "Frames to and from each peer", labels=["peer", "direction"]

@@ -84,7 +84,7 @@ from .evidence import EvidenceStore
 from .logs import RateLimit
 from .logs import configure as configure_logging
 from .logs import event as log_event
-from .metrics import ReplicaMetrics, prometheus_available
+from .metrics import GcWatch, ReplicaMetrics, prometheus_available
 from .wal import ProtocolLog
 
 log = logging.getLogger("bft.replica")
@@ -252,6 +252,7 @@ class Replica:
         self.core: Any = None
         self.links: PeerLinks | None = None
         self.ready_event = trio.Event()
+        self.gc = GcWatch()
 
     # ------------------------------------------------------------------------------ start
 
@@ -294,6 +295,7 @@ class Replica:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self._open_state()
+        self.gc.start()
         inbox_send, inbox_receive = trio.open_memory_channel[tuple[Any, ...]](10_000)
         self._inbox = inbox_send
         try:
@@ -372,6 +374,7 @@ class Replica:
 
     def close(self) -> None:
         """Flush and close files (after the tasks are gone)."""
+        self.gc.close()
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -994,6 +997,7 @@ class Replica:
             )
             doc["rejected"] = dict(self.core.rejections.by_reason) if self.core is not None else {}
             doc["client_bytes"] = self.client_bytes()
+            doc["gc"] = self.gc.status()
         return doc
 
     def client_bytes(self) -> dict[str, int]:

@@ -221,6 +221,7 @@ async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
             assert ("bft_queue_depth", (("queue", "inbox"),)) in then
             assert then[("bft_evidence_dropped_total", ())] == 0
             assert then[("bft_client_throttled_total", ())] == 0
+            assert ("bft_gc_pause_seconds_count", (("generation", "2"),)) in then
             # Latency is measured where the client's request was admitted: some replica has it.
             latencies = []
             for replica in nodes.replicas.values():
@@ -229,6 +230,32 @@ async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
             assert sum(latencies) >= 400
             assert (await trio.to_thread.run_sync(scrape, port, "/nothing"))[0] == 404
             nursery.cancel_scope.cancel()
+
+
+def test_garbage_collector_pauses_are_measured_per_generation() -> None:
+    import gc
+
+    from bft.node.metrics import GcWatch
+
+    watch = GcWatch()
+    gc.collect()
+    assert watch.collections == [0, 0, 0]  # not started: no callback registered
+    watch.start()
+    watch.start()  # idempotent
+    try:
+        gc.collect(0)
+        gc.collect()
+        assert watch.collections[0] >= 1 and watch.collections[2] >= 1
+        assert watch.histograms[2].count == watch.collections[2]
+        status = watch.status()
+        assert status["collections"] == watch.collections
+        assert status["max_pause_ms"][2] > 0
+    finally:
+        watch.close()
+    before = list(watch.collections)
+    gc.collect()
+    assert watch.collections == before
+    watch.close()  # twice is harmless
 
 
 def test_a_connection_whose_requests_are_refused_is_read_more_slowly() -> None:
