@@ -101,6 +101,9 @@ async def test_load_through_a_sequence_of_faults(tmp_path: Path, protocol: str) 
 
 SOAK_SECONDS = float(os.environ.get("BFT_SOAK_SECONDS", "1800"))
 INTERVAL = max(10.0, SOAK_SECONDS / 30)
+CLIENTS = 4
+"""Client objects in the soak's load process: the load of several applications, and no single
+client's window of outstanding requests (1,000) capping the open loop."""
 
 
 def _rss_mb(pid: int | None) -> float:
@@ -165,7 +168,11 @@ async def test_half_of_peak_load_holds_steady(tmp_path: Path, protocol: str) -> 
             while elapsed < SOAK_SECONDS:
                 interval += 1
                 part = await trio.to_thread.run_sync(
-                    _load_worker, cluster, ["--rate", f"{rate:.1f}"], INTERVAL, f"soak{interval}."
+                    _load_worker,
+                    cluster,
+                    ["--rate", f"{rate:.1f}", "--clients", str(CLIENTS)],
+                    INTERVAL,
+                    f"soak{interval}.",
                 )
                 elapsed += INTERVAL
                 rss = [_rss_mb(bed.processes.pid(r)) for r in range(n)]
