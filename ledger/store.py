@@ -122,6 +122,16 @@ class StoreStats:
     bytes_written: int
 
 
+@dataclass(slots=True)
+class IndexBatch:
+    """Index rows taken out of the store by :meth:`LedgerStore.detach_index`, to be committed by
+    :meth:`LedgerStore.write_index` (on a thread of the caller's choosing)."""
+
+    blocks: dict[int, tuple[int, int, int, int, bytes]]
+    txs: dict[int, list[tuple[int, int]]]
+    rows: int
+
+
 class _BadRecord(Exception):
     def __init__(self, offset: int, reason: str) -> None:
         self.offset = offset
@@ -323,6 +333,11 @@ class LedgerStore:
         self._deferred_blocks: dict[int, tuple[int, int, int, int, bytes]] = {}
         self._deferred_txs: dict[int, list[tuple[int, int]]] = {}
         self._deferred_rows = 0
+        self.background_index = False
+        """When set, :meth:`sync` leaves the index rows deferred: the owner moves them out with
+        :meth:`detach_index` and commits them with :meth:`write_index` off its commit path."""
+        self._flushing: IndexBatch | None = None
+        self._index_writer: _Index | None = None
         try:
             self._open(chain_id, create)
         except BaseException:
@@ -616,6 +631,9 @@ class LedgerStore:
         if self._writer is not None:
             os.close(self._writer[1])
             self._writer = None
+        if self._index_writer is not None:
+            self._index_writer.close()
+            self._index_writer = None
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -697,15 +715,58 @@ class LedgerStore:
         for prefix, height, position in txs:
             self._deferred_txs.setdefault(prefix, []).append((height, position))
         self._deferred_rows += len(txs)
-        if (
+        if not self.background_index and (
             len(self._deferred_blocks) >= INDEX_EVERY_BLOCKS
             or self._deferred_rows >= INDEX_EVERY_ROWS
         ):
             self.flush_index()
         return self.height
 
+    @property
+    def index_lag(self) -> int:
+        """Transaction rows appended but not yet committed to the index."""
+        return self._deferred_rows + (self._flushing.rows if self._flushing is not None else 0)
+
+    def detach_index(self) -> IndexBatch | None:
+        """Move the deferred index rows into a batch for :meth:`write_index`; ``None`` when
+        there are none or a detached batch is not written yet. Call it where :meth:`sync` is
+        called (never at the same time); the rows stay visible to reads until written."""
+        if self._flushing is not None or not self._deferred_blocks:
+            return None
+        batch = IndexBatch(self._deferred_blocks, self._deferred_txs, self._deferred_rows)
+        self._flushing = batch
+        self._deferred_blocks, self._deferred_txs, self._deferred_rows = {}, {}, 0
+        return batch
+
+    def write_index(self, batch: IndexBatch) -> None:
+        """Commit a detached batch through a database connection of its own, so it may run on
+        another thread while this store appends, syncs and reads (SQLite's WAL mode lets the
+        readers go on). Large batches are cheaper per row: each touches the pages of a random
+        key's index once, whatever the number of rows on the page."""
+        if self._flushing is not batch:
+            raise StoreError("this index batch is not the one detached from the store")
+        if self.readonly:
+            raise StoreError(f"{self.directory}: opened read-only")
+        if self._index is None:
+            raise StoreError("ledger store is closed")
+        try:
+            if self._index_writer is None:
+                self._index_writer = _Index(self.directory / "index.sqlite")
+            txs = [(prefix, h, p) for prefix, places in batch.txs.items() for h, p in places]
+            self._index_writer.add(list(batch.blocks.values()), txs)
+        except sqlite3.Error as exc:
+            self._failed = exc
+            raise StoreError(
+                f"{self.directory}: index update failed: {exc}; reopen the ledger"
+            ) from exc
+        # Committed: readers find the rows in SQLite from now on.
+        self._flushing = None
+
     def flush_index(self) -> None:
-        """Commit the deferred index rows to SQLite (done every few dozen blocks and on close)."""
+        """Commit the deferred index rows to SQLite (done every few dozen blocks and on close),
+        a detached batch not yet written first. Not while :meth:`write_index` runs."""
+        if self._flushing is not None:
+            self.write_index(self._flushing)
         if not self._deferred_blocks:
             return
         blocks = list(self._deferred_blocks.values())
@@ -724,6 +785,10 @@ class LedgerStore:
 
     def _locate(self, height: int) -> tuple[int, int, int, bytes] | None:
         row = self._deferred_blocks.get(height)
+        if row is None:
+            batch = self._flushing
+            if batch is not None:
+                row = batch.blocks.get(height)
         if row is not None:
             return row[1:]
         return self._idx.locate(height)
@@ -861,7 +926,11 @@ class LedgerStore:
 
     def find_transaction(self, txid: bytes) -> tuple[int, int] | None:
         """``(height, position)`` of the transaction with id ``txid``, or ``None``."""
-        places = self._idx.candidates(txid) + self._deferred_txs.get(_prefix(txid), [])
+        prefix = _prefix(txid)
+        batch = self._flushing
+        places = self._idx.candidates(txid) + self._deferred_txs.get(prefix, [])
+        if batch is not None:
+            places += batch.txs.get(prefix, [])
         for height, position in places:
             if height > self.height:
                 continue

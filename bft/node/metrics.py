@@ -26,8 +26,8 @@ commit_latency_seconds                 histogram  request admitted here -> reply
 view_changes_total                     counter    view changes started / elections held
 view, leader, is_leader                gauge      current view (term), leader (-1: unknown)
 ledger_height                          gauge      ledger height
-queue_depth{queue}                     gauge      inbox, mempool, client_out, peer_out
-fsync_seconds{file}                    histogram  durable writes: ledger, protocol_log
+queue_depth{queue}                     gauge      inbox, mempool, client_out, peer_out, index_lag
+fsync_seconds{file}                    histogram  durable writes: ledger, protocol_log, index
 gc_pause_seconds{generation}           histogram  Python's garbage collector holding the loop
 peer_messages_total{peer,direction}    counter    frames to / from each peer
 peer_bytes_total{peer,direction}       counter    bytes to / from each peer
@@ -153,7 +153,9 @@ class ReplicaMetrics:
 
     def __init__(self) -> None:
         self.commit_latency = Histogram(LATENCY_BUCKETS)
-        self.fsync = {"ledger": Histogram(FSYNC_BUCKETS), "protocol_log": Histogram(FSYNC_BUCKETS)}
+        self.fsync = {
+            name: Histogram(FSYNC_BUCKETS) for name in ("ledger", "protocol_log", "index")
+        }
 
 
 def prometheus_available() -> bool:

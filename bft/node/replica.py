@@ -94,6 +94,8 @@ MAX_ROUTES = 1_000_000
 SESSION_QUEUE = 4096
 SESSION_REPEATS = 4096  # settled requests a client connection was answered again, remembered
 REPEAT_WINDOW_S = 1.0  # the same settled request again within this costs the refusal allowance
+INDEX_BATCH_ROWS = 20_000  # transaction-index rows committed together (see _index_writer)
+INDEX_EVERY_S = 5.0  # ... or whatever has accumulated, this often
 
 
 class ReplicaError(Exception):
@@ -271,6 +273,8 @@ class Replica:
                 store.damage.height - 1,
             )
             store.truncate_after(store.damage.height - 1)
+        # The transaction index is committed by _index_writer, off the commit path.
+        store.background_index = True
         self.wal = ProtocolLog(data, self.spec.log_records)
         self.evidence_store = EvidenceStore(data / "evidence", self.config.evidence_kept)
         start = max(1, store.height - RECENT_BLOCKS + 1)
@@ -314,6 +318,7 @@ class Replica:
                 nursery.start_soon(self._drive, inbox_receive)
                 nursery.start_soon(self._meter)
                 nursery.start_soon(self._observe)
+                nursery.start_soon(self._index_writer)
                 if self.config.metrics_listen is not None:
                     await self._serve_metrics(nursery, self.config.metrics_listen)
                 # Whatever the core asked for during recovery (a view change to resume, say).
@@ -459,6 +464,35 @@ class Replica:
 
     async def _disk_run(self, fn: Any, *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
+
+    async def _index_writer(self) -> None:
+        """Commit the ledger's transaction index in large batches on a thread of its own.
+
+        The index (transaction id -> place) is derived from the fsynced segments and rebuilt
+        from them after a crash, so nothing waits for it: committing it inline with the blocks
+        made every protocol-log and ledger fsync queue behind it on the disk thread, and its
+        cost per row grows with the index (random keys: 25 µs a row at 400,000 rows, 40 at
+        4 million, in batches of 2,500). Batches of up to ``INDEX_BATCH_ROWS`` cost about a
+        third of that per row. Meanwhile reads find the rows in memory.
+        """
+        limiter = trio.CapacityLimiter(1)
+        last = time.monotonic()
+        while True:
+            await trio.sleep(0.25)
+            store = self.store
+            if store is None or (
+                store.index_lag < INDEX_BATCH_ROWS and time.monotonic() - last < INDEX_EVERY_S
+            ):
+                continue
+            last = time.monotonic()
+            batch = await self._disk_run(store.detach_index)
+            if batch is None:
+                continue
+            began = time.monotonic()
+            await trio.to_thread.run_sync(store.write_index, batch, limiter=limiter)
+            self.stats["index_rows_written"] += batch.rows
+            if self.metrics is not None:
+                self.metrics.fsync["index"].observe(time.monotonic() - began)
 
     # ------------------------------------------------------------------------------ peers
 
@@ -930,6 +964,7 @@ class Replica:
             "peer_out": sum(len(link.queue) for link in self.links.links.values())
             if self.links is not None
             else 0,
+            "index_lag": self.store.index_lag if self.store is not None else 0,
         }
 
     def rejection_counts(self) -> Counter[str]:

@@ -252,3 +252,57 @@ def test_index_rows_not_yet_committed_are_rebuilt_after_a_crash(tmp_path: Path) 
         for height in (1, store_module.INDEX_EVERY_BLOCKS, len(blocks)):
             first = blocks[height - 1].txs[0]
             assert reopened.find_transaction(txid_of(first)) == (height, 0)
+
+
+def _indexed_rows(path: Path) -> tuple[int, int]:
+    db = sqlite3.connect(path / "index.sqlite")
+    try:
+        return (
+            db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0],
+            db.execute("SELECT COUNT(*) FROM txs").fetchone()[0],
+        )
+    finally:
+        db.close()
+
+
+def test_background_index_is_written_off_the_commit_path(tmp_path: Path) -> None:
+    """With ``background_index`` set, syncs never write the index; the owner detaches the rows
+    and commits them on another thread while blocks keep being appended and read. Every row is
+    findable at every moment: deferred, detached, and written."""
+    import threading
+
+    from ledger import store as store_module
+
+    path = tmp_path / "l"
+    count = store_module.INDEX_EVERY_BLOCKS * 2
+    blocks = build_chain(count + 10, seed=12, txs_per_block=3)
+    store = open_store(path)
+    store.background_index = True
+    store.extend(blocks[:count])
+    assert _indexed_rows(path) == (0, 0)  # nothing inline, past the inline thresholds
+    assert store.index_lag == count * 3
+    batch = store.detach_index()
+    assert batch is not None and batch.rows == count * 3
+    assert store.detach_index() is None  # one batch at a time
+    assert store.index_lag == count * 3
+    # Detached, not yet written: still served.
+    assert store.get(count) == blocks[count - 1]
+    assert store.find_transaction(txid_of(blocks[5].txs[2])) == (6, 2)
+    writer = threading.Thread(target=store.write_index, args=(batch,))
+    writer.start()
+    for block in blocks[count:]:  # appending and reading meanwhile
+        store.extend([block])
+        assert store.get(block.header.height) == block
+    writer.join()
+    assert _indexed_rows(path) == (count, count * 3)
+    assert store.index_lag == 10 * 3  # the blocks appended since
+    assert store.find_transaction(txid_of(blocks[5].txs[2])) == (6, 2)
+    assert store.find_transaction(txid_of(blocks[-1].txs[0])) == (count + 10, 0)
+    with pytest.raises(StoreError, match="not the one detached"):
+        store.write_index(batch)
+    # A batch detached but never written (the owner stopped) is written on close.
+    assert store.detach_index() is not None
+    store.close()
+    assert _indexed_rows(path) == (count + 10, (count + 10) * 3)
+    with open_store(path) as reopened:
+        assert reopened.find_transaction(txid_of(blocks[-1].txs[2])) == (count + 10, 2)

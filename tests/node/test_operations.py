@@ -232,6 +232,34 @@ async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_the_transaction_index_is_written_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Syncs leave the index to the replica's index writer, which commits it in batches; lookups
+    by transaction id work before and after."""
+    from bft.node import replica as replica_module
+    from ledger import txid_of
+
+    monkeypatch.setattr(replica_module, "INDEX_EVERY_S", 0.3)
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(load_cluster(tmp_path), nursery)
+            await nodes.start_all()
+            async with open_client(ClientConfig.from_cluster(tmp_path)) as client:
+                receipts = await client.submit_many([b"ix%d" % i for i in range(120)])
+            replica = nodes.replicas[2]
+            store = replica.store
+            assert store is not None and store.background_index
+            while replica.stats["index_rows_written"] < 120 or store.index_lag:
+                await trio.sleep(0.05)
+            assert replica.queue_depths()["index_lag"] == 0
+            for receipt in receipts[::17]:
+                where = store.find_transaction(txid_of(receipt.tx))
+                assert where == (receipt.header.height, receipt.index)
+            nursery.cancel_scope.cancel()
+
+
 def test_garbage_collector_pauses_are_measured_per_generation() -> None:
     import gc
 

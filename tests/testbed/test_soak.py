@@ -143,6 +143,7 @@ def _load_worker(cluster: Path, mode: list[str], duration: float, tag: str) -> d
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(SOAK_SECONDS + 900)
 @pytest.mark.parametrize("protocol", available())
 async def test_half_of_peak_load_holds_steady(tmp_path: Path, protocol: str) -> None:
     """``BFT_SOAK_SECONDS`` (default 1800) at half the peak a closed loop finds: replica memory
