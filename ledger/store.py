@@ -128,8 +128,44 @@ class IndexBatch:
     :meth:`LedgerStore.write_index` (on a thread of the caller's choosing)."""
 
     blocks: dict[int, tuple[int, int, int, int, bytes]]
-    txs: dict[int, list[tuple[int, int]]]
+    txs: dict[int, int]
+    """txid prefix -> place packed by :func:`_pack_place` (ints only: nothing for the garbage
+    collector to walk, however many rows wait)."""
+    extra: list[tuple[int, int, int]]
+    """``(prefix, height, position)`` of rows whose prefix is already in ``txs`` (rare)."""
     rows: int
+
+    def places(self, prefix: int) -> list[tuple[int, int]]:
+        return _deferred_places(self.txs, self.extra, prefix)
+
+    def tx_rows(self) -> list[tuple[int, int, int]]:
+        return _deferred_rows(self.txs, self.extra)
+
+
+_POSITION_BITS = 17  # MAX_BLOCK_TXS (100,000) < 2**17
+
+
+def _pack_place(height: int, position: int) -> int:
+    return height << _POSITION_BITS | position
+
+
+def _deferred_places(
+    txs: dict[int, int], extra: list[tuple[int, int, int]], prefix: int
+) -> list[tuple[int, int]]:
+    packed = txs.get(prefix)
+    out = (
+        [] if packed is None else [(packed >> _POSITION_BITS, packed & ((1 << _POSITION_BITS) - 1))]
+    )
+    if extra:
+        out += [(h, p) for q, h, p in extra if q == prefix]
+    return out
+
+
+def _deferred_rows(
+    txs: dict[int, int], extra: list[tuple[int, int, int]]
+) -> list[tuple[int, int, int]]:
+    mask = (1 << _POSITION_BITS) - 1
+    return [(q, v >> _POSITION_BITS, v & mask) for q, v in txs.items()] + extra
 
 
 class _BadRecord(Exception):
@@ -331,7 +367,8 @@ class LedgerStore:
         self._index: _Index | None = None
         # Index rows of synced blocks not yet committed to SQLite (bounded by INDEX_EVERY_*).
         self._deferred_blocks: dict[int, tuple[int, int, int, int, bytes]] = {}
-        self._deferred_txs: dict[int, list[tuple[int, int]]] = {}
+        self._deferred_txs: dict[int, int] = {}  # prefix -> _pack_place(height, position)
+        self._deferred_extra: list[tuple[int, int, int]] = []  # a prefix seen twice
         self._deferred_rows = 0
         self.background_index = False
         """When set, :meth:`sync` leaves the index rows deferred: the owner moves them out with
@@ -713,7 +750,9 @@ class LedgerStore:
         for row in rows:
             self._deferred_blocks[row[0]] = row
         for prefix, height, position in txs:
-            self._deferred_txs.setdefault(prefix, []).append((height, position))
+            packed = _pack_place(height, position)
+            if self._deferred_txs.setdefault(prefix, packed) != packed:
+                self._deferred_extra.append((prefix, height, position))
         self._deferred_rows += len(txs)
         if not self.background_index and (
             len(self._deferred_blocks) >= INDEX_EVERY_BLOCKS
@@ -733,9 +772,12 @@ class LedgerStore:
         called (never at the same time); the rows stay visible to reads until written."""
         if self._flushing is not None or not self._deferred_blocks:
             return None
-        batch = IndexBatch(self._deferred_blocks, self._deferred_txs, self._deferred_rows)
+        batch = IndexBatch(
+            self._deferred_blocks, self._deferred_txs, self._deferred_extra, self._deferred_rows
+        )
         self._flushing = batch
         self._deferred_blocks, self._deferred_txs, self._deferred_rows = {}, {}, 0
+        self._deferred_extra = []
         return batch
 
     def write_index(self, batch: IndexBatch) -> None:
@@ -752,8 +794,7 @@ class LedgerStore:
         try:
             if self._index_writer is None:
                 self._index_writer = _Index(self.directory / "index.sqlite")
-            txs = [(prefix, h, p) for prefix, places in batch.txs.items() for h, p in places]
-            self._index_writer.add(list(batch.blocks.values()), txs)
+            self._index_writer.add(list(batch.blocks.values()), batch.tx_rows())
         except sqlite3.Error as exc:
             self._failed = exc
             raise StoreError(
@@ -770,7 +811,7 @@ class LedgerStore:
         if not self._deferred_blocks:
             return
         blocks = list(self._deferred_blocks.values())
-        txs = [(prefix, h, p) for prefix, places in self._deferred_txs.items() for h, p in places]
+        txs = _deferred_rows(self._deferred_txs, self._deferred_extra)
         try:
             self._idx.add(blocks, txs)
         except sqlite3.Error as exc:
@@ -781,6 +822,7 @@ class LedgerStore:
             ) from exc
         self._deferred_blocks.clear()
         self._deferred_txs.clear()
+        self._deferred_extra = []
         self._deferred_rows = 0
 
     def _locate(self, height: int) -> tuple[int, int, int, bytes] | None:
@@ -928,9 +970,10 @@ class LedgerStore:
         """``(height, position)`` of the transaction with id ``txid``, or ``None``."""
         prefix = _prefix(txid)
         batch = self._flushing
-        places = self._idx.candidates(txid) + self._deferred_txs.get(prefix, [])
+        places = self._idx.candidates(txid)
+        places += _deferred_places(self._deferred_txs, self._deferred_extra, prefix)
         if batch is not None:
-            places += batch.txs.get(prefix, [])
+            places += batch.places(prefix)
         for height, position in places:
             if height > self.height:
                 continue

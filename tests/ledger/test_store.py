@@ -306,3 +306,35 @@ def test_background_index_is_written_off_the_commit_path(tmp_path: Path) -> None
     assert _indexed_rows(path) == (count + 10, (count + 10) * 3)
     with open_store(path) as reopened:
         assert reopened.find_transaction(txid_of(blocks[-1].txs[2])) == (count + 10, 2)
+
+
+def test_deferred_index_rows_cost_the_collector_nothing_and_survive_prefix_collisions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows waiting for the index are ints in a dict (untracked by the garbage collector, so a
+    large batch adds nothing to its pauses); a txid prefix seen twice keeps both places."""
+    import gc
+
+    from ledger import store as store_module
+
+    blocks = build_chain(6, seed=13, txs_per_block=4)
+    with open_store(tmp_path / "a") as store:
+        store.background_index = True
+        store.extend(blocks)
+        assert store.index_lag == 24 and not gc.is_tracked(store._deferred_txs)
+    monkeypatch.setattr(store_module, "_prefix", lambda txid: 7)  # every id collides
+    path = tmp_path / "b"
+    with open_store(path) as store:
+        store.background_index = True
+        store.extend(blocks)
+        assert len(store._deferred_extra) == 23
+        for block in blocks:  # deferred
+            for position, raw in enumerate(block.txs):
+                assert store.find_transaction(txid_of(raw)) == (block.header.height, position)
+        batch = store.detach_index()
+        assert batch is not None
+        raw = blocks[3].txs[2]
+        assert store.find_transaction(txid_of(raw)) == (4, 2)  # detached
+        store.write_index(batch)
+        assert store.find_transaction(txid_of(raw)) == (4, 2)  # written
+    assert _indexed_rows(path) == (6, 24)
