@@ -573,7 +573,7 @@ def cmd_twins(args: argparse.Namespace) -> int:
         return 0 if report.ok else EXIT_INVALID
     path = Path(args.state) if args.state else None
     try:
-        state = SoakState.load(path, params) if path else SoakState(params)
+        state = SoakState.load(path, params) if path else SoakState(params=params)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     resumed = state.scenarios

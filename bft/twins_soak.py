@@ -16,9 +16,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger.durable import replace_durably
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bft.sim import Report
+    from bft.sim.twins import TwinsScenario
 
 CHUNK = 250
 """Scenarios per unit of work (and per state-file write)."""
@@ -56,8 +60,9 @@ class Failure:
 
 
 @dataclass
-class ChunkResult:
-    chunk: int
+class Tally:
+    """Counts over scenarios: one chunk's, or a whole run's."""
+
     scenarios: int = 0
     heights: int = 0
     """Sum over scenarios of the highest honest ledger."""
@@ -65,7 +70,34 @@ class ChunkResult:
     view_changes: int = 0
     failed: int = 0
     failures: list[Failure] = field(default_factory=list)
+    """The first :data:`KEEP_FAILURES` failures; ``failed`` counts them all."""
     cpu_s: float = 0.0
+
+    def count(self, seed: int, scenario: TwinsScenario, report: Report) -> None:
+        height = report.stats.get("height", 0)
+        self.scenarios += 1
+        self.heights += height
+        self.without_commit += height == 0
+        self.view_changes += report.stats.get("view_changes", 0)
+        if not report.ok:
+            self.failed += 1
+            if len(self.failures) < KEEP_FAILURES:
+                self.failures.append(Failure(seed, scenario.describe(), report.describe()))
+
+    def add(self, other: Tally) -> None:
+        self.scenarios += other.scenarios
+        self.heights += other.heights
+        self.without_commit += other.without_commit
+        self.view_changes += other.view_changes
+        self.failed += other.failed
+        room = KEEP_FAILURES - len(self.failures)
+        self.failures.extend(other.failures[: max(room, 0)])
+        self.cpu_s += other.cpu_s
+
+
+@dataclass(kw_only=True)
+class ChunkResult(Tally):
+    chunk: int
 
 
 def run_chunk(params: SoakParams, chunk: int) -> ChunkResult:
@@ -75,7 +107,7 @@ def run_chunk(params: SoakParams, chunk: int) -> ChunkResult:
     from bft.sim.scenarios import twins_config
 
     protocol = spec(params.protocol)
-    result = ChunkResult(chunk)
+    result = ChunkResult(chunk=chunk)
     started = time.process_time()
     for seed in params.seeds(chunk):
         scenario, config = twins_config(
@@ -86,43 +118,21 @@ def run_chunk(params: SoakParams, chunk: int) -> ChunkResult:
             rounds=params.rounds,
             space=params.space,
         )
-        report = run(config)
-        height = report.stats.get("height", 0)
-        result.scenarios += 1
-        result.heights += height
-        result.without_commit += height == 0
-        result.view_changes += report.stats.get("view_changes", 0)
-        if not report.ok:
-            result.failed += 1
-            if len(result.failures) < KEEP_FAILURES:
-                result.failures.append(Failure(seed, scenario.describe(), report.describe()))
+        result.count(seed, scenario, run(config))
     result.cpu_s = time.process_time() - started
     return result
 
 
-@dataclass
-class SoakState:
+@dataclass(kw_only=True)
+class SoakState(Tally):
     params: SoakParams
     done: set[int] = field(default_factory=set)
-    scenarios: int = 0
-    heights: int = 0
-    without_commit: int = 0
-    view_changes: int = 0
-    failed: int = 0
-    failures: list[Failure] = field(default_factory=list)
-    cpu_s: float = 0.0
     wall_s: float = 0.0
 
-    def add(self, result: ChunkResult) -> None:
-        self.done.add(result.chunk)
-        self.scenarios += result.scenarios
-        self.heights += result.heights
-        self.without_commit += result.without_commit
-        self.view_changes += result.view_changes
-        self.failed += result.failed
-        room = KEEP_FAILURES - len(self.failures)
-        self.failures.extend(result.failures[: max(room, 0)])
-        self.cpu_s += result.cpu_s
+    def add(self, other: Tally) -> None:
+        super().add(other)
+        if isinstance(other, ChunkResult):
+            self.done.add(other.chunk)
 
     @property
     def finished(self) -> bool:
@@ -144,7 +154,7 @@ class SoakState:
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
-            return cls(params)
+            return cls(params=params)
         except OSError as exc:
             raise ValueError(f"cannot read the state file {path}: {exc.strerror}") from None
         try:
@@ -153,7 +163,7 @@ class SoakState:
                 raise ValueError(f"version {data.get('version')!r}, expected {STATE_VERSION}")
             stored = SoakParams(**data["params"])
             state = cls(
-                stored,
+                params=stored,
                 done={int(c) for c in data["done"]},
                 failures=[Failure(**f) for f in data["failures"]],
                 **{

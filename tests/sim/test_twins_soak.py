@@ -62,7 +62,7 @@ def test_unknown_protocol_or_space_is_refused() -> None:
 
 
 def test_a_safe_run_counts_every_scenario() -> None:
-    state = soak(SoakState(SAFE), workers=1)
+    state = soak(SoakState(params=SAFE), workers=1)
     assert state.finished and state.scenarios == 60 and state.failed == 0
     assert state.heights > 0 and state.without_commit < 60
 
@@ -70,7 +70,7 @@ def test_a_safe_run_counts_every_scenario() -> None:
 def test_a_fork_is_reported_with_its_seed_and_replays() -> None:
     """The negative control: with more than f twins the run must find forks, and each reported
     seed must fail again on its own."""
-    state = soak(SoakState(UNSAFE), workers=2)
+    state = soak(SoakState(params=UNSAFE), workers=2)
     assert state.scenarios == 60 and state.failed >= 3
     assert len(state.failures) == state.failed
     for failure in state.failures:
@@ -92,7 +92,7 @@ def test_a_stopped_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     saved = SoakState.load(path, UNSAFE)
     assert saved.done == {0, 1} and saved.scenarios == 40
     resumed = soak(saved, workers=1, save=lambda s: s.save(path))
-    whole = soak(SoakState(UNSAFE), workers=1)
+    whole = soak(SoakState(params=UNSAFE), workers=1)
     assert resumed.scenarios == whole.scenarios == 60
     assert (resumed.failed, resumed.heights) == (whole.failed, whole.heights)
     assert sorted(f.seed for f in resumed.failures) == sorted(f.seed for f in whole.failures)
@@ -101,7 +101,7 @@ def test_a_stopped_run_resumes_to_the_same_result(tmp_path: Path) -> None:
 
 def test_a_state_file_of_another_run_or_corrupt_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    soak(SoakState(SAFE), workers=1, save=lambda s: s.save(path))
+    soak(SoakState(params=SAFE), workers=1, save=lambda s: s.save(path))
     with pytest.raises(ValueError, match="belongs to another run"):
         SoakState.load(path, UNSAFE)
     data = json.loads(path.read_text())
