@@ -60,7 +60,7 @@ from crypto.codec import CodecError
 from crypto.keys import check_chain_id
 from crypto.merkle import leaf_hashes, root_from_leaf_hashes
 
-from .block import Block, genesis_hash
+from .block import MAX_BLOCK_TXS, Block, genesis_hash
 from .durable import fsync_dir, replace_durably
 from .errors import BlockError, CorruptRecord, StoreError
 from .receipt import Receipt
@@ -142,7 +142,7 @@ class IndexBatch:
         return _deferred_rows(self.txs, self.extra)
 
 
-_POSITION_BITS = 17  # MAX_BLOCK_TXS (100,000) < 2**17
+_POSITION_BITS = MAX_BLOCK_TXS.bit_length()  # a position < MAX_BLOCK_TXS fits
 
 
 def _pack_place(height: int, position: int) -> int:
@@ -365,7 +365,8 @@ class LedgerStore:
         self.damage: Damage | None = None
         self.tail_dropped = 0
         self._index: _Index | None = None
-        # Index rows of synced blocks not yet committed to SQLite (bounded by INDEX_EVERY_*).
+        # Index rows of synced blocks not yet committed to SQLite (bounded by INDEX_EVERY_*, or
+        # with background_index by how often the owner detaches them).
         self._deferred_blocks: dict[int, tuple[int, int, int, int, bytes]] = {}
         self._deferred_txs: dict[int, int] = {}  # prefix -> _pack_place(height, position)
         self._deferred_extra: list[tuple[int, int, int]] = []  # a prefix seen twice

@@ -471,7 +471,7 @@ class Replica:
         The index (transaction id -> place) is derived from the fsynced segments and rebuilt
         from them after a crash, so nothing waits for it: committing it inline with the blocks
         made every protocol-log and ledger fsync queue behind it on the disk thread, and its
-        cost per row grows with the index (random keys: 25 µs a row at 400,000 rows, 40 at
+        cost per row grows with the index (random keys: 12 µs a row at 400,000 rows, 40 at
         4 million, in batches of 2,500). Batches of up to ``INDEX_BATCH_ROWS`` cost about a
         third of that per row. Meanwhile reads find the rows in memory.
         """
