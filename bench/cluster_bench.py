@@ -265,6 +265,18 @@ def read_json_line(proc: subprocess.Popen[str], timeout: float, what: str) -> di
                 return doc
 
 
+def finish_child(proc: subprocess.Popen[str]) -> None:
+    """Close a child's stdin (its cue to exit) and reap it: SIGKILL after 10 s."""
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -408,14 +420,7 @@ class PointRun:
             busy1, own1 = machine_busy_seconds(), time.process_time()
             after = _link_totals(trio.run(_verbose_statuses, bed))
         finally:
-            if worker.stdin is not None:
-                with contextlib.suppress(OSError):
-                    worker.stdin.close()
-            try:
-                worker.wait(10)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            finish_child(worker)
         result: dict[str, Any] = doc["result"]
         result.update(
             kind=phase.kind,

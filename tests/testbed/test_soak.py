@@ -118,7 +118,7 @@ def _rss_mb(pid: int | None) -> float:
 def _load_worker(cluster: Path, mode: list[str], duration: float, tag: str) -> dict[str, Any]:
     """One run of ``bench.load_worker`` (a separate process, as the benchmark uses): the load
     generator gets its own interpreter, so its limits are not the cluster's."""
-    from bench.cluster_bench import ROOT, child_env, read_json_line
+    from bench.cluster_bench import ROOT, child_env, finish_child, read_json_line
 
     cmd = [sys.executable, "-m", "bench.load_worker", "--cluster", str(cluster), *mode]
     cmd += ["--duration", str(duration), "--drain", "60", "--tag", tag]
@@ -133,13 +133,7 @@ def _load_worker(cluster: Path, mode: list[str], duration: float, tag: str) -> d
         worker.stdin.flush()
         return read_json_line(worker, duration + 120, f"load worker {tag}")["result"]
     finally:
-        if worker.stdin is not None:
-            worker.stdin.close()
-        try:
-            worker.wait(10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        finish_child(worker)
 
 
 @pytest.mark.soak
