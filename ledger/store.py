@@ -8,7 +8,8 @@ A ledger directory holds::
     LOCK                            held (flock) by the one process that writes
     00000000000000000001.seg        segment files, named by the height of their first block
     00000000000000004711.seg
-    index.sqlite                    derived index; deleted or stale, it is rebuilt from segments
+    00000000000000000001.txi        transaction index of a sealed segment (see ledger.txindex)
+    index.sqlite                    derived index of heights; deleted or stale, it is rebuilt
 
 A segment starts with a 16-byte header (``b"BFTLSEG1"``, first height as u64 big-endian) and
 holds records back to back. A record is ``b"BFTR"``, the payload length (u32 BE), a CRC-32 of
@@ -51,7 +52,7 @@ import struct
 import tomllib
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +61,11 @@ from crypto.codec import CodecError
 from crypto.keys import check_chain_id
 from crypto.merkle import leaf_hashes, root_from_leaf_hashes
 
-from .block import MAX_BLOCK_TXS, Block, genesis_hash
+from .block import Block, genesis_hash
 from .durable import fsync_dir, replace_durably
 from .errors import BlockError, CorruptRecord, StoreError
 from .receipt import Receipt
+from .txindex import RUN_SUFFIX, BadRun, SegmentTxs, check_run, run_name, run_places, tx_prefix
 from .verify import ChainSummary, CommitteeSchedule, verify_block
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ _INDEX_BATCH = 1000
 INDEX_EVERY_BLOCKS = 64
 """Index rows are committed to SQLite every this many blocks (and on close). The index is
 derived: rows not yet committed when the process dies are rebuilt from the segments on open."""
-INDEX_EVERY_ROWS = 50_000
+_BUILT_RUNS = 4  # transaction indexes built in memory for segments without a usable run file
 _SEGMENT_NAME = re.compile(r"[0-9]{20}\.seg")
 _OPEN_READERS = 8
 
@@ -93,10 +95,6 @@ def frame_record(payload: bytes) -> bytes:
     length = len(payload)
     crc = zlib.crc32(payload, zlib.crc32(length.to_bytes(4, "big")))
     return RECORD_HEADER.pack(RECORD_MAGIC, length, crc) + payload
-
-
-def _prefix(txid: bytes) -> int:
-    return int.from_bytes(txid[:8], "big", signed=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,48 +122,13 @@ class StoreStats:
 
 @dataclass(slots=True)
 class IndexBatch:
-    """Index rows taken out of the store by :meth:`LedgerStore.detach_index`, to be committed by
+    """Index entries taken out of the store by :meth:`LedgerStore.detach_index`, to be written by
     :meth:`LedgerStore.write_index` (on a thread of the caller's choosing)."""
 
     blocks: dict[int, tuple[int, int, int, int, bytes]]
-    txs: dict[int, int]
-    """txid prefix -> place packed by :func:`_pack_place` (ints only: nothing for the garbage
-    collector to walk, however many rows wait)."""
-    extra: list[tuple[int, int, int]]
-    """``(prefix, height, position)`` of rows whose prefix is already in ``txs`` (rare)."""
+    runs: list[SegmentTxs]
+    """Transaction indexes of segments sealed since the last batch: one run file each."""
     rows: int
-
-    def places(self, prefix: int) -> list[tuple[int, int]]:
-        return _deferred_places(self.txs, self.extra, prefix)
-
-    def tx_rows(self) -> list[tuple[int, int, int]]:
-        return _deferred_rows(self.txs, self.extra)
-
-
-_POSITION_BITS = MAX_BLOCK_TXS.bit_length()  # a position < MAX_BLOCK_TXS fits
-
-
-def _pack_place(height: int, position: int) -> int:
-    return height << _POSITION_BITS | position
-
-
-def _deferred_places(
-    txs: dict[int, int], extra: list[tuple[int, int, int]], prefix: int
-) -> list[tuple[int, int]]:
-    packed = txs.get(prefix)
-    out = (
-        [] if packed is None else [(packed >> _POSITION_BITS, packed & ((1 << _POSITION_BITS) - 1))]
-    )
-    if extra:
-        out += [(h, p) for q, h, p in extra if q == prefix]
-    return out
-
-
-def _deferred_rows(
-    txs: dict[int, int], extra: list[tuple[int, int, int]]
-) -> list[tuple[int, int, int]]:
-    mask = (1 << _POSITION_BITS) - 1
-    return [(q, v >> _POSITION_BITS, v & mask) for q, v in txs.items()] + extra
 
 
 class _BadRecord(Exception):
@@ -239,7 +202,8 @@ def _decode_block(payload: bytes, offset: int) -> tuple[Block, list[bytes]]:
 
 
 class _Index:
-    """The derived index in SQLite: height -> place and hash, txid prefix -> (height, position)."""
+    """The derived index of heights in SQLite: height -> place and hash. (Transactions are
+    indexed per segment, see :mod:`ledger.txindex`; the table of an older layout is dropped.)"""
 
     def __init__(self, path: Path | None) -> None:
         target = ":memory:" if path is None else str(path)
@@ -253,9 +217,7 @@ class _Index:
             CREATE TABLE IF NOT EXISTS blocks(
                 height INTEGER PRIMARY KEY, segment INTEGER NOT NULL, offset INTEGER NOT NULL,
                 length INTEGER NOT NULL, hash BLOB NOT NULL);
-            CREATE TABLE IF NOT EXISTS txs(prefix INTEGER NOT NULL, height INTEGER NOT NULL,
-                position INTEGER NOT NULL);
-            CREATE INDEX IF NOT EXISTS txs_by_prefix ON txs(prefix);
+            DROP TABLE IF EXISTS txs;
             """
         )
 
@@ -269,24 +231,13 @@ class _Index:
             "SELECT segment, offset, length, hash FROM blocks WHERE height = ?", (height,)
         ).fetchone()
 
-    def add(
-        self, blocks: list[tuple[int, int, int, int, bytes]], txs: list[tuple[int, int, int]]
-    ) -> None:
-        # Inserting the transaction rows in key order touches each index page once.
-        txs.sort()
+    def add(self, blocks: list[tuple[int, int, int, int, bytes]]) -> None:
         with self._transaction():
             self.db.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)", blocks)
-            self.db.executemany("INSERT INTO txs VALUES (?, ?, ?)", txs)
-
-    def candidates(self, txid: bytes) -> list[tuple[int, int]]:
-        return self.db.execute(
-            "SELECT height, position FROM txs WHERE prefix = ? ORDER BY height", (_prefix(txid),)
-        ).fetchall()
 
     def truncate_above(self, height: int) -> None:
         with self._transaction():
             self.db.execute("DELETE FROM blocks WHERE height > ?", (height,))
-            self.db.execute("DELETE FROM txs WHERE height > ?", (height,))
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -365,12 +316,16 @@ class LedgerStore:
         self.damage: Damage | None = None
         self.tail_dropped = 0
         self._index: _Index | None = None
-        # Index rows of synced blocks not yet committed to SQLite (bounded by INDEX_EVERY_*, or
-        # with background_index by how often the owner detaches them).
+        # Index rows of synced blocks not yet committed to SQLite (bounded by
+        # INDEX_EVERY_BLOCKS, or with background_index by how often the owner detaches them).
         self._deferred_blocks: dict[int, tuple[int, int, int, int, bytes]] = {}
-        self._deferred_txs: dict[int, int] = {}  # prefix -> _pack_place(height, position)
-        self._deferred_extra: list[tuple[int, int, int]] = []  # a prefix seen twice
-        self._deferred_rows = 0
+        # Transaction indexes: the open segment's in memory (bounded by the segment size),
+        # sealed segments' waiting for their run file, runs checked since open, and indexes
+        # built in memory for segments whose run file is missing or bad (LRU).
+        self._open_txs: SegmentTxs | None = None
+        self._sealed: dict[int, SegmentTxs] = {}
+        self._runs_ok: set[int] = set()
+        self._built: OrderedDict[int, SegmentTxs] = OrderedDict()
         self.background_index = False
         """When set, :meth:`sync` leaves the index rows deferred: the owner moves them out with
         :meth:`detach_index` and commits them with :meth:`write_index` off its commit path."""
@@ -456,9 +411,29 @@ class LedgerStore:
                 index.truncate_above(0)
         if start is not None:
             self._check_indexed_records(start)
-            if self.damage is not None:
-                return
-        self._scan_from(start)
+        if self.damage is None:
+            self._scan_from(start)
+        self._open_txs = None
+        if self._segments and self.damage is None:
+            last = self._segments[-1]
+            # Its entries are loaded at the first lookup, or by the writer when it is sealed.
+            self._open_txs = SegmentTxs(last, start=max(self.height + 1, last))
+        if not self.readonly:
+            self._remove_runs(lambda seg: seg not in self._segments[:-1])
+
+    def _remove_runs(self, stale: Callable[[int], bool]) -> None:
+        """Delete the run files (and leftovers of writing one) of segments ``stale`` picks: the
+        open segment's, whose run would miss what is appended, and those of segments gone."""
+        for entry in self.directory.iterdir():
+            name = entry.name
+            if name.endswith(".tmp"):
+                name = name[:-4]
+            if (
+                name.endswith(RUN_SUFFIX)
+                and _SEGMENT_NAME.fullmatch(name[: -len(RUN_SUFFIX)] + ".seg")
+                and (entry.name != name or stale(int(name[:20])))
+            ):
+                entry.unlink(missing_ok=True)
 
     def _check_indexed_records(self, upto: tuple[int, int]) -> None:
         """Check the checksum of every record before ``upto`` (segment, offset): the index
@@ -523,13 +498,11 @@ class LedgerStore:
             segs = [s for s in self._segments if s >= start[0]]
             offset = start[1]
         batch_blocks: list[tuple[int, int, int, int, bytes]] = []
-        batch_txs: list[tuple[int, int, int]] = []
 
         def flush() -> None:
             if batch_blocks:
-                self._idx.add(batch_blocks, batch_txs)
+                self._idx.add(batch_blocks)
                 batch_blocks.clear()
-                batch_txs.clear()
 
         for n, seg in enumerate(segs):
             fd = self._reader(seg)
@@ -546,7 +519,7 @@ class LedgerStore:
             while pos < size:
                 try:
                     payload = _read_record(fd, pos, size)
-                    block, leaves = _decode_block(payload, pos)
+                    block, _ = _decode_block(payload, pos)
                     self._check_link(block, pos)
                 except _BadRecord as bad_record:
                     flush()
@@ -555,7 +528,6 @@ class LedgerStore:
                 block_hash = block.hash()
                 h = block.height
                 batch_blocks.append((h, seg, pos, len(payload), block_hash))
-                batch_txs.extend((_prefix(t), h, i) for i, t in enumerate(leaves))
                 self.height, self.last_hash = h, block_hash
                 pos += RECORD_HEADER.size + len(payload)
                 if len(batch_blocks) >= _INDEX_BATCH:
@@ -742,79 +714,90 @@ class LedgerStore:
             return self.height
         pending, self._pending = self._pending, []
         try:
-            rows, txs = self._write(pending)
+            rows = self._write(pending)
         except OSError as exc:
             self._failed = exc
             log.error("%s: ledger write failed: %s", self.directory, exc)
             raise StoreError(f"{self.directory}: ledger write failed: {exc}") from exc
         self.height, self.last_hash = pending[-1][0].height, pending[-1][2]
-        for row in rows:
-            self._deferred_blocks[row[0]] = row
-        for prefix, height, position in txs:
-            packed = _pack_place(height, position)
-            if self._deferred_txs.setdefault(prefix, packed) != packed:
-                self._deferred_extra.append((prefix, height, position))
-        self._deferred_rows += len(txs)
+        for row, (_, _, _, leaves) in zip(rows, pending, strict=True):
+            height, seg = row[0], row[1]
+            self._deferred_blocks[height] = row
+            txs = self._open_txs
+            if txs is None or txs.first != seg:
+                if txs is not None:
+                    self._sealed[txs.first] = txs
+                txs = self._open_txs = SegmentTxs(seg)
+            txs.add(height, leaves)
         if not self.background_index and (
-            len(self._deferred_blocks) >= INDEX_EVERY_BLOCKS
-            or self._deferred_rows >= INDEX_EVERY_ROWS
+            len(self._deferred_blocks) >= INDEX_EVERY_BLOCKS or self._sealed
         ):
             self.flush_index()
         return self.height
 
     @property
     def index_lag(self) -> int:
-        """Transaction rows appended but not yet committed to the index."""
-        return self._deferred_rows + (self._flushing.rows if self._flushing is not None else 0)
+        """Index entries of durable blocks not yet written: a row per block, and an entry per
+        transaction of each sealed segment whose run file is not written yet."""
+        batch = self._flushing
+        return (
+            len(self._deferred_blocks)
+            + sum(len(run) for run in self._sealed.values())
+            + (batch.rows if batch is not None else 0)
+        )
 
     def detach_index(self) -> IndexBatch | None:
-        """Move the deferred index rows into a batch for :meth:`write_index`; ``None`` when
+        """Move the index entries waiting into a batch for :meth:`write_index`; ``None`` when
         there are none or a detached batch is not written yet. Call it where :meth:`sync` is
-        called (never at the same time); the rows stay visible to reads until written."""
-        if self._flushing is not None or not self._deferred_blocks:
+        called (never at the same time); the entries stay visible to reads until written."""
+        if self._flushing is not None or not (self._deferred_blocks or self._sealed):
             return None
+        runs = list(self._sealed.values())
         batch = IndexBatch(
-            self._deferred_blocks, self._deferred_txs, self._deferred_extra, self._deferred_rows
+            self._deferred_blocks, runs, len(self._deferred_blocks) + sum(map(len, runs))
         )
         self._flushing = batch
-        self._deferred_blocks, self._deferred_txs, self._deferred_rows = {}, {}, 0
-        self._deferred_extra = []
+        self._deferred_blocks, self._sealed = {}, {}
         return batch
 
     def write_index(self, batch: IndexBatch) -> None:
-        """Commit a detached batch through a database connection of its own, so it may run on
-        another thread while this store appends, syncs and reads (SQLite's WAL mode lets the
-        readers go on). Large batches are cheaper per row: each touches the pages of a random
-        key's index once, whatever the number of rows on the page."""
+        """Write a detached batch: a run file per sealed segment, and the block rows through a
+        database connection of its own, so it may run on another thread while this store
+        appends, syncs and reads (SQLite's WAL mode lets the readers go on). The cost is that
+        of the batch, whatever the size of the ledger."""
         if self._flushing is not batch:
             raise StoreError("this index batch is not the one detached from the store")
         if self.readonly:
             raise StoreError(f"{self.directory}: opened read-only")
         if self._index is None:
             raise StoreError("ledger store is closed")
+        for run in batch.runs:
+            self._write_run(run)
         try:
             if self._index_writer is None:
                 self._index_writer = _Index(self.directory / "index.sqlite")
-            self._index_writer.add(list(batch.blocks.values()), batch.tx_rows())
+            self._index_writer.add(list(batch.blocks.values()))
         except sqlite3.Error as exc:
             self._failed = exc
             raise StoreError(
                 f"{self.directory}: index update failed: {exc}; reopen the ledger"
             ) from exc
-        # Committed: readers find the rows in SQLite from now on.
+        # Written: readers find the entries on disk from now on.
         self._flushing = None
 
     def flush_index(self) -> None:
-        """Commit the deferred index rows to SQLite (done every few dozen blocks and on close),
-        a detached batch not yet written first. Not while :meth:`write_index` runs."""
+        """Write the index entries waiting (done every few dozen blocks, when a segment is
+        sealed, and on close), a detached batch not yet written first. Not while
+        :meth:`write_index` runs."""
         if self._flushing is not None:
             self.write_index(self._flushing)
+        for run in list(self._sealed.values()):
+            self._write_run(run)
+            del self._sealed[run.first]
         if not self._deferred_blocks:
             return
-        blocks = list(self._deferred_blocks.values())
-        txs = _deferred_rows(self._deferred_txs, self._deferred_extra)
         try:
-            self._idx.add(blocks, txs)
+            self._idx.add(list(self._deferred_blocks.values()))
         except sqlite3.Error as exc:
             # The blocks are durable; only the derived index lags. Reopening rebuilds it.
             self._failed = exc
@@ -822,9 +805,59 @@ class LedgerStore:
                 f"{self.directory}: index update failed: {exc}; reopen the ledger"
             ) from exc
         self._deferred_blocks.clear()
-        self._deferred_txs.clear()
-        self._deferred_extra = []
-        self._deferred_rows = 0
+
+    def _write_run(self, txs: SegmentTxs) -> None:
+        """Write the run file of a sealed segment (any thread: it touches only its own file).
+        The entries of heights loaded late are read from the segment first. A run that cannot
+        be written is logged and left to be rebuilt when a lookup needs it."""
+        if not txs.complete:
+            earlier, reached = self._scan_segment_txs(txs.first, txs.start)
+            if reached != txs.start - 1:
+                return  # logged by the scan; the segment is damaged below its end
+            txs = earlier.joined(txs)
+        path = self.directory / run_name(txs.first)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(txs.encode_run())
+            # Not fsynced: a run lost or torn in a power cut fails its checks and is rebuilt.
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("%s: cannot write the transaction index: %s", path, exc)
+            tmp.unlink(missing_ok=True)
+
+    def _scan_segment_txs(self, seg: int, stop: int | None = None) -> tuple[SegmentTxs, int]:
+        """The transaction index of segment ``seg`` read from its records (any thread: it opens
+        the file itself), for heights below ``stop`` (default: to the durable height), and the
+        last height read. A bad record ends the scan early, with a warning."""
+        limit = self.height if stop is None else min(stop - 1, self.height)
+        txs = SegmentTxs(seg)
+        height = seg - 1
+        path = self._seg_path(seg)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            log.warning("%s: cannot index its transactions: %s", path, exc)
+            return txs, height
+        try:
+            size = os.fstat(fd).st_size
+            pos = SEGMENT_HEADER.size
+            while height < limit and pos < size:
+                payload = _read_record(fd, pos, size)
+                block, leaves = _decode_block(payload, pos)
+                if block.height != height + 1:
+                    raise _BadRecord(pos, f"block claims height {block.height}")
+                height += 1
+                txs.add(height, leaves)
+                pos += RECORD_HEADER.size + len(payload)
+        except _BadRecord as bad:
+            log.warning("%s:%d: transactions indexed up to height %d only: %s",
+                        path, bad.offset, height, bad.reason)  # fmt: skip
+        except OSError as exc:
+            log.warning("%s: transactions indexed up to height %d only: %s", path, height, exc)
+        finally:
+            os.close(fd)
+        return txs, height
 
     def _locate(self, height: int) -> tuple[int, int, int, bytes] | None:
         row = self._deferred_blocks.get(height)
@@ -838,9 +871,10 @@ class LedgerStore:
 
     def _write(
         self, pending: list[tuple[Block, bytes, bytes, list[bytes]]]
-    ) -> tuple[list[tuple[int, int, int, int, bytes]], list[tuple[int, int, int]]]:
+    ) -> list[tuple[int, int, int, int, bytes]]:
+        """Write and fsync the records; the index row (height, segment, offset, length, hash)
+        of each block."""
         rows: list[tuple[int, int, int, int, bytes]] = []
-        txs: list[tuple[int, int, int]] = []
         if self._writer is not None:
             seg, fd = self._writer
         elif self._segments:
@@ -849,7 +883,7 @@ class LedgerStore:
             seg, fd = self._new_segment(pending[0][0].height)
         pos = os.fstat(fd).st_size
         chunks: list[bytes] = []
-        for block, frame, block_hash, leaves in pending:
+        for block, frame, block_hash, _ in pending:
             if pos + len(frame) > self.segment_size and pos > SEGMENT_HEADER.size:
                 _write_all(fd, b"".join(chunks))
                 os.fsync(fd)
@@ -858,7 +892,6 @@ class LedgerStore:
                 pos = SEGMENT_HEADER.size
             h = block.height
             rows.append((h, seg, pos, len(frame) - RECORD_HEADER.size, block_hash))
-            txs.extend((_prefix(t), h, i) for i, t in enumerate(leaves))
             chunks.append(frame)
             pos += len(frame)
         data = b"".join(chunks)
@@ -866,7 +899,7 @@ class LedgerStore:
         os.fsync(fd)
         self._syncs += 1
         self._bytes_written += len(data)
-        return rows, txs
+        return rows
 
     def _open_writer(self, seg: int) -> tuple[int, int]:
         fd = os.open(self._seg_path(seg), os.O_WRONLY | os.O_APPEND)
@@ -924,6 +957,13 @@ class LedgerStore:
                 os.fsync(fh.fileno())
         fsync_dir(self.directory)
         self._idx.truncate_above(height)
+        gone = (lambda seg: True) if cut_seg is None else (lambda seg: seg >= cut_seg)
+        self._remove_runs(gone)
+        self._sealed = {s: run for s, run in self._sealed.items() if not gone(s)}
+        self._runs_ok = {s for s in self._runs_ok if not gone(s)}
+        for seg in [s for s in self._built if gone(s)]:
+            del self._built[seg]
+        self._open_txs = None if cut_seg is None else SegmentTxs(cut_seg, start=height + 1)
         log.warning("%s: truncated the ledger to height %d", self.directory, height)
         self.height, self.last_hash = height, new_hash
         self.damage = None
@@ -969,19 +1009,77 @@ class LedgerStore:
 
     def find_transaction(self, txid: bytes) -> tuple[int, int] | None:
         """``(height, position)`` of the transaction with id ``txid``, or ``None``."""
-        prefix = _prefix(txid)
-        batch = self._flushing
-        places = self._idx.candidates(txid)
-        places += _deferred_places(self._deferred_txs, self._deferred_extra, prefix)
-        if batch is not None:
-            places += batch.places(prefix)
-        for height, position in places:
+        for height, position in self._candidates(tx_prefix(txid)):
             if height > self.height:
                 continue
             block = self.get(height)
             if position < len(block.txs) and leaf_hashes([block.txs[position]])[0] == txid:
                 return height, position
         return None
+
+    def _candidates(self, prefix: int) -> list[tuple[int, int]]:
+        """Places of the transactions whose id starts with ``prefix``, newest segment first:
+        from memory for the open segment and sealed ones not written yet, else from run files."""
+        places: list[tuple[int, int]] = []
+        in_memory: dict[int, SegmentTxs] = {}
+        if self._flushing is not None:
+            in_memory.update((run.first, run) for run in self._flushing.runs)
+        in_memory.update(self._sealed)
+        txs = self._open_txs
+        if txs is not None:
+            if not txs.complete:
+                earlier, reached = self._scan_segment_txs(txs.first, txs.start)
+                if reached == txs.start - 1:
+                    txs = self._open_txs = earlier.joined(txs)
+            in_memory[txs.first] = txs
+        for seg in reversed(self._segments):
+            run = in_memory.get(seg)
+            if run is not None and run.complete:
+                places += run.places_of(prefix)
+            elif seg != self._segments[-1] or txs is None:
+                places += self._run_places(seg, prefix, rewrite=run is None)
+            elif run is not None:  # the open segment, damaged below its loaded entries
+                places += run.places_of(prefix)
+        return places
+
+    def _run_places(self, seg: int, prefix: int, *, rewrite: bool) -> list[tuple[int, int]]:
+        """Look ``prefix`` up in the run file of sealed segment ``seg``. A missing or bad run
+        is rebuilt from the segment and kept in memory (the last few); written again too with
+        ``rewrite``, when this store may write (not while the writer has it to write)."""
+        built = self._built.get(seg)
+        if built is not None:
+            self._built.move_to_end(seg)
+            return built.places_of(prefix)
+        path = self.directory / run_name(seg)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            pass
+        else:
+            try:
+
+                def read(offset: int, size: int) -> bytes:
+                    return os.pread(fd, size, offset)
+
+                count = check_run(read, os.fstat(fd).st_size, seg, crc=seg not in self._runs_ok)
+                self._runs_ok.add(seg)
+                return run_places(read, seg, count, prefix)
+            except BadRun as bad:
+                log.warning("%s: %s; indexing the segment again", path, bad)
+            finally:
+                os.close(fd)
+        built, reached = self._scan_segment_txs(seg)
+        complete = seg != self._segments[-1] and reached == self._next_first(seg) - 1
+        if rewrite and complete and not self.readonly and self._failed is None:
+            self._write_run(built)
+        self._built[seg] = built
+        while len(self._built) > _BUILT_RUNS:
+            self._built.popitem(last=False)
+        return built.places_of(prefix)
+
+    def _next_first(self, seg: int) -> int:
+        i = self._segments.index(seg)
+        return self._segments[i + 1] if i + 1 < len(self._segments) else self.height + 1
 
     def receipt(self, txid: bytes) -> Receipt | None:
         """A receipt proving the transaction ``txid`` committed, or ``None`` if it is not here."""

@@ -94,7 +94,7 @@ MAX_ROUTES = 1_000_000
 SESSION_QUEUE = 4096
 SESSION_REPEATS = 4096  # settled requests a client connection was answered again, remembered
 REPEAT_WINDOW_S = 1.0  # the same settled request again within this costs the refusal allowance
-INDEX_BATCH_ROWS = 20_000  # transaction-index rows committed together (see _index_writer)
+INDEX_BATCH_ROWS = 20_000  # index entries written together (see _index_writer)
 INDEX_EVERY_S = 5.0  # ... or whatever has accumulated, this often
 
 
@@ -466,14 +466,14 @@ class Replica:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
 
     async def _index_writer(self) -> None:
-        """Commit the ledger's transaction index in large batches on a thread of its own.
+        """Write the ledger's derived indexes in batches on a thread of their own.
 
-        The index (transaction id -> place) is derived from the fsynced segments and rebuilt
-        from them after a crash, so nothing waits for it: committing it inline with the blocks
-        made every protocol-log and ledger fsync queue behind it on the disk thread, and its
-        cost per row grows with the index (random keys: 12 µs a row at 400,000 rows, 40 at
-        4 million, in batches of 2,500). Batches of up to ``INDEX_BATCH_ROWS`` cost about a
-        third of that per row. Meanwhile reads find the rows in memory.
+        The indexes (height -> place in SQLite; transaction id -> place in a sorted run file
+        per sealed segment) are derived from the fsynced segments and rebuilt from them after a
+        crash, so nothing waits for them. Written inline they made every protocol-log and
+        ledger fsync queue behind them on the disk thread; a segment's run (sorting its
+        transactions, a few hundred ms for 64 MiB) is written when it is sealed. Meanwhile
+        reads find the entries in memory.
         """
         limiter = trio.CapacityLimiter(1)
         last = time.monotonic()

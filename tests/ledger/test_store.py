@@ -129,7 +129,6 @@ def test_index_that_lags_catches_up_on_open(tmp_path: Path) -> None:
         store.extend(BLOCKS)
     db = sqlite3.connect(path / "index.sqlite")
     db.execute("DELETE FROM blocks WHERE height > 11")
-    db.execute("DELETE FROM txs WHERE height > 11")
     db.commit()
     db.close()
     with open_store(path) as store:
@@ -254,21 +253,171 @@ def test_index_rows_not_yet_committed_are_rebuilt_after_a_crash(tmp_path: Path) 
             assert reopened.find_transaction(txid_of(first)) == (height, 0)
 
 
-def _indexed_rows(path: Path) -> tuple[int, int]:
+def _indexed(path: Path) -> tuple[int, list[str]]:
+    """Block rows in SQLite, and the run files beside the segments."""
     db = sqlite3.connect(path / "index.sqlite")
     try:
-        return (
-            db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0],
-            db.execute("SELECT COUNT(*) FROM txs").fetchone()[0],
-        )
+        rows = db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]
     finally:
         db.close()
+    return rows, sorted(p.name for p in path.glob("*.txi"))
+
+
+def _segment_names(path: Path) -> list[str]:
+    return sorted(p.name for p in path.glob("*.seg"))
+
+
+def _every_tx_found(store: LedgerStore, blocks: list) -> None:  # type: ignore[type-arg]
+    for block in blocks:
+        for position, raw in enumerate(block.txs):
+            assert store.find_transaction(txid_of(raw)) == (block.header.height, position)
+
+
+def test_sealed_segments_get_a_run_file_and_lookups_use_it(tmp_path: Path) -> None:
+    """Each segment, once sealed, gets a sorted run of its transactions; the open one has none
+    (it is in memory). After reopening, with the SQLite index deleted too, every transaction
+    is found, and the runs are what lookups read (a lookup opens no segment it need not)."""
+    from ledger import txindex
+
+    path = tmp_path / "l"
+    with open_store(path, segment_size=8192) as store:
+        store.extend(BLOCKS)
+        _every_tx_found(store, BLOCKS)
+    segments = _segment_names(path)
+    assert len(segments) > 3
+    rows, runs = _indexed(path)
+    assert rows == 30
+    assert runs == [name.replace(".seg", ".txi") for name in segments[:-1]]
+    for name in runs:
+        data = (path / name).read_bytes()
+        first, count = int(name[:20]), int.from_bytes(data[16:24], "big")
+        heights = range(first, int(segments[segments.index(name[:20] + ".seg") + 1][:20]))
+        assert count == sum(len(BLOCKS[h - 1].txs) for h in heights)
+        assert data[:8] == txindex.RUN_MAGIC
+    for suffix in ("", "-wal", "-shm"):
+        (path / f"index.sqlite{suffix}").unlink(missing_ok=True)
+    with open_store(path) as store:
+        _every_tx_found(store, BLOCKS)
+        assert store.find_transaction(bytes(32)) is None
+        assert not store._built, "every sealed segment was served by its run file"
+    with LedgerStore.open(path, readonly=True) as reader:
+        _every_tx_found(reader, BLOCKS)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "header", "missing", "empty"])
+def test_a_bad_run_file_is_rebuilt_from_its_segment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    path = tmp_path / "l"
+    with open_store(path, segment_size=8192) as store:
+        store.extend(BLOCKS)
+    run = sorted(path.glob("*.txi"))[1]
+    good = run.read_bytes()
+    bad = {
+        "flip": good[:40] + bytes([good[40] ^ 1]) + good[41:],
+        "truncate": good[:-9],
+        "header": b"BFTLTXI1" + (1).to_bytes(8, "big") + good[16:],
+        "missing": None,
+        "empty": b"",
+    }[damage]
+    if bad is None:
+        run.unlink()
+    else:
+        run.write_bytes(bad)
+    before = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    with caplog.at_level(logging.WARNING), LedgerStore.open(path, readonly=True) as reader:
+        _every_tx_found(reader, BLOCKS)
+    assert {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()} == before
+    if damage != "missing":
+        assert f"{run}: " in caplog.text and "indexing the segment again" in caplog.text
+    with open_store(path) as store:
+        _every_tx_found(store, BLOCKS)
+    assert run.read_bytes() == good  # written again by the store that may write
+
+
+def test_a_run_that_points_elsewhere_never_yields_a_wrong_transaction(tmp_path: Path) -> None:
+    """Places read from an index are checked against the block: a run whose places are
+    shuffled (checksum recomputed, so it passes its checks) can hide a transaction, never
+    answer with another one's place."""
+    import random
+    import zlib
+
+    from ledger.txindex import RUN_HEADER
+
+    path = tmp_path / "l"
+    with open_store(path, segment_size=8192) as store:
+        store.extend(BLOCKS)
+    run = sorted(path.glob("*.txi"))[0]
+    data = run.read_bytes()
+    count = int.from_bytes(data[16:24], "big")
+    at = RUN_HEADER.size + 8 * count
+    places = [data[at + 8 * i : at + 8 * i + 8] for i in range(count)]
+    random.Random(5).shuffle(places)
+    body = data[:at] + b"".join(places)
+    run.write_bytes(body + zlib.crc32(body).to_bytes(4, "big"))
+    found = 0
+    with LedgerStore.open(path, readonly=True) as reader:
+        for block in BLOCKS:
+            for position, raw in enumerate(block.txs):
+                where = reader.find_transaction(txid_of(raw))
+                assert where in (None, (block.header.height, position))
+                found += where is not None
+    assert found < sum(len(b.txs) for b in BLOCKS)
+
+
+def test_the_open_segment_has_no_run_and_truncation_removes_stale_runs(tmp_path: Path) -> None:
+    """A run describes a sealed segment: a leftover run of the last segment (which appends
+    would outgrow) is removed on open, truncating removes the runs of the segments cut, and a
+    segment sealed after a reopen gets a run of all its transactions, those from before the
+    reopen included."""
+    path = tmp_path / "l"
+    with open_store(path, segment_size=8192) as store:
+        store.extend(BLOCKS[:20])
+        last = _segment_names(path)[-1]
+    stale = path / last.replace(".seg", ".txi")
+    stale.write_bytes(b"left over")
+    (path / "00000000000000000002.txi.tmp").write_bytes(b"half written")
+    with open_store(path, segment_size=8192) as store:
+        assert not stale.exists() and not list(path.glob("*.tmp"))
+        store.extend(BLOCKS[20:])  # seals the segment opened before the reopen
+        assert stale.exists()
+        _every_tx_found(store, BLOCKS)
+        store.truncate_after(12)
+        segments = _segment_names(path)
+        assert _indexed(path)[1] == [n.replace(".seg", ".txi") for n in segments[:-1]]
+        assert store.find_transaction(txid_of(BLOCKS[20].txs[0])) is None
+        _every_tx_found(store, BLOCKS[:12])
+        store.extend(BLOCKS[12:])
+        _every_tx_found(store, BLOCKS)
+    for suffix in ("", "-wal", "-shm"):
+        (path / f"index.sqlite{suffix}").unlink(missing_ok=True)
+    with open_store(path) as store:
+        _every_tx_found(store, BLOCKS)
+        assert not store._built
+
+
+def test_an_index_of_the_older_layout_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "l"
+    with open_store(path) as store:
+        store.extend(BLOCKS[:5])
+    db = sqlite3.connect(path / "index.sqlite")
+    db.execute("CREATE TABLE txs(prefix INTEGER, height INTEGER, position INTEGER)")
+    db.execute("INSERT INTO txs VALUES (1, 1, 0)")
+    db.commit()
+    db.close()
+    with open_store(path) as store:
+        _every_tx_found(store, BLOCKS[:5])
+    db = sqlite3.connect(path / "index.sqlite")
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    db.close()
+    assert tables == {"blocks"}
 
 
 def test_background_index_is_written_off_the_commit_path(tmp_path: Path) -> None:
-    """With ``background_index`` set, syncs never write the index; the owner detaches the rows
-    and commits them on another thread while blocks keep being appended and read. Every row is
-    findable at every moment: deferred, detached, and written."""
+    """With ``background_index`` set, syncs never write the index; the owner detaches the
+    entries (block rows, runs of sealed segments) and writes them on another thread while
+    blocks keep being appended and read. Every transaction is findable at every moment:
+    waiting, detached, and written."""
     import threading
 
     from ledger import store as store_module
@@ -276,65 +425,68 @@ def test_background_index_is_written_off_the_commit_path(tmp_path: Path) -> None
     path = tmp_path / "l"
     count = store_module.INDEX_EVERY_BLOCKS * 2
     blocks = build_chain(count + 10, seed=12, txs_per_block=3)
-    store = open_store(path)
+    store = open_store(path, segment_size=8192)
     store.background_index = True
     store.extend(blocks[:count])
-    assert _indexed_rows(path) == (0, 0)  # nothing inline, past the inline thresholds
-    assert store.index_lag == count * 3
+    sealed = len(_segment_names(path)) - 1
+    assert sealed > 2
+    assert _indexed(path) == (0, [])  # nothing inline, past the inline thresholds
+    lag = store.index_lag
+    assert count < lag < count * 4  # block rows, and the sealed segments' transactions
     batch = store.detach_index()
-    assert batch is not None and batch.rows == count * 3
+    assert batch is not None and batch.rows == lag and len(batch.runs) == sealed
     assert store.detach_index() is None  # one batch at a time
-    assert store.index_lag == count * 3
+    assert store.index_lag == lag
     # Detached, not yet written: still served.
     assert store.get(count) == blocks[count - 1]
-    assert store.find_transaction(txid_of(blocks[5].txs[2])) == (6, 2)
+    _every_tx_found(store, blocks[:count])
     writer = threading.Thread(target=store.write_index, args=(batch,))
     writer.start()
     for block in blocks[count:]:  # appending and reading meanwhile
         store.extend([block])
         assert store.get(block.header.height) == block
     writer.join()
-    assert _indexed_rows(path) == (count, count * 3)
-    assert store.index_lag == 10 * 3  # the blocks appended since
-    assert store.find_transaction(txid_of(blocks[5].txs[2])) == (6, 2)
-    assert store.find_transaction(txid_of(blocks[-1].txs[0])) == (count + 10, 0)
+    assert _indexed(path) == (
+        count,
+        [n.replace(".seg", ".txi") for n in _segment_names(path)][:sealed],
+    )
+    _every_tx_found(store, blocks)
     with pytest.raises(StoreError, match="not the one detached"):
         store.write_index(batch)
     # A batch detached but never written (the owner stopped) is written on close.
     assert store.detach_index() is not None
     store.close()
-    assert _indexed_rows(path) == (count + 10, (count + 10) * 3)
+    assert _indexed(path)[0] == count + 10
     with open_store(path) as reopened:
-        assert reopened.find_transaction(txid_of(blocks[-1].txs[2])) == (count + 10, 2)
+        _every_tx_found(reopened, blocks)
 
 
-def test_deferred_index_rows_cost_the_collector_nothing_and_survive_prefix_collisions(
+def test_index_entries_cost_the_collector_nothing_and_survive_prefix_collisions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Rows waiting for the index are ints in a dict (untracked by the garbage collector, so a
-    large batch adds nothing to its pauses); a txid prefix seen twice keeps both places."""
+    """Entries of the open segment are ints in arrays (no object per transaction for the
+    garbage collector to walk); ids sharing a prefix keep every place, in memory and in runs."""
     import gc
 
     from ledger import store as store_module
+    from ledger import txindex
 
-    blocks = build_chain(6, seed=13, txs_per_block=4)
+    blocks = build_chain(40, seed=13, txs_per_block=4)
     with open_store(tmp_path / "a") as store:
-        store.background_index = True
+        before = len(gc.get_objects())
         store.extend(blocks)
-        assert store.index_lag == 24 and not gc.is_tracked(store._deferred_txs)
-    monkeypatch.setattr(store_module, "_prefix", lambda txid: 7)  # every id collides
+        assert len(gc.get_objects()) - before < 100  # not one per transaction (160)
+    monkeypatch.setattr(txindex, "tx_prefix", lambda txid: 7)  # every id collides
+    monkeypatch.setattr(store_module, "tx_prefix", lambda txid: 7)
     path = tmp_path / "b"
-    with open_store(path) as store:
+    with open_store(path, segment_size=4096) as store:
         store.background_index = True
         store.extend(blocks)
-        assert len(store._deferred_extra) == 23
-        for block in blocks:  # deferred
-            for position, raw in enumerate(block.txs):
-                assert store.find_transaction(txid_of(raw)) == (block.header.height, position)
+        _every_tx_found(store, blocks)  # in memory
         batch = store.detach_index()
         assert batch is not None
-        raw = blocks[3].txs[2]
-        assert store.find_transaction(txid_of(raw)) == (4, 2)  # detached
+        _every_tx_found(store, blocks)  # detached
         store.write_index(batch)
-        assert store.find_transaction(txid_of(raw)) == (4, 2)  # written
-    assert _indexed_rows(path) == (6, 24)
+        _every_tx_found(store, blocks)  # written
+    with open_store(path) as store:
+        _every_tx_found(store, blocks)

@@ -251,7 +251,7 @@ async def test_the_transaction_index_is_written_in_the_background(
             replica = nodes.replicas[2]
             store = replica.store
             assert store is not None and store.background_index
-            while replica.stats["index_rows_written"] < 120 or store.index_lag:
+            while not replica.stats["index_rows_written"] or store.index_lag:
                 await trio.sleep(0.05)
             assert replica.queue_depths()["index_lag"] == 0
             for receipt in receipts[::17]:
