@@ -11,10 +11,13 @@ applies identically, because both depend only on the committed ledger:
 * A block may not hold a request twice, nor one that is committed or pending in an earlier block
   of the same pipeline: a replica votes only for proposals that pass :meth:`ClientTable.status`.
 
-The table keeps at most ``max_clients`` clients, evicting the one whose last commit is oldest (a
-deterministic choice, the same on every replica). An evicted client's old requests look new
-again, so clients should not reuse an identity across long idle periods; the limit is a memory
-bound, set it well above the number of active clients.
+The table keeps at most ``max_clients`` clients and ``max_entries`` remembered places in all,
+evicting the client whose last commit is oldest (a deterministic choice, the same on every
+replica). An evicted client's old requests look new again, so clients should not reuse an
+identity across long idle periods; the limits are memory bounds (about 100 bytes an entry, and
+a client keeps up to ``window + window // 4``), set them well above what active clients use.
+A place is one int (``height << 20 | position``), so the table costs the garbage collector
+nothing however many entries it holds.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from crypto.codec import CodecError
-from ledger import Block, Transaction
+from ledger import MAX_BLOCK_TXS, Block, Transaction
 
 RequestId = tuple[bytes, int]
 
@@ -75,25 +78,33 @@ class Status(Enum):
     STALE = "stale"
 
 
+_POSITION_BITS = MAX_BLOCK_TXS.bit_length()
+_POSITION_MASK = (1 << _POSITION_BITS) - 1
+
+
 class _Client:
     __slots__ = ("committed", "max_seq")
 
     def __init__(self) -> None:
         self.max_seq = -1
-        self.committed: dict[int, tuple[int, int]] = {}
+        self.committed: dict[int, int] = {}  # seq -> height << _POSITION_BITS | position
 
 
 class ClientTable:
     """Per-client committed sequence numbers: a deterministic function of the ledger."""
 
-    __slots__ = ("_clients", "max_clients", "window")
+    __slots__ = ("_clients", "_entries", "max_clients", "max_entries", "window")
 
-    def __init__(self, window: int = 1024, max_clients: int = 100_000) -> None:
-        if window < 1 or max_clients < 1:
-            raise ValueError("window and max_clients must be positive")
+    def __init__(
+        self, window: int = 1024, max_clients: int = 100_000, max_entries: int = 1_000_000
+    ) -> None:
+        if window < 1 or max_clients < 1 or max_entries < 1:
+            raise ValueError("window, max_clients and max_entries must be positive")
         self.window = window
         self.max_clients = max_clients
+        self.max_entries = max_entries
         self._clients: OrderedDict[bytes, _Client] = OrderedDict()
+        self._entries = 0
 
     def status(self, client: bytes, seq: int) -> tuple[Status, tuple[int, int] | None]:
         """Whether ``(client, seq)`` is new, committed (with its height and position), or stale."""
@@ -102,25 +113,39 @@ class ClientTable:
             return Status.NEW, None
         where = state.committed.get(seq)
         if where is not None:
-            return Status.COMMITTED, where
+            return Status.COMMITTED, (where >> _POSITION_BITS, where & _POSITION_MASK)
         if seq <= state.max_seq - self.window:
             return Status.STALE, None
         return Status.NEW, None
 
     def record(self, request: Request, height: int, position: int) -> None:
+        if not 0 <= position <= _POSITION_MASK:
+            raise ValueError(f"position {position} exceeds a block's {MAX_BLOCK_TXS} transactions")
         state = self._clients.get(request.client)
         if state is None:
             state = self._clients[request.client] = _Client()
-            while len(self._clients) > self.max_clients:
-                self._clients.popitem(last=False)
         else:
             self._clients.move_to_end(request.client)
-        state.committed[request.seq] = (height, position)
+        committed = state.committed
+        size = len(committed)
+        committed[request.seq] = height << _POSITION_BITS | position
         if request.seq > state.max_seq:
             state.max_seq = request.seq
-        if len(state.committed) > 2 * self.window:
+        if len(committed) > self.window + self.window // 4:
+            # Entries a window below the highest are answered "stale" whatever they hold.
             floor = state.max_seq - self.window
-            state.committed = {s: w for s, w in state.committed.items() if s > floor}
+            committed = state.committed = {s: w for s, w in committed.items() if s > floor}
+        self._entries += len(committed) - size
+        while len(self._clients) > 1 and (
+            len(self._clients) > self.max_clients or self._entries > self.max_entries
+        ):
+            _, evicted = self._clients.popitem(last=False)
+            self._entries -= len(evicted.committed)
+
+    @property
+    def entries(self) -> int:
+        """Places remembered, over all clients (bounded by ``max_entries``)."""
+        return self._entries
 
     def record_block(self, block: Block, requests: Sequence[Request] | None = None) -> None:
         if requests is None:

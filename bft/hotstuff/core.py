@@ -156,7 +156,7 @@ class HotStuffCore(CoreBase):
             decided=True,
         )
         self.tree = BlockTree(root)
-        self.clients = ClientTable(cfg.client_window, cfg.max_clients)
+        self.clients = ClientTable(cfg.client_window, cfg.max_clients, cfg.max_client_entries)
         self.clients.rebuild(ledger.recent)
         self.mempool = Mempool(cfg.mempool_requests, cfg.mempool_bytes, cfg.mempool_per_client)
         self._verified_certs: OrderedDict[Record, None] = OrderedDict()

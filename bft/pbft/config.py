@@ -33,6 +33,7 @@ class PbftConfig:
     max_tx_bytes: int = 64 * 1024
     client_window: int = 1024
     max_clients: int = 100_000
+    max_client_entries: int = 1_000_000
     mempool_requests: int = 100_000
     mempool_bytes: int = 256 << 20
     mempool_per_client: int = 10_000

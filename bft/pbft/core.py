@@ -143,7 +143,7 @@ class PbftCore(CoreBase):
             last = ledger.recent[-1]
             self.last_cert = CheckpointProof(header=last.header, certificate=last.certificate)
 
-        self.clients = ClientTable(cfg.client_window, cfg.max_clients)
+        self.clients = ClientTable(cfg.client_window, cfg.max_clients, cfg.max_client_entries)
         self.clients.rebuild(ledger.recent)
         self.mempool = Mempool(cfg.mempool_requests, cfg.mempool_bytes, cfg.mempool_per_client)
 

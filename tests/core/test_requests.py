@@ -35,11 +35,33 @@ def test_client_table_memory_is_bounded() -> None:
     table = ClientTable(window=8, max_clients=3)
     for seq in range(1, 200):
         table.record(req(1, seq), seq, 0)
-    assert len(table._clients[b"c1"].committed) <= 16
+    assert len(table._clients[b"c1"].committed) <= 8 + 8 // 4
     for client in range(2, 6):
         table.record(req(client, 1), 1, 0)
     assert len(table) == 3
     assert table.status(b"c1", 199)[0] is Status.NEW  # evicted: the oldest to commit
+
+
+def test_client_table_bounds_entries_over_all_clients() -> None:
+    """``max_entries`` bounds the places remembered in all; the clients whose last commit is
+    oldest go first. Places are ints: nothing for the garbage collector to walk."""
+    import gc
+
+    table = ClientTable(window=8, max_clients=100, max_entries=20)
+    for client in (1, 2, 3):
+        for seq in range(1, 9):
+            table.record(req(client, seq), 100 * client + seq, seq)
+        assert table.entries == sum(len(c.committed) for c in table._clients.values())
+    assert table.entries <= 20 and list(table._clients) == [b"c2", b"c3"]
+    assert table.status(b"c1", 3) == (Status.NEW, None)  # evicted
+    assert table.status(b"c3", 3) == (Status.COMMITTED, (303, 3))
+    assert not gc.is_tracked(table._clients[b"c3"].committed)
+    for seq in range(9, 60):  # pruning keeps the count in step
+        table.record(req(3, seq), seq, 0)
+        assert table.entries == sum(len(c.committed) for c in table._clients.values()) <= 20
+    assert table.status(b"c3", 59) == (Status.COMMITTED, (59, 0))
+    assert table.status(b"c3", 51)[0] is Status.STALE  # a window below the highest
+    assert table.status(b"c3", 52) == (Status.COMMITTED, (52, 0))
 
 
 def test_client_table_eviction_is_deterministic() -> None:
