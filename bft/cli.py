@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -521,6 +522,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_running(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_twins(args: argparse.Namespace) -> int:
     from rich.progress import (
         BarColumn,
@@ -590,6 +595,10 @@ def cmd_twins(args: argparse.Namespace) -> int:
         disable=args.json,
     )
     save = (lambda s: s.save(path)) if path else None
+    # Stop cleanly on SIGTERM, and on SIGINT even when the shell that started the run in the
+    # background set it to be ignored: the state written after the last chunk is kept.
+    stops = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, _stop_running) for sig in stops}
     try:
         with progress:
             task = progress.add_task(
@@ -608,6 +617,9 @@ def cmd_twins(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         where = f"; run the same command to resume from {path}" if path else ""
         raise CliError(f"stopped after {state.scenarios:,} scenarios{where}", code=130) from None
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     figures = summary(state)
     if args.json:
         print(json.dumps({"params": asdict(params), **figures}, indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,44 @@ def test_cli_resumes_from_its_state_and_refuses_a_mismatch(
     err = capsys.readouterr().err
     assert err.startswith("bft: error: the state file") and "belongs to another run" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("how", ["SIGINT, ignored by the starting shell", "SIGTERM"])
+def test_a_background_run_stops_on_a_signal_and_keeps_its_state(tmp_path: Path, how: str) -> None:
+    """A run started in the background (where a non-interactive shell makes SIGINT ignored)
+    still stops on ``kill -INT`` or ``kill -TERM``: with the resume message, the state of the
+    chunks done, and no worker left behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    state = tmp_path / "hs.json"
+    ignore_int = how.startswith("SIGINT")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bft.cli", "twins", "--protocol", "hotstuff", "--count", "100000",
+         "--chunk", "10", "--workers", "2", "--state", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_int else None,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not state.exists():
+            if time.monotonic() > deadline or child.poll() is not None:
+                raise AssertionError(f"no state written: {child.communicate()}")
+            time.sleep(0.1)
+        child.send_signal(signal.SIGINT if ignore_int else signal.SIGTERM)
+        _, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    assert child.returncode == 130, err
+    assert "stopped after" in err and "run the same command to resume" in err
+    assert json.loads(state.read_text())["scenarios"] > 0
+    # The workers were in the run's session: none is left.
+    left = subprocess.run(["pgrep", "-s", str(child.pid)], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
