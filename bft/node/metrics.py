@@ -26,7 +26,7 @@ commit_latency_seconds                 histogram  request admitted here -> reply
 view_changes_total                     counter    view changes started / elections held
 view, leader, is_leader                gauge      current view (term), leader (-1: unknown)
 ledger_height                          gauge      ledger height
-queue_depth{queue}                     gauge      inbox, mempool, client_out, peer_out, index_lag
+queue_depth{queue}                     gauge      inbox, mempool, client_out, peer_out, index_lag, routes
 fsync_seconds{file}                    histogram  durable writes: ledger, protocol_log, index
 gc_pause_seconds{generation}           histogram  Python's garbage collector holding the loop
 peer_messages_total{peer,direction}    counter    frames to / from each peer

@@ -91,6 +91,7 @@ log = logging.getLogger("bft.replica")
 
 RECENT_BLOCKS = 256
 MAX_ROUTES = 1_000_000
+ROUTE_TTL_S = 600.0  # a request not answered this long after admission is no longer routed
 SESSION_QUEUE = 4096
 SESSION_REPEATS = 4096  # settled requests a client connection was answered again, remembered
 REPEAT_WINDOW_S = 1.0  # the same settled request again within this costs the refusal allowance
@@ -704,7 +705,11 @@ class Replica:
         for request in admitted:
             routes[request.id] = route
             routes.move_to_end(request.id)
-        while len(routes) > MAX_ROUTES:
+        # Oldest first (a request admitted again moves to the end): what was never answered (it
+        # was refused, settled already, or its block went to another replica's clients) goes.
+        while routes and (
+            len(routes) > MAX_ROUTES or route[1] - next(iter(routes.values()))[1] > ROUTE_TTL_S
+        ):
             routes.popitem(last=False)
         self.core.verified.add(txid_of(r.raw) for r in admitted if r.signed)
         await self._inbox.send(("propose", admitted))
@@ -717,7 +722,8 @@ class Replica:
         latency = self.metrics.commit_latency if self.metrics is not None else None
         now = time.monotonic()
         for reply in ready.replies:
-            route = self._routes.get((reply.client, reply.seq))
+            # Answered once, whichever way: the route goes (also when its session has closed).
+            route = self._routes.pop((reply.client, reply.seq), None)
             if route is None:
                 continue
             number, admitted_at = route
@@ -766,8 +772,6 @@ class Replica:
                         leaves=leaves,
                     )
                 )
-            for r in replies:
-                self._routes.pop((r.client, r.seq), None)
 
     def _feed_subscribers(self, blocks: Sequence[Block]) -> None:
         for session in self.sessions.values():
@@ -965,6 +969,7 @@ class Replica:
             if self.links is not None
             else 0,
             "index_lag": self.store.index_lag if self.store is not None else 0,
+            "routes": len(self._routes),
         }
 
     def rejection_counts(self) -> Counter[str]:

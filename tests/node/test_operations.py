@@ -260,6 +260,37 @@ async def test_the_transaction_index_is_written_in_the_background(
             nursery.cancel_scope.cancel()
 
 
+async def test_reply_routes_are_forgotten_when_answered_or_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica remembers where to send each admitted request's reply until it is answered:
+    also when the client has gone away meanwhile (its routes are dropped at the reply, not
+    kept until a million have piled up), and a route nobody answers ages out."""
+    from bft.node import replica as replica_module
+
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(load_cluster(tmp_path), nursery)
+            await nodes.start_all()
+            async with open_client(ClientConfig.from_cluster(tmp_path)) as client:
+                await client.submit_many([b"r%d" % i for i in range(50)])
+            # A client that leaves with its requests in flight.
+            async with open_client(ClientConfig.from_cluster(tmp_path)) as client:
+                with trio.move_on_after(0.05):
+                    await client.submit_many([b"gone%d" % i for i in range(400)])
+            while any(r.queue_depths()["routes"] for r in nodes.replicas.values()):
+                await trio.sleep(0.05)
+            # A route left unanswered is dropped at the next admission once it is too old.
+            replica = nodes.replicas[1]
+            replica._routes[(b"nobody", 1)] = (0, -1e9)
+            monkeypatch.setattr(replica_module, "ROUTE_TTL_S", 60.0)
+            async with open_client(ClientConfig.from_cluster(tmp_path)) as client:
+                await client.submit_many([b"after"])
+            assert (b"nobody", 1) not in replica._routes
+            nursery.cancel_scope.cancel()
+
+
 def test_garbage_collector_pauses_are_measured_per_generation() -> None:
     import gc
 
