@@ -773,15 +773,7 @@ class LedgerStore:
             raise StoreError("ledger store is closed")
         for run in batch.runs:
             self._write_run(run)
-        try:
-            if self._index_writer is None:
-                self._index_writer = _Index(self.directory / "index.sqlite")
-            self._index_writer.add(list(batch.blocks.values()))
-        except sqlite3.Error as exc:
-            self._failed = exc
-            raise StoreError(
-                f"{self.directory}: index update failed: {exc}; reopen the ledger"
-            ) from exc
+        self._add_block_rows(batch.blocks, own_connection=True)
         # Written: readers find the entries on disk from now on.
         self._flushing = None
 
@@ -794,17 +786,29 @@ class LedgerStore:
         for run in list(self._sealed.values()):
             self._write_run(run)
             del self._sealed[run.first]
-        if not self._deferred_blocks:
-            return
+        if self._deferred_blocks:
+            self._add_block_rows(self._deferred_blocks, own_connection=False)
+            self._deferred_blocks.clear()
+
+    def _add_block_rows(
+        self, rows: dict[int, tuple[int, int, int, int, bytes]], *, own_connection: bool
+    ) -> None:
+        """Commit block rows to SQLite, through the writer's own connection (for another
+        thread) or the store's. A failure poisons the store: the blocks are durable, only the
+        derived index lags, and reopening rebuilds it."""
         try:
-            self._idx.add(list(self._deferred_blocks.values()))
+            if not own_connection:
+                index = self._idx
+            elif self._index_writer is None:
+                index = self._index_writer = _Index(self.directory / "index.sqlite")
+            else:
+                index = self._index_writer
+            index.add(list(rows.values()))
         except sqlite3.Error as exc:
-            # The blocks are durable; only the derived index lags. Reopening rebuilds it.
             self._failed = exc
             raise StoreError(
                 f"{self.directory}: index update failed: {exc}; reopen the ledger"
             ) from exc
-        self._deferred_blocks.clear()
 
     def _write_run(self, txs: SegmentTxs) -> None:
         """Write the run file of a sealed segment (any thread: it touches only its own file).
