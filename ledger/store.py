@@ -1021,10 +1021,10 @@ class LedgerStore:
                 return height, position
         return None
 
-    def _candidates(self, prefix: int) -> list[tuple[int, int]]:
-        """Places of the transactions whose id starts with ``prefix``, newest segment first:
-        from memory for the open segment and sealed ones not written yet, else from run files."""
-        places: list[tuple[int, int]] = []
+    def _candidates(self, prefix: int) -> Iterator[tuple[int, int]]:
+        """Places of the transactions whose id starts with ``prefix``, newest segment first
+        (a lookup that finds its transaction reads no older run): from memory for the open
+        segment and sealed ones not written yet, else from run files."""
         in_memory: dict[int, SegmentTxs] = {}
         if self._flushing is not None:
             in_memory.update((run.first, run) for run in self._flushing.runs)
@@ -1039,12 +1039,11 @@ class LedgerStore:
         for seg in reversed(self._segments):
             run = in_memory.get(seg)
             if run is not None and run.complete:
-                places += run.places_of(prefix)
+                yield from run.places_of(prefix)
             elif seg != self._segments[-1] or txs is None:
-                places += self._run_places(seg, prefix, rewrite=run is None)
+                yield from self._run_places(seg, prefix, rewrite=run is None)
             elif run is not None:  # the open segment, damaged below its loaded entries
-                places += run.places_of(prefix)
-        return places
+                yield from run.places_of(prefix)
 
     def _run_places(self, seg: int, prefix: int, *, rewrite: bool) -> list[tuple[int, int]]:
         """Look ``prefix`` up in the run file of sealed segment ``seg``. A missing or bad run

@@ -297,6 +297,13 @@ def test_sealed_segments_get_a_run_file_and_lookups_use_it(tmp_path: Path) -> No
     for suffix in ("", "-wal", "-shm"):
         (path / f"index.sqlite{suffix}").unlink(missing_ok=True)
     with open_store(path) as store:
+        # Newest segment first, and no further than the transaction found.
+        assert store.find_transaction(txid_of(BLOCKS[-1].txs[0])) == (30, 0)
+        assert not store._runs_ok
+        newest_run = int(runs[-1][:20])
+        block = BLOCKS[newest_run - 1]
+        assert store.find_transaction(txid_of(block.txs[0])) == (newest_run, 0)
+        assert store._runs_ok == {newest_run}
         _every_tx_found(store, BLOCKS)
         assert store.find_transaction(bytes(32)) is None
         assert not store._built, "every sealed segment was served by its run file"
