@@ -16,8 +16,8 @@ evicting the client whose last commit is oldest (a deterministic choice, the sam
 replica). An evicted client's old requests look new again, so clients should not reuse an
 identity across long idle periods; the limits are memory bounds (about 100 bytes an entry, and
 a client keeps up to ``window + window // 4``), set them well above what active clients use.
-A place is one int (``height << 20 | position``), so the table costs the garbage collector
-nothing however many entries it holds.
+A place is one int (the height shifted left past the widest position, or'd with the
+position), so the table costs the garbage collector nothing however many entries it holds.
 """
 
 from __future__ import annotations
