@@ -4,12 +4,14 @@ its data directory."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
 from bft.node import Replica, load_replica_config
-from bft.testbed import Cluster
+from bft.testbed import Cluster, load_cluster
 
 
 class InProcessCluster:
@@ -50,3 +52,14 @@ class InProcessCluster:
 
     def heights(self) -> dict[int, int]:
         return {i: r.store.height for i, r in self.replicas.items() if r.store is not None}
+
+
+@asynccontextmanager
+async def running(directory: Path) -> AsyncIterator[InProcessCluster]:
+    """Every replica of the cluster initialised in ``directory``, started in this Trio run and
+    stopped when the block is left."""
+    async with trio.open_nursery() as nursery:
+        nodes = InProcessCluster(load_cluster(directory), nursery)
+        await nodes.start_all()
+        yield nodes
+        nursery.cancel_scope.cancel()

@@ -17,10 +17,10 @@ from bft.client import ClientConfig, open_client
 from bft.node import ConfigError, load_replica_config
 from bft.node.logs import JsonFormatter, RateLimit, ReplicaContext, TextFormatter
 from bft.node.metrics import Histogram
-from bft.testbed import init_cluster, load_cluster
+from bft.testbed import init_cluster
 from tests.testbed.helpers import run_bft as bft
 
-from .harness import InProcessCluster
+from .harness import running
 
 # ------------------------------------------------------------------------------------- logs
 
@@ -190,9 +190,7 @@ async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
         path = tmp_path / f"replica-{i}.toml"
         path.write_text(path.read_text() + '\n[metrics]\nlisten = "127.0.0.1:0"\n')
     with trio.fail_after(90):
-        async with trio.open_nursery() as nursery:
-            nodes = InProcessCluster(load_cluster(tmp_path), nursery)
-            await nodes.start_all()
+        async with running(tmp_path) as nodes:
             port = nodes.replicas[1].metrics_port
             assert port
             code, before = await trio.to_thread.run_sync(scrape, port)
@@ -229,7 +227,6 @@ async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
                 latencies.append(samples(text)[("bft_commit_latency_seconds_count", ())])
             assert sum(latencies) >= 400
             assert (await trio.to_thread.run_sync(scrape, port, "/nothing"))[0] == 404
-            nursery.cancel_scope.cancel()
 
 
 async def test_the_transaction_index_is_written_in_the_background(
@@ -243,9 +240,7 @@ async def test_the_transaction_index_is_written_in_the_background(
     monkeypatch.setattr(replica_module, "INDEX_EVERY_S", 0.3)
     init_cluster(tmp_path, protocol="pbft", n=4)
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            nodes = InProcessCluster(load_cluster(tmp_path), nursery)
-            await nodes.start_all()
+        async with running(tmp_path) as nodes:
             async with open_client(ClientConfig.from_cluster(tmp_path)) as client:
                 receipts = await client.submit_many([b"ix%d" % i for i in range(120)])
             replica = nodes.replicas[2]
@@ -257,7 +252,6 @@ async def test_the_transaction_index_is_written_in_the_background(
             for receipt in receipts[::17]:
                 where = store.find_transaction(txid_of(receipt.tx))
                 assert where == (receipt.header.height, receipt.index)
-            nursery.cancel_scope.cancel()
 
 
 async def test_reply_routes_are_forgotten_when_answered_or_old(
@@ -270,9 +264,7 @@ async def test_reply_routes_are_forgotten_when_answered_or_old(
 
     init_cluster(tmp_path, protocol="pbft", n=4)
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            nodes = InProcessCluster(load_cluster(tmp_path), nursery)
-            await nodes.start_all()
+        async with running(tmp_path) as nodes:
             async with open_client(ClientConfig.from_cluster(tmp_path)) as client:
                 await client.submit_many([b"r%d" % i for i in range(50)])
             # A client that leaves with its requests in flight.
@@ -288,7 +280,6 @@ async def test_reply_routes_are_forgotten_when_answered_or_old(
             async with open_client(ClientConfig.from_cluster(tmp_path)) as client:
                 await client.submit_many([b"after"])
             assert (b"nobody", 1) not in replica._routes
-            nursery.cancel_scope.cancel()
 
 
 def test_garbage_collector_pauses_are_measured_per_generation() -> None:
@@ -380,9 +371,7 @@ async def test_transfer_is_refused_where_it_cannot_be_done(tmp_path: Path, proto
     n = 3 if protocol == "raft" else 4
     init_cluster(tmp_path, protocol=protocol, n=n)
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            nodes = InProcessCluster(load_cluster(tmp_path), nursery)
-            await nodes.start_all()
+        async with running(tmp_path) as nodes:
             admin = ClientConfig.from_cluster(tmp_path, client="admin")
             async with open_client(admin) as client:
                 await client.submit(b"x")  # a leader is in place
@@ -404,4 +393,3 @@ async def test_transfer_is_refused_where_it_cannot_be_done(tmp_path: Path, proto
                 refused = await plain.control(leader, "transfer", {"to": follower})
                 assert refused is not None and refused.detail == "not an admin client"
             assert nodes.replicas[0].core.status().leader == leader
-            nursery.cancel_scope.cancel()
