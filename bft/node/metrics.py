@@ -26,7 +26,8 @@ commit_latency_seconds                 histogram  request admitted here -> reply
 view_changes_total                     counter    view changes started / elections held
 view, leader, is_leader                gauge      current view (term), leader (-1: unknown)
 ledger_height                          gauge      ledger height
-queue_depth{queue}                     gauge      inbox, mempool, client_out, peer_out, index_lag, routes
+queue_depth{queue}                     gauge      inbox, mempool, client_out, peer_out, index_lag,
+                                                 routes
 fsync_seconds{file}                    histogram  durable writes: ledger, protocol_log, index
 gc_pause_seconds{generation}           histogram  Python's garbage collector holding the loop
 peer_messages_total{peer,direction}    counter    frames to / from each peer
@@ -44,6 +45,8 @@ evidence_total                         counter    equivocations seen and saved
 evidence_dropped_total                 counter    not saved: the evidence store was full
 log_lines_suppressed_total             counter    log lines dropped by the rate limiter
 uptime_seconds                         gauge      since the process started
+memory_bytes{kind}                     gauge      rss, malloc_in_use, malloc_free (glibc)
+python_blocks                          gauge      objects held by Python's allocator
 =====================================  =========  =============================================
 """
 
@@ -51,12 +54,15 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
+
+from .memory import snapshot
 
 if TYPE_CHECKING:  # pragma: no cover
     from .replica import Replica
@@ -320,6 +326,16 @@ class ReplicaCollector:
             r.log_lines_suppressed(),
         )
         yield gauge("uptime_seconds", "Since the replica started", time.monotonic() - r.started)
+        memory = GaugeMetricFamily(
+            "bft_memory_bytes",
+            "Resident set, and C malloc's bytes in use and kept free in its arenas",
+            labels=["kind"],
+        )
+        for kind, value in snapshot(r.malloc).items():
+            if kind != "python_blocks":
+                memory.add_metric([kind], value)
+        yield memory
+        yield gauge("python_blocks", "Objects held by Python's allocator", sys.getallocatedblocks())
 
 
 def _histogram(

@@ -84,6 +84,7 @@ from .evidence import EvidenceStore
 from .logs import RateLimit
 from .logs import configure as configure_logging
 from .logs import event as log_event
+from .memory import Malloc, resident_bytes, snapshot
 from .metrics import GcWatch, ReplicaMetrics, prometheus_available
 from .wal import ProtocolLog
 
@@ -256,6 +257,7 @@ class Replica:
         self.links: PeerLinks | None = None
         self.ready_event = trio.Event()
         self.gc = GcWatch()
+        self.malloc = Malloc()
 
     # ------------------------------------------------------------------------------ start
 
@@ -1026,6 +1028,7 @@ class Replica:
             else 0,
             "clients": len(self.sessions),
             "uptime_s": round(time.monotonic() - self.started, 1),
+            "rss_mb": round((resident_bytes() or 0) / (1 << 20), 1),
             "byzantine": self.byzantine,
             "faults": self.faults.describe() if self.faults.active else {},
         }
@@ -1038,6 +1041,7 @@ class Replica:
             doc["rejected"] = dict(self.core.rejections.by_reason) if self.core is not None else {}
             doc["client_bytes"] = self.client_bytes()
             doc["gc"] = self.gc.status()
+            doc["memory"] = snapshot(self.malloc)
         return doc
 
     def client_bytes(self) -> dict[str, int]:

@@ -1,0 +1,108 @@
+"""Where a replica's memory is: its resident set, Python's object allocator and C malloc.
+
+A replica's resident set can grow for three different reasons, and an operator needs to tell
+them apart: live Python objects (a table that is not bounded: a bug), memory Python's allocator
+keeps for reuse after objects are freed, and memory C ``malloc`` keeps in its arenas after
+buffers are freed (fragmentation, one arena per thread that allocated). :func:`snapshot` reads
+all three cheaply enough for a status request or a metrics scrape: ``/proc/self/statm``,
+``sys.getallocatedblocks()`` and glibc's ``mallinfo2()`` (through ctypes; absent on other C
+libraries, where those fields are left out).
+
+:meth:`Malloc.trim` asks glibc to hand the free pages of every arena back to the kernel
+(``malloc_trim(0)``); the replica calls it now and then (``[limits] malloc_trim_s``) so that
+memory freed after a burst does not stay resident.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from typing import Any
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+class Malloc:
+    """glibc's malloc statistics and trim, or nothing where they are not available."""
+
+    def __init__(self) -> None:
+        self._info: Any = None
+        self._trim: Any = None
+        name = ctypes.util.find_library("c")
+        if not name:
+            return
+        try:
+            libc = ctypes.CDLL(name)
+        except OSError:
+            return
+        info = getattr(libc, "mallinfo2", None)
+        if info is not None:
+            info.restype = _MallInfo2
+            info.argtypes = []
+            self._info = info
+        trim = getattr(libc, "malloc_trim", None)
+        if trim is not None:
+            trim.restype = ctypes.c_int
+            trim.argtypes = [ctypes.c_size_t]
+            self._trim = trim
+
+    @property
+    def can_trim(self) -> bool:
+        return self._trim is not None
+
+    def stats(self) -> dict[str, int] | None:
+        """Bytes C malloc holds: ``in_use`` by live allocations, ``free`` kept in its arenas,
+        ``mmapped`` in large blocks of their own; None without glibc's ``mallinfo2``."""
+        if self._info is None:
+            return None
+        info = self._info()
+        return {
+            "in_use": int(info.uordblks) + int(info.hblkhd),
+            "free": int(info.fordblks),
+            "arena": int(info.arena),
+            "mmapped": int(info.hblkhd),
+        }
+
+    def trim(self) -> bool:
+        """Return free arena pages to the kernel; True when some were released."""
+        if self._trim is None:
+            return False
+        return bool(self._trim(0))
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set in bytes (Linux ``/proc/self/statm``), else None."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            fields = f.read().split()
+    except OSError:
+        return None
+    if len(fields) < 2:
+        return None
+    return int(fields[1]) * PAGE
+
+
+def snapshot(malloc: Malloc) -> dict[str, int]:
+    """``rss``, ``python_blocks`` (objects allocated by Python's allocator) and, with glibc,
+    ``malloc_in_use`` and ``malloc_free`` in bytes."""
+    doc: dict[str, int] = {"python_blocks": sys.getallocatedblocks()}
+    rss = resident_bytes()
+    if rss is not None:
+        doc["rss"] = rss
+    stats = malloc.stats()
+    if stats is not None:
+        doc["malloc_in_use"] = stats["in_use"]
+        doc["malloc_free"] = stats["free"]
+    return doc
