@@ -115,6 +115,25 @@ def _rss_mb(pid: int | None) -> float:
     return float("nan")
 
 
+async def _memory(cluster: Path, n: int) -> str:
+    """Where each replica's memory is (verbose status): C malloc's bytes in use / kept free,
+    and the objects Python's allocator holds; '-' for a replica that did not answer."""
+    from bft.client import ClientConfig
+
+    parts = []
+    async with open_client(ClientConfig.from_cluster(cluster)) as client:
+        for r in range(n):
+            memory = (await client.status(r, verbose=True) or {}).get("memory", {})
+            if "malloc_in_use" in memory:
+                parts.append(
+                    f"{memory['malloc_in_use'] / 2**20:.0f}/{memory['malloc_free'] / 2**20:.0f}/"
+                    f"{memory['python_blocks'] / 1000:.0f}k"
+                )
+            else:
+                parts.append("-")
+    return "malloc used/free MB, py objects " + " ".join(parts)
+
+
 def _load_worker(cluster: Path, mode: list[str], duration: float, tag: str) -> dict[str, Any]:
     """One run of ``bench.load_worker`` (a separate process, as the benchmark uses): the load
     generator gets its own interpreter, so its limits are not the cluster's."""
@@ -174,10 +193,11 @@ async def test_half_of_peak_load_holds_steady(tmp_path: Path, protocol: str) -> 
                 errors = part["refused"] + part["indeterminate"] + part["unfinished"]
                 p50, p99 = part["latency_ms"]["p50"], part["latency_ms"]["p99"]
                 rows.append((elapsed, rss, p50, p99, errors))
+                memory = await _memory(cluster, n)
                 print(
                     f"{protocol} {elapsed:7.0f} s  {part['acked_in_window'] / INTERVAL:7.0f} tx/s  "
                     f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  errors {errors}  "
-                    f"RSS MB {' '.join(f'{m:.0f}' for m in rss)}",
+                    f"RSS MB {' '.join(f'{m:.0f}' for m in rss)}  {memory}",
                     flush=True,
                 )
             await bed.wait_converged(60)
