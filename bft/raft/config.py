@@ -40,6 +40,9 @@ class RaftConfig:
     log_retain: int = 256
     """Committed entries kept in memory for followers that lag a little; one further behind
     fetches the certified blocks from the leader's ledger."""
+    log_retain_bytes: int = 8 << 20
+    """...and at most this many bytes of their transactions (entries are blocks of up to
+    ``batch.max_bytes``: the count alone would let large transactions hold hundreds of MiB)."""
     wal_compact_records: int = 4096
     """Replace the protocol log by a snapshot once it holds this many records."""
     fetch_timeout: int = 20
@@ -70,8 +73,10 @@ class RaftConfig:
             raise ValueError("max_uncommitted and max_inflight must be positive")
         if not 1 <= self.max_entries_per_message <= 256:
             raise ValueError("max_entries_per_message must be within 1..256")
-        if self.log_retain < 0 or self.wal_compact_records < 1:
-            raise ValueError("log_retain must be >= 0 and wal_compact_records positive")
+        if self.log_retain < 0 or self.log_retain_bytes < 0 or self.wal_compact_records < 1:
+            raise ValueError(
+                "log_retain and log_retain_bytes must be >= 0 and wal_compact_records positive"
+            )
         heights = [h for h, _ in self.earlier_committees]
         if heights != sorted(heights) or any(not 1 <= h < self.start_height for h in heights):
             raise ValueError("earlier_committees must be in height order, below start_height")

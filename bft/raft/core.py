@@ -286,6 +286,7 @@ class RaftCore(CoreBase):
         super().advance(ready)
         if ready.committed:
             self.durable_height = ready.committed[-1].height
+            self.compact()  # what was held back until the ledger had it durably
 
     def on_stale(self, sender: int, message: Record) -> None:
         """A message from an older term. A leader of an older term is told ours, so that it
@@ -881,6 +882,7 @@ class RaftCore(CoreBase):
             self.emit_committed(Block(header=header, txs=entry.entry.txs, certificate=certificate))
             self.applied, self.applied_hash = index, entry.hash
             self.record_applied(index, entry.requests)
+            entry.requests = ()  # applied: only the encoded entry is needed from here on
         self.compact()
 
     def record_applied(self, height: int, requests: Sequence[Request]) -> None:
@@ -899,7 +901,9 @@ class RaftCore(CoreBase):
 
     def compact(self) -> None:
         """Forget entries that are in the durable ledger and old enough."""
-        upto = min(self.applied - self.cfg.log_retain, self.durable_height)
+        limit = min(self.applied, self.durable_height)
+        upto = min(self.applied - self.cfg.log_retain, limit)
+        upto = max(upto, self.log.retained_upto(limit, self.cfg.log_retain_bytes))
         base = self.log.base_index
         if upto <= base:
             return

@@ -27,11 +27,17 @@ def term_of_block(block: Block) -> int:
 
 @dataclass(slots=True, eq=False)
 class LogEntry:
-    """An entry with what is computed once: its block hash and its decoded requests."""
+    """An entry with what is computed once: its block hash, its decoded requests (until it is
+    applied) and the bytes of its transactions."""
 
     entry: Entry
     hash: bytes
     requests: tuple[Request, ...]
+    size: int = -1
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = sum(len(t) for t in self.entry.txs)
 
     @property
     def index(self) -> int:
@@ -49,13 +55,15 @@ class LogEntry:
 
 
 class RaftLog:
-    __slots__ = ("base_hash", "base_index", "base_term", "entries")
+    __slots__ = ("base_hash", "base_index", "base_term", "entries", "held_bytes")
 
     def __init__(self, base_index: int, base_term: int, base_hash: bytes) -> None:
         self.base_index = base_index
         self.base_term = base_term
         self.base_hash = base_hash
         self.entries: list[LogEntry] = []
+        self.held_bytes = 0
+        """Transaction bytes of the entries held."""
 
     @property
     def last_index(self) -> int:
@@ -94,12 +102,14 @@ class RaftLog:
         if entry.term < self.last_term:
             raise SafetyViolation(f"entry {entry.index} has a term below its predecessor's")
         self.entries.append(entry)
+        self.held_bytes += entry.size
 
     def truncate_from(self, index: int) -> list[LogEntry]:
         """Drop the entries at ``index`` and above; return them."""
         offset = max(0, index - self.base_index - 1)
         removed = self.entries[offset:]
         del self.entries[offset:]
+        self.held_bytes -= sum(e.size for e in removed)
         return removed
 
     def compact_to(self, index: int) -> None:
@@ -109,13 +119,16 @@ class RaftLog:
         last = self.get(index)
         if last is None:
             raise SafetyViolation(f"cannot compact to {index}, beyond the log")
-        del self.entries[: index - self.base_index]
+        cut = index - self.base_index
+        self.held_bytes -= sum(e.size for e in self.entries[:cut])
+        del self.entries[:cut]
         self.base_index, self.base_term, self.base_hash = index, last.term, last.hash
 
     def reset(self, base_index: int, base_term: int, base_hash: bytes) -> list[LogEntry]:
         """Start over above a new base (a block fetched from the ledger); return the dropped."""
         removed = self.entries
         self.entries = []
+        self.held_bytes = 0
         self.base_index, self.base_term, self.base_hash = base_index, base_term, base_hash
         return removed
 
@@ -128,12 +141,24 @@ class RaftLog:
         if offset < 0:
             return out
         for entry in self.entries[offset : offset + max_count]:
-            weight = sum(len(t) for t in entry.entry.txs)
+            weight = entry.size
             if out and size + weight > max_bytes:
                 break
             out.append(entry)
             size += weight
         return out
+
+    def retained_upto(self, upto: int, max_bytes: int) -> int:
+        """The index to compact to so that the entries up to ``upto`` hold at most
+        ``max_bytes`` of transactions (at least the base: nothing is forgotten above ``upto``)."""
+        held = self.held_bytes - sum(e.size for e in self.entries[max(0, upto - self.base_index) :])
+        index = self.base_index
+        for entry in self.entries:
+            if held <= max_bytes or entry.index > upto:
+                break
+            held -= entry.size
+            index = entry.index
+        return index
 
     def first_index_of_term(self, term: int, index: int, floor: int) -> int:
         """The first index at or below ``index`` (and above ``floor``) in the run of entries of

@@ -123,6 +123,31 @@ def test_a_follower_far_behind_fetches_certified_blocks_from_the_leaders_ledger(
     verify_chain(c.nodes[2].ledger, chain_id=CHAIN, committee=c.committee)
 
 
+def test_committed_entries_kept_in_memory_are_bounded_in_bytes_too() -> None:
+    """``log_retain`` counts entries, and an entry is a block of any size: the leader also
+    forgets committed entries beyond ``log_retain_bytes`` of transactions (a follower needing
+    them fetches them from the ledger), and keeps no decoded requests of applied ones."""
+    limit = 20_000
+    c = Cluster(3, RaftConfig(check_quorum=False, log_retain=256, log_retain_bytes=limit))
+    c.elect(0)
+    c.crash(2)
+    for seq in range(1, 31):
+        c.propose(request(1, seq, b"p" * 4000))
+        c.run(1)
+    leader = c.core(0)
+    assert leader.applied == 30
+    assert leader.log.held_bytes == sum(e.size for e in leader.log.entries)
+    # Compacted as it applies: what the ledger holds durably is within the bound.
+    durable = [e.size for e in leader.log.entries if e.index <= leader.durable_height]
+    assert 0 < sum(durable) <= limit and leader.log.base_index >= 24
+    assert all(e.requests == () for e in leader.log.entries if e.index <= leader.applied)
+    c.restart(2)
+    c.run(40)
+    assert c.heights() == [30, 30, 30]
+    assert c.nodes[2].ledger == c.nodes[0].ledger
+    assert c.sent(CatchUp, src=0)
+
+
 def test_a_fetched_block_with_a_bad_certificate_is_refused() -> None:
     c = Cluster(3, RaftConfig(check_quorum=False, log_retain=0))
     c.elect(0)
