@@ -43,7 +43,8 @@ def test_a_detached_testbed_through_the_cli(
     assert code == 0, err
     assert "runs in the background" in out and "healthy" in out
     doc = status(capsys, testbed_dir)
-    assert doc["verdict"] == "healthy" and doc["leader"] == 0 and doc["leader_votes"] == 4
+    # Replica 0 leads a fresh cluster, unless a saturated machine made the others time out.
+    assert doc["verdict"] == "healthy" and doc["leader"] in range(4) and doc["leader_votes"] >= 3
     assert all(r["process"] == "running" and r["pid"] for r in doc["replicas"])
 
     # submit: arguments, in order; then lines on stdin, as JSON receipts.
