@@ -43,6 +43,9 @@ Every error names the file and the key, in one line. Relative paths are relative
     [evidence]
     max_kept = 1000                       # evidence files kept in data_dir/evidence
 
+    [memory]
+    trim_every_s = 60                     # hand C malloc's free pages back; 0: never
+
     [pbft]                                # options of the protocol's config, by name
     checkpoint_interval = 16
 """
@@ -88,6 +91,7 @@ KNOWN_KEYS: dict[str, frozenset[str] | None] = {
     "log": frozenset({"format", "level", "burst", "window_s"}),
     "metrics": frozenset({"listen"}),
     "evidence": frozenset({"max_kept"}),
+    "memory": frozenset({"trim_every_s"}),
     # A table per protocol holds that protocol's options (checked against its config type when
     # the replica runs it; the others stay for a later switch of mode).
     **{name: None for name in PROTOCOLS},
@@ -148,6 +152,9 @@ class ReplicaConfig:
     log_window_s: float = 10.0
     metrics_listen: tuple[str, int] | None = None
     evidence_kept: int = 1000
+    trim_every_s: float = 60.0
+    """How often the replica asks C malloc to return the free pages of its arenas to the
+    kernel (0: never); see :mod:`bft.node.memory`."""
 
 
 def parse_address(text: object, path: Path, key: str) -> tuple[str, int]:
@@ -328,6 +335,7 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
         handshake_timeout_s=r.number("network", "handshake_timeout_s", 5.0, 0.1, 600),
         idle_timeout_s=r.number("network", "idle_timeout_s", 30.0, 1, 86_400),
         client_refusals_per_s=r.number("limits", "client_refusals_per_s", 200.0, 0, 1e9),
+        trim_every_s=r.number("memory", "trim_every_s", 60.0, 0, 86_400),
         client_txs_per_s=r.number("limits", "client_txs_per_s", 0.0, 0, 1e9),
         client_bytes_per_s=r.number("limits", "client_bytes_per_s", 0.0, 0, 1e12),
         log_format=r.get(

@@ -56,6 +56,7 @@ CASES = [
     ("no-tls-cert", None, (r"^tls_cert = .*$", ""), ["[network.tls_cert]", "missing"]),
     ("bad-tick", None, (r"^tick_ms = .*$", "tick_ms = -1"), ["[timing.tick_ms]"]),
     ("unknown-option", "\n[pbft]\nbogus = 1\n", None, ["[pbft.bogus]", "unknown option"]),
+    ("bad-trim", "\n[memory]\ntrim_every_s = -5\n", None, ["[memory.trim_every_s]", "0..86400"]),
     ("bad-admin", None, (r"^keys = .*$", 'keys = ["abc"]'), ["[admin.keys[0]]"]),
     (
         "missing-key-file",

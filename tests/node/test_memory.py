@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
+import trio
 
 from bft.node.memory import Malloc, resident_bytes, snapshot
+from bft.testbed import init_cluster
+
+from .harness import running
 
 
 def vm_rss() -> int:
@@ -39,3 +44,22 @@ def test_malloc_figures_follow_allocations() -> None:
     # Freed chunks stay in the arena until trimmed; the trim must not lose anything live.
     malloc.trim()
     assert snapshot(malloc)["malloc_in_use"] <= after["malloc_in_use"] + (1 << 20)
+
+
+async def test_a_replica_trims_malloc_as_configured(tmp_path: Path) -> None:
+    if not Malloc().can_trim:
+        pytest.skip("no glibc malloc_trim here")
+    init_cluster(tmp_path, protocol="raft", n=3)
+    for i, every in ((0, 0.1), (1, 0)):
+        path = tmp_path / f"replica-{i}.toml"
+        path.write_text(path.read_text() + f"\n[memory]\ntrim_every_s = {every}\n")
+    with trio.fail_after(60):
+        async with running(tmp_path) as nodes:
+            trimming, never = nodes.replicas[0], nodes.replicas[1]
+            while trimming.stats["memory_trims"] < 3:
+                await trio.sleep(0.05)
+            status = trimming.status(verbose=True)
+            assert status["stats"]["memory_trim_max_us"] > 0
+            assert status["memory"]["rss"] > 0 and "malloc_free" in status["memory"]
+            assert status["rss_mb"] > 0
+            assert never.stats["memory_trims"] == 0
