@@ -21,6 +21,13 @@ deduplicate); after ``timeout`` the client gives up with :class:`NotCommitted`: 
 *indeterminate*, the request may still commit, but never twice. A request refused by
 ``ack_quorum`` replicas raises :class:`Rejected` with the reason.
 
+The replicas deduplicate by ``(client, seq)``. An unsigned client is a new identity with every
+client object and numbers from 1; a signing client's identity is its key, which outlives the
+process, so it numbers from the wall clock in microseconds (``first_seq`` overrides): a restart
+does not reuse the numbers of the process before it. If a quorum places one of its numbers at a
+position that holds another transaction anyway (two processes with one key), ``submit`` raises
+:class:`Rejected` at once, saying so.
+
 ``blocks(from_height)`` streams committed blocks in order, each verified (hash link and
 certificate) before it is yielded; a replica that sends an invalid block is left for another.
 """
@@ -32,6 +39,7 @@ import os
 import random
 import ssl
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -114,6 +122,13 @@ class ClientConfig:
     timeout: float = 30.0
     connect_timeout: float = 5.0
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    first_seq: int | None = None
+    """The sequence number of the first transaction. ``None``: 1 for an unsigned client (its
+    identity is new with each client object); for a signing client, whose identity is its key
+    and outlives the process, the wall clock in microseconds, so that it numbers above every
+    transaction an earlier process with the same key sent (unless that one averaged more than
+    a million a second, or the clock went back). Set it to continue a sequence the application
+    keeps itself."""
 
     @property
     def ack_quorum(self) -> int:
@@ -186,7 +201,12 @@ class Client:
             self.client_id = config.signing_key.public_key.raw
         else:
             self.client_id = os.urandom(16)
-        self._seq = 0
+        first = config.first_seq
+        if first is None:
+            first = time.time_ns() // 1000 if config.sign else 1
+        if first < 1:
+            raise ClientError(f"first_seq must be positive, not {first}")
+        self._seq = first - 1
         self._pending: dict[int, _Pending] = {}
         self._outbox: list[_Pending] = []
         self._outbox_ready = trio.Event()
@@ -493,8 +513,11 @@ class Client:
                 continue
             if message.leaves:
                 tree = self._leaf_tree(message, block_hash)
-                if tree is None or leaf_hash(pending.raw) != tree.levels[0][index]:
+                if tree is None:
                     self.stats["bad_receipts"] += 1
+                    continue
+                if leaf_hash(pending.raw) != tree.levels[0][index]:
+                    self._taken(pending, header.height, index)
                     continue
                 path = tree.proof(index)
             else:
@@ -513,10 +536,30 @@ class Client:
                     receipt.verify_inclusion()  # the certificate was checked once for the block
                 except ReceiptError:
                     self.stats["bad_receipts"] += 1
+                    # One faulty replica can send a bad path; a quorum's paths that all fail
+                    # include an honest one: the position holds another transaction.
+                    failed = pending.votes.setdefault(f"bad path {header.height}/{index}", set())
+                    failed.add(replica)
+                    if len(failed) >= quorum:
+                        self._taken(pending, header.height, index)
                     continue
             pending.receipt = receipt
             pending.done.set()
             self.stats["committed"] += 1
+
+    def _taken(self, pending: _Pending, height: int, index: int) -> None:
+        """A quorum places this client's sequence number at a certified position that holds
+        another transaction: the number was used before (by another process with this key),
+        and the replicas will never order this one under it."""
+        self.stats["seq_taken"] += 1
+        pending.error = Rejected(
+            pending.seq,
+            f"sequence number {pending.seq} of this client was already used by another "
+            f"transaction (height {height}, position {index}): another process with the same "
+            "key, or an earlier one; number from above it (ClientConfig.first_seq)",
+        )
+        pending.done.set()
+        self.stats["rejected"] += 1
 
     def _on_refused(self, replica: int, message: Refused) -> None:
         quorum = self.config.ack_quorum

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from bft.client import ClientConfig, ClusterUnreachable, NotCommitted, open_client
+from bft.client import ClientConfig, ClientError, ClusterUnreachable, NotCommitted, open_client
+from bft.client.client import Rejected
 from bft.testbed import init_cluster
+from ledger import Transaction
 
-from .harness import InProcessCluster
+from .harness import InProcessCluster, running
 
 
 @pytest.fixture
@@ -115,3 +117,48 @@ async def test_a_lone_request_leaves_at_once_and_requests_under_load_share_frame
                 await client.submit_many([b"many %d" % i for i in range(200)])
                 assert client.stats["batches_sent"] - frames < 20
             nursery.cancel_scope.cancel()
+
+
+async def test_a_signing_client_numbers_above_an_earlier_process_with_its_key(
+    cluster_dir: Path,
+) -> None:
+    """A signing client's identity is its key, which outlives the process: a new process must
+    not number from 1 again (its transactions would collide with the earlier ones)."""
+    config = ClientConfig.from_cluster(cluster_dir, sign=True, connect_timeout=0.2)
+    with trio.fail_after(20):
+        async with open_client(config, wait=0) as earlier:
+            first = earlier._seq + 1
+            assert first > 10**15  # microseconds of the wall clock
+            earlier._seq += 50_000  # it sent a burst
+        await trio.sleep(0.001)
+        async with open_client(config, wait=0) as later:
+            assert later._seq + 1 > first
+        unsigned = ClientConfig.from_cluster(cluster_dir, connect_timeout=0.2)
+        async with open_client(unsigned, wait=0) as fresh:
+            assert fresh._seq == 0  # a new identity each time: from 1
+        chosen = ClientConfig.from_cluster(cluster_dir, sign=True, first_seq=7, connect_timeout=0.2)
+        async with open_client(chosen, wait=0) as kept:
+            assert kept._seq == 6
+        with pytest.raises(ClientError, match="first_seq must be positive"):
+            bad = ClientConfig.from_cluster(cluster_dir, sign=True, first_seq=0)
+            async with open_client(bad, wait=0):
+                pass
+
+
+async def test_a_sequence_number_used_before_is_a_clear_error_not_a_timeout(
+    cluster_dir: Path,
+) -> None:
+    """Two processes with one key and the same numbers: the second learns at once that its
+    number holds another transaction, instead of waiting out its timeout."""
+    numbered = ClientConfig.from_cluster(cluster_dir, sign=True, first_seq=1, timeout=20)
+    with trio.fail_after(60):
+        async with running(cluster_dir):
+            async with open_client(numbered) as one:
+                await one.submit(b"first process")
+            async with open_client(numbered) as two:
+                with trio.fail_after(10), pytest.raises(Rejected, match="already used"):
+                    await two.submit(b"second process")
+                assert two.stats["seq_taken"] == 1
+            async with open_client(ClientConfig.from_cluster(cluster_dir, sign=True)) as three:
+                receipt = await three.submit(b"third process")
+            assert Transaction.decode(receipt.tx).payload == b"third process"
