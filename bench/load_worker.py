@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import sys
@@ -146,12 +147,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tally = Tally()
     async with AsyncExitStack() as stack:
         clients: list[Client] = []
-        for _ in range(clients_needed):
+        for i in range(clients_needed):
             # Each client its own identity (a signing key when signing), so sequence numbers
-            # never collide between clients or worker processes.
+            # never collide between clients or worker processes. With --identities, unsigned
+            # clients take the same identities in every worker of that name (an application's
+            # clients that restart), numbering above the last worker's (from the clock).
+            identity = None
+            if args.identities is not None and not args.sign:
+                identity = hashlib.sha256(f"{args.identities}/{i}".encode()).digest()[:16]
             config = dataclasses.replace(
                 base,
                 signing_key=SigningKey.generate() if args.sign else base.signing_key,
+                client_id=identity,
                 max_inflight=PER_CLIENT_INFLIGHT,
             )
             clients.append(
@@ -252,6 +259,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="payload bytes (default 256)")
     p.add_argument("--sign", action="store_true", help="sign every transaction (Ed25519)")
     p.add_argument("--clients", type=int, default=1, help="client objects (own identities)")
+    p.add_argument(
+        "--identities",
+        metavar="NAME",
+        help="unsigned clients reuse the identities named NAME (the same in every worker)",
+    )
     p.add_argument("--batch-max", type=int, help="client batch_max (transactions per Submit)")
     p.add_argument("--linger", type=float, help="client linger in milliseconds")
     p.add_argument("--tag", default="bench.", help="payload prefix that marks this run")

@@ -54,6 +54,7 @@ from crypto.codec import CodecError
 from crypto.hashing import DIGEST_SIZE
 from crypto.keyfiles import load_committee, load_secret_key
 from ledger import Block, BlockError, BlockHeader, Receipt, ReceiptError, Transaction, verify_block
+from ledger.tx import MAX_CLIENT_ID
 from ledger.verify import verify_certificate
 from network import Endpoint, FramedStream, FrameError, HandshakeError, Hello, NetworkConfig, dial
 from network.outbox import Outbox
@@ -122,13 +123,16 @@ class ClientConfig:
     timeout: float = 30.0
     connect_timeout: float = 5.0
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    client_id: bytes | None = None
+    """An unsigned client's identity (1-32 bytes), for an application that keeps one across
+    restarts; ``None``: a new random one for each client object. A signing client's identity
+    is its key."""
     first_seq: int | None = None
-    """The sequence number of the first transaction. ``None``: 1 for an unsigned client (its
-    identity is new with each client object); for a signing client, whose identity is its key
-    and outlives the process, the wall clock in microseconds, so that it numbers above every
-    transaction an earlier process with the same key sent (unless that one averaged more than
-    a million a second, or the clock went back). Set it to continue a sequence the application
-    keeps itself."""
+    """The sequence number of the first transaction. ``None``: 1 for a new random identity; for
+    an identity that outlives the process (a signing key, or ``client_id``), the wall clock in
+    microseconds, so that it numbers above every transaction an earlier process with that
+    identity sent (unless that one averaged more than a million a second, or the clock went
+    back). Set it to continue a sequence the application keeps itself."""
 
     @property
     def ack_quorum(self) -> int:
@@ -199,11 +203,16 @@ class Client:
             if config.signing_key is None:
                 raise ClientError("signing requests needs the client's key")
             self.client_id = config.signing_key.public_key.raw
+        elif config.client_id is not None:
+            if not 1 <= len(config.client_id) <= MAX_CLIENT_ID:
+                raise ClientError(f"client_id must be 1..{MAX_CLIENT_ID} bytes")
+            self.client_id = config.client_id
         else:
             self.client_id = os.urandom(16)
         first = config.first_seq
         if first is None:
-            first = time.time_ns() // 1000 if config.sign else 1
+            lasting = config.sign or config.client_id is not None
+            first = time.time_ns() // 1000 if lasting else 1
         if first < 1:
             raise ClientError(f"first_seq must be positive, not {first}")
         self._seq = first - 1

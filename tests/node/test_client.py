@@ -3,6 +3,7 @@ connecting, errors that come out as themselves, and clients that hang up abruptl
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,12 @@ async def test_a_signing_client_numbers_above_an_earlier_process_with_its_key(
         unsigned = ClientConfig.from_cluster(cluster_dir, connect_timeout=0.2)
         async with open_client(unsigned, wait=0) as fresh:
             assert fresh._seq == 0  # a new identity each time: from 1
+        named = ClientConfig.from_cluster(cluster_dir, client_id=b"app-1", connect_timeout=0.2)
+        async with open_client(named, wait=0) as kept_identity:
+            assert kept_identity.client_id == b"app-1" and kept_identity._seq + 1 > first
+        with pytest.raises(ClientError, match=r"client_id must be 1\.\.32 bytes"):
+            async with open_client(dataclasses.replace(named, client_id=bytes(33)), wait=0):
+                pass
         chosen = ClientConfig.from_cluster(cluster_dir, sign=True, first_seq=7, connect_timeout=0.2)
         async with open_client(chosen, wait=0) as kept:
             assert kept._seq == 6
