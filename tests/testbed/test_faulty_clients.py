@@ -3,9 +3,8 @@ requests, each from its own process, against a cluster that requires client sign
 of them commits anything or triggers a view change, and an honest client keeps committing.
 
 Its share of throughput is printed (docs/reliability.md quotes it). The goal is half of what it
-has alone; on two shared cores an unpaced flood currently leaves it a quarter to a third (the
-replicas have per-client limits on pending requests, not on admission work per connection), so
-the test holds the line at FLOOR until per-connection admission limits exist."""
+has alone, which each flood leaves it on a quiet machine (0.73-0.99, with the replicas' refusal
+allowance per connection); the test holds the line at FLOOR, for runs beside other work."""
 
 from __future__ import annotations
 
