@@ -9,7 +9,7 @@ all three cheaply enough for a status request or a metrics scrape: ``/proc/self/
 libraries, where those fields are left out).
 
 :meth:`Malloc.trim` asks glibc to hand the free pages of every arena back to the kernel
-(``malloc_trim(0)``); the replica calls it now and then (``[limits] malloc_trim_s``) so that
+(``malloc_trim(0)``); the replica calls it now and then (``[memory] trim_every_s``) so that
 memory freed after a burst does not stay resident.
 """
 
@@ -63,17 +63,12 @@ class Malloc:
         return self._trim is not None
 
     def stats(self) -> dict[str, int] | None:
-        """Bytes C malloc holds: ``in_use`` by live allocations, ``free`` kept in its arenas,
-        ``mmapped`` in large blocks of their own; None without glibc's ``mallinfo2``."""
+        """Bytes C malloc holds: ``in_use`` by live allocations (large ones mmapped on their
+        own included), ``free`` kept in its arenas; None without glibc's ``mallinfo2``."""
         if self._info is None:
             return None
         info = self._info()
-        return {
-            "in_use": int(info.uordblks) + int(info.hblkhd),
-            "free": int(info.fordblks),
-            "arena": int(info.arena),
-            "mmapped": int(info.hblkhd),
-        }
+        return {"in_use": int(info.uordblks) + int(info.hblkhd), "free": int(info.fordblks)}
 
     def trim(self) -> bool:
         """Return free arena pages to the kernel; True when some were released."""

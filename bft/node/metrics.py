@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import sys
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
@@ -331,11 +330,12 @@ class ReplicaCollector:
             "Resident set, and C malloc's bytes in use and kept free in its arenas",
             labels=["kind"],
         )
-        for kind, value in snapshot(r.malloc).items():
-            if kind != "python_blocks":
-                memory.add_metric([kind], value)
+        figures = snapshot(r.malloc)
+        blocks = figures.pop("python_blocks")
+        for kind, value in figures.items():
+            memory.add_metric([kind], value)
         yield memory
-        yield gauge("python_blocks", "Objects held by Python's allocator", sys.getallocatedblocks())
+        yield gauge("python_blocks", "Objects held by Python's allocator", blocks)
 
 
 def _histogram(
