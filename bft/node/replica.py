@@ -288,7 +288,7 @@ class Replica:
             replica=self.replica,
             signer=self.signer,
             ledger=ledger,
-            persisted=tuple(self.wal.records),
+            persisted=tuple(self.wal.take_loaded()),
             config=self.core_config,
         )
         self.core = self.spec.make(context)
@@ -296,7 +296,7 @@ class Replica:
         self.view, self.leader = status.view, status.leader
         log.info(
             "replica %d (%s, chain %s) recovered: ledger height %d, %d protocol records",
-            self.replica, self.config.protocol, self.chain_id, store.height, len(self.wal.records),
+            self.replica, self.config.protocol, self.chain_id, store.height, self.wal.count,
             extra=log_event("recovered"),
         )  # fmt: skip
 

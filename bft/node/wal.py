@@ -6,6 +6,11 @@ message set. ``append`` writes and fsyncs; ``replace`` writes a new file, fsyncs
 over the old one and fsyncs the directory, so a crash leaves either the old log or the new one.
 A torn tail (a crash during ``append``) is truncated on open: those records were never durable,
 so no message that depended on them was sent.
+
+Memory: the log holds on to the records it read at open only until the replica has rebuilt its
+core from them (:meth:`ProtocolLog.take_loaded`); what is appended afterwards is on disk and
+nowhere else (a Raft log compacts only every few thousand records, and each record may be a
+block of up to 1 MiB).
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ class ProtocolLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / FILE
         self.union = union
-        self.records: list[Record] = []
+        self.loaded: list[Record] = []
+        """The records in the file when it was opened, for recovery (see :meth:`take_loaded`)."""
+        self.count = 0
+        """Records in the file now."""
         self.appends = 0
         self._load()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -53,7 +61,7 @@ class ProtocolLog:
             if zlib.crc32(payload, zlib.crc32(length.to_bytes(4, "big"))) != crc:
                 break
             try:
-                self.records.append(self.union.decode(payload))
+                self.loaded.append(self.union.decode(payload))
             except CodecError:
                 break
             pos += RECORD_HEADER.size + length
@@ -62,6 +70,12 @@ class ProtocolLog:
                 "%s: truncating %d bytes of torn or corrupt tail", self.path, len(data) - pos
             )
             os.truncate(self.path, pos)
+        self.count = len(self.loaded)
+
+    def take_loaded(self) -> list[Record]:
+        """The records read at open, handed over once: the log keeps no reference to them."""
+        loaded, self.loaded = self.loaded, []
+        return loaded
 
     def append(self, records: Sequence[Record]) -> None:
         """Append ``records`` and fsync (blocking: call it off the event loop)."""
@@ -72,7 +86,7 @@ class ProtocolLog:
         while view:
             view = view[os.write(self._fd, view) :]
         os.fsync(self._fd)
-        self.records.extend(records)
+        self.count += len(records)
         self.appends += 1
 
     def replace(self, records: Sequence[Record]) -> None:
@@ -81,7 +95,7 @@ class ProtocolLog:
         replace_durably(self.path, data, mode=0o600)
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND, 0o600)
-        self.records = list(records)
+        self.count = len(records)
 
     def close(self) -> None:
         if self._fd >= 0:
