@@ -44,7 +44,10 @@ class RaftConfig:
     """...and at most this many bytes of their transactions (entries are blocks of up to
     ``batch.max_bytes``: the count alone would let large transactions hold hundreds of MiB)."""
     wal_compact_records: int = 4096
-    """Replace the protocol log by a snapshot once it holds this many records."""
+    """Replace the protocol log by a snapshot once it holds this many records..."""
+    wal_compact_bytes: int = 64 << 20
+    """...or this many bytes of entries' transactions (entries are blocks: by count alone a
+    log of large blocks could reach gigabytes on disk, all replayed at a restart)."""
     fetch_timeout: int = 20
     """Ticks to wait for a block fetch before asking again."""
 
@@ -73,10 +76,10 @@ class RaftConfig:
             raise ValueError("max_uncommitted and max_inflight must be positive")
         if not 1 <= self.max_entries_per_message <= 256:
             raise ValueError("max_entries_per_message must be within 1..256")
-        if self.log_retain < 0 or self.log_retain_bytes < 0 or self.wal_compact_records < 1:
-            raise ValueError(
-                "log_retain and log_retain_bytes must be >= 0 and wal_compact_records positive"
-            )
+        if self.log_retain < 0 or self.log_retain_bytes < 0:
+            raise ValueError("log_retain and log_retain_bytes must be >= 0")
+        if self.wal_compact_records < 1 or self.wal_compact_bytes < 1:
+            raise ValueError("wal_compact_records and wal_compact_bytes must be positive")
         heights = [h for h, _ in self.earlier_committees]
         if heights != sorted(heights) or any(not 1 <= h < self.start_height for h in heights):
             raise ValueError("earlier_committees must be in height order, below start_height")

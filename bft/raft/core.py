@@ -175,6 +175,9 @@ class RaftCore(CoreBase):
                 raise SafetyViolation(f"persisted entry {entry.index} is from a future term")
             self.add_entry(LogEntry.of(entry), persist=False)
         self.wal_records = len(context.persisted)
+        self.wal_bytes = sum(
+            sum(map(len, r.txs)) for r in context.persisted if isinstance(r, Entry)
+        )
 
         self.role = FOLLOWER
         self.leader: int | None = None
@@ -580,6 +583,7 @@ class RaftCore(CoreBase):
         self.log.append(entry)
         if persist:
             self.persist(entry.entry)  # durable before anyone is told we hold it
+            self.wal_bytes += entry.size
         for request in entry.requests:
             self.in_log[request.id] = entry.index
 
@@ -913,16 +917,19 @@ class RaftCore(CoreBase):
 
     def maybe_compact_wal(self) -> None:
         """Replace the protocol log by the state it holds, once it has grown long."""
-        if self.wal_records < self.cfg.wal_compact_records:
+        cfg = self.cfg
+        if self.wal_records < cfg.wal_compact_records and self.wal_bytes < cfg.wal_compact_bytes:
             return
         if self.log.base_index > self.durable_height:
             return  # fetched blocks not yet durable: the protocol log still holds what they replace
+        kept = [e for e in self.log.entries if e.index > self.durable_height]
+        kept_bytes = sum(e.size for e in kept)
+        if (len(kept) + 1) * 2 > cfg.wal_compact_records or kept_bytes * 2 > cfg.wal_compact_bytes:
+            return  # mostly entries not yet in the ledger: a snapshot would not shrink it
         records: list[Record] = [TermRecord(term=self.term, voted_for=self.voted_for)]
-        records += [e.entry for e in self.log.entries if e.index > self.durable_height]
-        if len(records) * 2 > self.cfg.wal_compact_records:
-            return
+        records += [e.entry for e in kept]
         self.persist_snapshot(records)
-        self.wal_records = len(records)
+        self.wal_records, self.wal_bytes = len(records), kept_bytes
 
     # ================================================================ catching up from the ledger
 

@@ -187,6 +187,36 @@ def test_a_restarted_replica_recovers_its_term_vote_and_uncommitted_log() -> Non
     assert c.heights()[:2] == [1, 1]
 
 
+def test_the_protocol_log_is_compacted_by_bytes_too() -> None:
+    """Few records of large blocks: the record count never reaches its limit, the byte limit
+    does, and the log is rewritten to its term and the entries not yet in the ledger."""
+    cfg = RaftConfig(check_quorum=False, wal_compact_records=4096, wal_compact_bytes=20_000)
+    c = Cluster(3, cfg)
+    c.elect(0)
+    payload = b"p" * 2_000  # about 2 KB a transaction, a block each
+    for seq in range(1, 41):
+        c.propose(request(1, seq, payload))
+        c.run(1)
+    assert any(ready.persist_replaces for _, ready in c.readies)
+    for node in c.nodes:
+        held = sum(sum(map(len, r.txs)) for r in node.wal if hasattr(r, "txs"))
+        assert held < 20_000 and len(node.wal) < 20, (held, len(node.wal))
+        assert node.core.wal_bytes < 20_000
+    for i in range(3):
+        c.crash(i)
+        c.restart(i)
+    c.run(40)
+    c.propose(request(1, 41, payload))
+    c.run(5)
+    heights = c.heights()
+    assert heights[0] == heights[1] == heights[2] >= 41
+
+
+def test_wal_compaction_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="wal_compact_bytes"):
+        RaftConfig(wal_compact_bytes=0)
+
+
 def test_the_protocol_log_is_compacted_and_a_restart_reads_the_snapshot() -> None:
     c = Cluster(3, RaftConfig(check_quorum=False, wal_compact_records=16, log_retain=4))
     c.elect(0)
