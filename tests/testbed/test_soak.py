@@ -15,6 +15,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import pytest
@@ -158,31 +159,26 @@ def _load_worker(cluster: Path, mode: list[str], duration: float, tag: str) -> d
         finish_child(worker)
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
-
-
 def steadiness_problems(
     rows: list[tuple[float, list[float], float, float, int]], n: int
 ) -> list[str]:
     """What is not steady in a soak's interval rows (elapsed, RSS per replica, p50, p99,
     errors). The first quarter is warm-up (caches, the client table, malloc's arenas fill);
     the last quarter is compared with the second by medians, so a sawtooth (the cyclic
-    collector, a ledger segment's in-memory index) is not mistaken for growth and one slow
+    collector, malloc's free lists) is not mistaken for growth and one slow
     interval is not mistaken for a trend. Memory: per replica, at most 15 % + 15 MB above the
     second quarter. Latency: p50 at most 1.5x + 50 ms, p99 at most 2x + 200 ms."""
     quarter = max(1, len(rows) // 4)
     early, late = rows[quarter : 2 * quarter], rows[-quarter:]
     problems = []
     for replica in range(n):
-        before = _median([row[1][replica] for row in early])
-        after = _median([row[1][replica] for row in late])
+        before = median([row[1][replica] for row in early])
+        after = median([row[1][replica] for row in late])
         if not after <= before * 1.15 + 15:
             problems.append(f"replica {replica} RSS grew: median {before:.0f} -> {after:.0f} MB")
     for column, name, factor, slack in ((2, "p50", 1.5, 50.0), (3, "p99", 2.0, 200.0)):
-        before = _median([row[column] for row in early])
-        after = _median([row[column] for row in late])
+        before = median([row[column] for row in early])
+        after = median([row[column] for row in late])
         if not after <= before * factor + slack:
             problems.append(f"{name} latency grew: median {before:.1f} -> {after:.1f} ms")
     return problems
@@ -266,4 +262,4 @@ def test_the_soak_rules_pass_a_sawtooth_and_catch_a_trend() -> None:
 
     slower = [40 + 30 * i for i in range(16)]
     problems = steadiness_problems(_rows(sawtooth, slower, tails), 2)
-    assert problems == ["p50 latency grew: median 220.0 -> 460.0 ms"], problems
+    assert problems == ["p50 latency grew: median 205.0 -> 445.0 ms"], problems
