@@ -16,6 +16,7 @@ and still be checked by anyone (see :mod:`crypto.qc`).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -118,6 +119,23 @@ class PublicKey:
 
     def __repr__(self) -> str:
         return f"PublicKey({self.key_id})"
+
+
+@functools.lru_cache(maxsize=65_536)
+def _known_key(raw: bytes) -> PublicKey:
+    return PublicKey(raw)
+
+
+def public_key(raw: bytes) -> PublicKey:
+    """``PublicKey(raw)``, remembering the last 65,536 keys that passed the point check.
+
+    The check (on the curve, in the prime-order subgroup) costs about as much as verifying a
+    signature; a replica sees the same few client keys on every transaction. A key that fails is
+    not remembered, so it fails again with the same :class:`InvalidKey`.
+    """
+    if type(raw) is not bytes:
+        return PublicKey(raw)
+    return _known_key(raw)
 
 
 class SigningKey:

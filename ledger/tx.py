@@ -12,12 +12,13 @@ in the block's Merkle tree.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from crypto import PublicKey, SigningKey, leaf_hash
+from crypto import SigningKey, leaf_hash
 from crypto.codec import MAX_INPUT_SIZE, Bytes, CodecError, Record, UInt, encode_value, record, wire
 from crypto.errors import InvalidKey
-from crypto.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Domain
+from crypto.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Domain, public_key
 
 TX_TAG = 0x12
 TX_DOMAIN_KIND = "client/tx"
@@ -26,6 +27,7 @@ MAX_PAYLOAD = 4 * 1024 * 1024
 """Largest payload the format allows; deployments set a smaller admission limit."""
 
 
+@functools.lru_cache(maxsize=64)
 def tx_domain(chain_id: str) -> Domain:
     return Domain(chain_id, TX_DOMAIN_KIND)
 
@@ -72,7 +74,7 @@ class Transaction(Record):
         if not self.signature:
             return False
         try:
-            key = PublicKey(self.client)
+            key = public_key(self.client)
         except InvalidKey:
             return False
         return key.verify_digest(self.signing_digest(chain_id), self.signature)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crypto import Domain, InvalidKey, PublicKey, SigningKey, statement_digest
-from crypto.keys import check_chain_id
+from crypto.keys import check_chain_id, public_key
 
 KEY = SigningKey(bytes(range(32)))
 PAYLOAD = b"view=3 height=9"
@@ -73,6 +73,20 @@ SMALL_ORDER_POINTS = [
 def test_small_order_public_keys_are_refused(raw: bytes) -> None:
     with pytest.raises(InvalidKey):
         PublicKey(raw)
+
+
+@pytest.mark.parametrize("raw", SMALL_ORDER_POINTS + [b"", b"\x01" * 33, bytearray(32)])
+def test_the_remembered_keys_refuse_what_the_point_check_refuses(raw: bytes) -> None:
+    # Asked twice: a refused key is not remembered as good.
+    for _ in range(2):
+        with pytest.raises(InvalidKey):
+            public_key(raw)
+
+
+def test_a_good_key_is_checked_once_and_remembered() -> None:
+    raw = SigningKey(bytes([7]) * 32).public_key.raw
+    first = public_key(raw)
+    assert first == PublicKey(raw) and public_key(raw) is first
 
 
 @pytest.mark.parametrize("raw", [b"", b"\x01" * 31, b"\x01" * 33, "x" * 32])
