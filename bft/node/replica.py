@@ -51,7 +51,7 @@ from bft.client.protocol import (
     Submit,
     Subscribe,
 )
-from bft.core.admission import AdmissionPolicy, VerifiedCache, check_transactions, verify_signatures
+from bft.core.admission import AdmissionPolicy, VerifiedCache
 from bft.core.errors import LocalMisuse
 from bft.core.evidence import Evidence, EvidenceError, find_signer
 from bft.core.interface import CoreContext, LedgerState, serve_block_request
@@ -74,7 +74,6 @@ from network import (
     PeerLinks,
     ProtocolViolation,
     read_frames,
-    verify_off_loop,
 )
 from network.outbox import Outbox
 from network.tls import TlsError, TlsFiles, client_context, server_context
@@ -86,6 +85,7 @@ from .logs import configure as configure_logging
 from .logs import event as log_event
 from .memory import Malloc, resident_bytes, snapshot
 from .metrics import GcWatch, ReplicaMetrics, prometheus_available
+from .signatures import SignatureChecks
 from .wal import ProtocolLog
 
 log = logging.getLogger("bft.replica")
@@ -221,6 +221,7 @@ class Replica:
             require_signatures=config.require_client_signatures,
         )
         self.verified = VerifiedCache()
+        self.signatures = SignatureChecks(self.chain_id, self.verified)
         self.byzantine = config.byzantine
         self.stats: Counter[str] = Counter()
         if config.metrics_listen is not None and not prometheus_available():
@@ -562,12 +563,9 @@ class Replica:
         signed = [t for t in txs if looks_signed(t)]
         if len(signed) >= 8:
             # Check a proposal's client signatures on a worker thread, so the core finds them
-            # already verified (one hop for the batch).
-            good = await verify_off_loop(
-                lambda: verify_signatures(signed, self.chain_id, self.verified),
-                signatures=len(signed),
-            )
-            self.verified.add(good)
+            # already verified (one hop for the batch); those this replica is checking already,
+            # from their client, are waited for instead of checked twice.
+            good = await self.signatures.proposal(signed)
             self.core.verified.add(good)
         await self._inbox.send(("step", sender, message))
 
@@ -653,10 +651,7 @@ class Replica:
             self.stats["client_rate_limited"] += 1
             self.stats["client_rate_limited_s"] += pause
             await trio.sleep(pause)
-        signed = sum(1 for t in txs if looks_signed(t))
-        admitted, refused = await verify_off_loop(
-            lambda: check_transactions(txs, self.admission, self.verified), signatures=signed
-        )
+        admitted, refused = await self.signatures.admit(txs, self.admission)
         wasted = len(refused)
         if refused:
             items = []
@@ -1057,7 +1052,7 @@ class Replica:
         }
         if verbose:
             doc["core"] = {k: v for k, v in (core.extra.items() if core else ()) if _jsonable(v)}
-            doc["stats"] = dict(self.stats)
+            doc["stats"] = dict(self.stats) | dict(self.signatures.stats)
             doc["links"] = (
                 {str(k): dict(v) for k, v in self.links.statistics().items()} if self.links else {}
             )

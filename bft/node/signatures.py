@@ -1,0 +1,104 @@
+"""Client signatures checked once per replica, wherever the transaction arrives first.
+
+A client sends its transaction to every replica, and a backup then receives it twice at nearly
+the same moment: from the client, and inside the leader's proposal. Both paths check
+signatures on a worker thread, so each could start before the other has recorded its result in
+the :class:`~bft.core.admission.VerifiedCache`, and the same signature would be checked twice.
+
+:class:`SignatureChecks` records which transactions a batch is checking *before* it leaves the
+event loop. A later batch that holds some of them waits for that batch to finish, then finds
+them in the cache, and checks only the rest. A batch waits only for batches that claimed their
+transactions before it did, so no two batches wait for each other.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import trio
+
+from bft.core.admission import (
+    AdmissionPolicy,
+    VerifiedCache,
+    check_transactions,
+    verify_signatures,
+)
+from bft.core.requests import Request
+from ledger import looks_signed, txid_of
+from network import verify_off_loop
+
+T = TypeVar("T")
+
+
+class SignatureChecks:
+    """The replica's client-signature checks: one cache, and the checks under way."""
+
+    def __init__(self, chain_id: str, cache: VerifiedCache) -> None:
+        self.chain_id = chain_id
+        self.cache = cache
+        self._pending: dict[bytes, trio.Event] = {}
+        self.stats: Counter[str] = Counter()
+
+    @property
+    def under_way(self) -> int:
+        """Transactions whose signatures a batch is checking now."""
+        return len(self._pending)
+
+    async def admit(
+        self, raws: Sequence[bytes], policy: AdmissionPolicy
+    ) -> tuple[list[Request], list[tuple[int, str]]]:
+        """:func:`check_transactions` for a client's batch, each signature checked once."""
+        return await self._run(
+            raws, lambda: check_transactions(raws, policy, self.cache), record=None
+        )
+
+    async def proposal(self, signed: Sequence[bytes]) -> list[bytes]:
+        """Check the signed transactions of a proposal; return the ids of the good ones (those
+        checked now, and those found checked already)."""
+        await self._run(
+            signed,
+            lambda: verify_signatures(signed, self.chain_id, self.cache),
+            record=self.cache.add,
+        )
+        cache = self.cache
+        return [txid for txid in map(txid_of, signed) if txid in cache]
+
+    async def _run(
+        self,
+        raws: Sequence[bytes],
+        check: Callable[[], T],
+        record: Callable[[T], None] | None,
+    ) -> T:
+        mine = trio.Event()
+        claimed: list[bytes] = []
+        others: list[trio.Event] = []
+        pending, cache = self._pending, self.cache
+        for raw in raws:
+            if not looks_signed(raw):
+                continue
+            txid = txid_of(raw)
+            if txid in cache:
+                continue
+            event = pending.get(txid)
+            if event is None:
+                pending[txid] = mine
+                claimed.append(txid)
+            elif event is not mine and event not in others:
+                others.append(event)
+        try:
+            if others:
+                self.stats["waited_for_another_check"] += 1
+                for event in others:
+                    await event.wait()
+            result = await verify_off_loop(check, signatures=len(claimed))
+            if record is not None:
+                record(result)
+            self.stats["signatures_checked"] += len(claimed)
+            return result
+        finally:
+            for txid in claimed:
+                if pending.get(txid) is mine:
+                    del pending[txid]
+            mine.set()
