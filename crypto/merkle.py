@@ -9,10 +9,16 @@ Leaves and inner nodes are hashed in separate domains so that no inner node can 
 A tree of ``n > 1`` leaves splits at ``k``, the largest power of two smaller than ``n``. Built
 bottom-up, that is the same as pairing neighbours level by level and carrying an odd last node up
 unchanged (never duplicating it, which would let two lists share a root).
+
+A replica needs one block's tree several times: to build or check the header, to index the
+block in its ledger, to answer clients with inclusion proofs. The trees of the last few
+transaction tuples are remembered (:data:`RECENT_TREES`), keyed by the tuple itself, so equal
+transactions give the same tree whoever asks, and the hashing is done once per block.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
@@ -21,6 +27,9 @@ from .hashing import DIGEST_SIZE
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 _LEAF = b"\x00"
 _NODE = b"\x01"
+
+RECENT_TREES = 8
+"""Trees remembered (with their transactions: blocks in flight through one replica)."""
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -39,9 +48,35 @@ def _next_level(level: list[bytes]) -> list[bytes]:
     return nxt
 
 
-def leaf_hashes(leaves: Sequence[bytes]) -> list[bytes]:
+def _leaf_hashes(leaves: Sequence[bytes]) -> list[bytes]:
     sha = hashlib.sha256
     return [sha(_LEAF + d).digest() for d in leaves]
+
+
+def _levels(level: list[bytes]) -> list[list[bytes]]:
+    levels = [level]
+    while len(level) > 1:
+        level = _next_level(level)
+        levels.append(level)
+    return levels
+
+
+@functools.lru_cache(maxsize=RECENT_TREES)
+def _tree_levels(leaves: tuple[bytes, ...]) -> list[list[bytes]]:
+    return _levels(_leaf_hashes(leaves))
+
+
+def _all_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    """Every level of the tree over ``leaves``; shared, so callers must not change them."""
+    if type(leaves) is tuple:
+        return _tree_levels(leaves)
+    return _levels(_leaf_hashes(leaves))
+
+
+def leaf_hashes(leaves: Sequence[bytes]) -> list[bytes]:
+    if type(leaves) is tuple:
+        return list(_tree_levels(leaves)[0])
+    return _leaf_hashes(leaves)
 
 
 def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
@@ -56,7 +91,9 @@ def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """The Merkle tree hash of the leaf data ``leaves``."""
-    return root_from_leaf_hashes(leaf_hashes(leaves))
+    if not leaves:
+        return EMPTY_ROOT
+    return _all_levels(leaves)[-1][0]
 
 
 class MerkleTree:
@@ -65,7 +102,7 @@ class MerkleTree:
     __slots__ = ("levels",)
 
     def __init__(self, leaves: Sequence[bytes]) -> None:
-        self._build(leaf_hashes(leaves))
+        self.levels: list[list[bytes]] = _all_levels(leaves)
 
     @classmethod
     def from_leaf_hashes(cls, hashes: Sequence[bytes]) -> MerkleTree:
@@ -74,10 +111,7 @@ class MerkleTree:
         return tree
 
     def _build(self, level: list[bytes]) -> None:
-        self.levels: list[list[bytes]] = [level]
-        while len(level) > 1:
-            level = _next_level(level)
-            self.levels.append(level)
+        self.levels = _levels(level)
 
     @property
     def size(self) -> int:

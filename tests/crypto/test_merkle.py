@@ -100,3 +100,27 @@ def test_random_trees(leaves: list[bytes], data: st.DataObject) -> None:
     assert tree.root == rfc6962_root(leaves)
     i = data.draw(st.integers(min_value=0, max_value=len(leaves) - 1))
     assert verify_inclusion(leaves[i], i, len(leaves), tree.proof(i), tree.root)
+
+
+def test_remembered_trees_are_the_trees_of_their_transactions() -> None:
+    """Tuples share a remembered tree; lists do not; either way the tree is the RFC one, and a
+    caller that changes what it was given does not change what others get."""
+    from crypto.merkle import RECENT_TREES, leaf_hashes
+
+    blocks = [tuple(b"tx %d of %d" % (i, b) for i in range(5 + b)) for b in range(RECENT_TREES + 3)]
+    for _ in range(2):  # the second round finds some remembered and some evicted
+        for txs in blocks:
+            expected = rfc6962_root(list(txs))
+            assert merkle_root(txs) == merkle_root(list(txs)) == expected
+            assert MerkleTree(txs).root == MerkleTree(list(txs)).root == expected
+    txs = blocks[0]
+    hashes = leaf_hashes(txs)
+    hashes[0] = b"\0" * 32
+    assert leaf_hashes(txs)[0] == leaf_hash(txs[0])
+    assert merkle_root(txs) == rfc6962_root(list(txs))
+    # Equal contents, different tuple objects: the same tree; one transaction changed: another.
+    again = tuple(bytes(t) for t in txs)
+    assert merkle_root(again) == merkle_root(txs)
+    changed = (*txs[:-1], txs[-1] + b"!")
+    assert merkle_root(changed) == rfc6962_root(list(changed)) != merkle_root(txs)
+    assert merkle_root(()) == EMPTY_ROOT and MerkleTree(()).root == EMPTY_ROOT
