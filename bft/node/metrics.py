@@ -117,10 +117,11 @@ class GcWatch:
     latency. Two clock reads per collection, between :meth:`start` and :meth:`close`.
     """
 
-    __slots__ = ("_began", "collections", "histograms", "max_pause", "pause_total")
+    __slots__ = ("_began", "collected", "collections", "histograms", "max_pause", "pause_total")
 
     def __init__(self) -> None:
         self.collections = [0, 0, 0]
+        self.collected = [0, 0, 0]  # unreachable objects found
         self.pause_total = [0.0, 0.0, 0.0]
         self.max_pause = [0.0, 0.0, 0.0]
         self.histograms = [Histogram(GC_BUCKETS) for _ in range(3)]
@@ -137,6 +138,7 @@ class GcWatch:
         pause = time.perf_counter() - self._began
         generation = min(max(info.get("generation", 0), 0), 2)
         self.collections[generation] += 1
+        self.collected[generation] += info.get("collected", 0)
         self.pause_total[generation] += pause
         self.max_pause[generation] = max(self.max_pause[generation], pause)
         self.histograms[generation].observe(pause)
@@ -144,6 +146,7 @@ class GcWatch:
     def status(self) -> dict[str, list[float]]:
         return {
             "collections": list(self.collections),
+            "collected": list(self.collected),
             "pause_s": [round(t, 3) for t in self.pause_total],
             "max_pause_ms": [round(t * 1000, 2) for t in self.max_pause],
         }

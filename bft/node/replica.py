@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import json
 import logging
 import math
@@ -98,6 +99,11 @@ SESSION_REPEATS = 4096  # settled requests a client connection was answered agai
 REPEAT_WINDOW_S = 1.0  # the same settled request again within this costs the refusal allowance
 INDEX_BATCH_ROWS = 20_000  # index entries written together (see _index_writer)
 INDEX_EVERY_S = 5.0  # ... or whatever has accumulated, this often
+GC_THRESHOLDS = (20_000, 10, 10)
+"""The replica process's cyclic garbage collector: a young-generation collection after 20,000
+net allocations (Python's default is 700), the older generations as usual after it."""
+FULL_COLLECTION_EVERY_S = 60.0
+"""... and a full collection this often, whatever the counts say (see :func:`tune_gc`)."""
 
 
 class ReplicaError(Exception):
@@ -324,6 +330,7 @@ class Replica:
                 nursery.start_soon(self._observe)
                 nursery.start_soon(self._index_writer)
                 nursery.start_soon(self._trim_memory)
+                nursery.start_soon(self._collect_garbage)
                 if self.config.metrics_listen is not None:
                     await self._serve_metrics(nursery, self.config.metrics_listen)
                 # Whatever the core asked for during recovery (a view change to resume, say).
@@ -881,6 +888,13 @@ class Replica:
                 self.stats["memory_trim_max_us"], round(took * 1e6)
             )
 
+    async def _collect_garbage(self) -> None:
+        """A full collection of cyclic garbage every :data:`FULL_COLLECTION_EVERY_S` (the
+        thresholds of :func:`tune_gc` alone could leave some for long)."""
+        while True:
+            await trio.sleep(FULL_COLLECTION_EVERY_S)
+            gc.collect()
+
     async def _meter(self) -> None:
         while True:
             self._rate.append((time.monotonic(), self.stats["txs_committed"]))
@@ -1098,10 +1112,26 @@ def _spoil_signature(message: Record) -> Record:
     return dataclasses.replace(message, signature=bad)  # type: ignore[type-var]
 
 
+def tune_gc() -> None:
+    """Collect cyclic garbage less often in a replica process.
+
+    Nearly everything a replica allocates is freed by reference counting as soon as its block is
+    done; with Python's default threshold a block of 500 transactions alone set off collections
+    that found nothing, and each full collection walked every live object (up to 40-50 ms,
+    5 % of the replica's CPU at saturation). A collection still runs once 20,000 objects more
+    than were freed are alive, and :meth:`Replica.run` makes a full one every
+    :data:`FULL_COLLECTION_EVERY_S`, so cyclic garbage never lives longer than that. What exists
+    at start (the imported modules, the configuration) is frozen out of the collector's walks.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(config: ReplicaConfig) -> None:
     """Run a replica until SIGTERM or SIGINT, then shut down cleanly. Logs go to stderr in the
     configured format (:mod:`bft.node.logs`)."""
     replica = Replica(config)
+    tune_gc()
 
     def probe() -> tuple[int, int]:
         store = replica.store

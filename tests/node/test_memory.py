@@ -63,3 +63,19 @@ async def test_a_replica_trims_malloc_as_configured(tmp_path: Path) -> None:
             assert status["memory"]["rss"] > 0 and "malloc_free" in status["memory"]
             assert status["rss_mb"] > 0
             assert never.stats["memory_trims"] == 0
+
+
+def test_a_replica_process_collects_cyclic_garbage_less_often() -> None:
+    import gc
+
+    from bft.node.replica import GC_THRESHOLDS, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > before[0]
+        assert gc.get_freeze_count() > 0  # what existed at start is out of the walks
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
