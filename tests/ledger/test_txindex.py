@@ -1,0 +1,42 @@
+"""A sealed segment's run: entries by id prefix, equal prefixes in the order they were added."""
+
+from __future__ import annotations
+
+import random
+import sys
+from array import array
+
+import pytest
+
+from ledger import txindex
+from ledger.txindex import RUN_HEADER, SegmentTxs, check_run, run_places
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, txindex.SORT_CHUNK, 3 * txindex.SORT_CHUNK + 5])
+def test_a_run_sorts_by_prefix_and_keeps_equal_prefixes_in_order(count: int) -> None:
+    rng = random.Random(count)
+    leaves = [rng.randbytes(32) for _ in range(count)]
+    for i in range(0, count, 13):  # prefixes shared by several transactions, across chunks
+        leaves[i] = leaves[i // 3][:8] + rng.randbytes(24)
+    segment = SegmentTxs(1)
+    for height, start in enumerate(range(0, count, 500), start=1):
+        segment.add(height, leaves[start : start + 500])
+
+    run = segment.encode_run()
+
+    # What it must be: a stable sort of (prefix, place) by prefix alone.
+    order = sorted(range(count), key=segment.prefixes.__getitem__)
+    prefixes = array("Q", (segment.prefixes[i] for i in order))
+    places = array("Q", (segment.places[i] for i in order))
+    if sys.byteorder == "little":
+        prefixes.byteswap()
+        places.byteswap()
+    body = RUN_HEADER.size
+    assert run[body : body + 8 * count] == prefixes.tobytes()
+    assert run[body + 8 * count : body + 16 * count] == places.tobytes()
+    assert check_run(lambda at, size: run[at : at + size], len(run), 1, crc=True) == count
+    # And every transaction is found at its place.
+    for index in rng.sample(range(count), min(count, 50)):
+        read = lambda at, size: run[at : at + size]  # noqa: E731
+        found = run_places(read, 1, count, txindex.tx_prefix(leaves[index]))
+        assert (1 + index // 500, index % 500) in found
