@@ -760,7 +760,7 @@ class LedgerStore:
         self._deferred_blocks, self._sealed = {}, {}
         return batch
 
-    def write_index(self, batch: IndexBatch) -> None:
+    def write_index(self, batch: IndexBatch, pause: Callable[[], None] | None = None) -> None:
         """Write a detached batch: a run file per sealed segment, and the block rows through a
         database connection of its own, so it may run on another thread while this store
         appends, syncs and reads (SQLite's WAL mode lets the readers go on). The cost is that
@@ -772,7 +772,7 @@ class LedgerStore:
         if self._index is None:
             raise StoreError("ledger store is closed")
         for run in batch.runs:
-            self._write_run(run)
+            self._write_run(run, pause)
         self._add_block_rows(batch.blocks, own_connection=True)
         # Written: readers find the entries on disk from now on.
         self._flushing = None
@@ -810,7 +810,7 @@ class LedgerStore:
                 f"{self.directory}: index update failed: {exc}; reopen the ledger"
             ) from exc
 
-    def _write_run(self, txs: SegmentTxs) -> None:
+    def _write_run(self, txs: SegmentTxs, pause: Callable[[], None] | None = None) -> None:
         """Write the run file of a sealed segment (any thread: it touches only its own file).
         The entries of heights loaded late are read from the segment first. A run that cannot
         be written is logged and left to be rebuilt when a lookup needs it."""
@@ -823,7 +823,7 @@ class LedgerStore:
         tmp = path.with_name(path.name + ".tmp")
         try:
             with open(tmp, "wb") as fh:
-                fh.write(txs.encode_run())
+                fh.write(txs.encode_run(pause))
             # Not fsynced: a run lost or torn in a power cut fails its checks and is rebuilt.
             os.replace(tmp, path)
         except OSError as exc:

@@ -111,8 +111,9 @@ class SegmentTxs:
     def _unpack(self, place: int) -> tuple[int, int]:
         return self.first + (place >> _PLACE_BITS), place & _POSITION_MASK
 
-    def encode_run(self) -> bytes:
-        """The run file of these entries (they must cover the whole segment)."""
+    def encode_run(self, pause: Callable[[], None] | None = None) -> bytes:
+        """The run file of these entries (they must cover the whole segment); ``pause`` is
+        called between chunks of the work (a caller that wants it spread over time sleeps)."""
         if not self.complete:
             raise ValueError("a run is written only for a whole segment")
         # Ascending prefix, equal prefixes in append order (places grow with it): the key
@@ -130,11 +131,15 @@ class SegmentTxs:
             ]
             keys.sort()
             chunks.append(keys)
+            if pause is not None:
+                pause()
         prefixes, places = array("Q"), array("Q")
         add_prefix, add_place = prefixes.append, places.append
-        for key in heapq.merge(*chunks):
+        for done, key in enumerate(heapq.merge(*chunks), start=1):
             add_prefix(key >> 64)
             add_place(key & _U64)
+            if pause is not None and done % SORT_CHUNK == 0:
+                pause()
         if sys.byteorder == "little":
             prefixes.byteswap()
             places.byteswap()

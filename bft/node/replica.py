@@ -99,6 +99,7 @@ SESSION_REPEATS = 4096  # settled requests a client connection was answered agai
 REPEAT_WINDOW_S = 1.0  # the same settled request again within this costs the refusal allowance
 INDEX_BATCH_ROWS = 20_000  # index entries written together (see _index_writer)
 INDEX_EVERY_S = 5.0  # ... or whatever has accumulated, this often
+INDEX_PAUSE_S = 0.02  # between chunks of a sealed segment's run (see _index_writer)
 GC_THRESHOLDS = (20_000, 10, 10)
 """The replica process's cyclic garbage collector: a young-generation collection after 20,000
 net allocations (Python's default is 700), the older generations as usual after it."""
@@ -484,8 +485,10 @@ class Replica:
         per sealed segment) are derived from the fsynced segments and rebuilt from them after a
         crash, so nothing waits for them. Written inline they made every protocol-log and
         ledger fsync queue behind them on the disk thread; a segment's run (sorting its
-        transactions, a few hundred ms for 64 MiB) is written when it is sealed. Meanwhile
-        reads find the entries in memory.
+        transactions, a few hundred ms of CPU for 64 MiB) is written when it is sealed, with
+        ``INDEX_PAUSE_S`` between chunks of the work: every replica seals at the same height,
+        and the CPU all of them took at once showed as a commit-latency spike. Meanwhile reads
+        find the entries in memory.
         """
         limiter = trio.CapacityLimiter(1)
         last = time.monotonic()
@@ -501,7 +504,9 @@ class Replica:
             if batch is None:
                 continue
             began = time.monotonic()
-            await trio.to_thread.run_sync(store.write_index, batch, limiter=limiter)
+            await trio.to_thread.run_sync(
+                functools.partial(store.write_index, batch, pause=_index_pause), limiter=limiter
+            )
             self.stats["index_rows_written"] += batch.rows
             if self.metrics is not None:
                 self.metrics.fsync["index"].observe(time.monotonic() - began)
@@ -1110,6 +1115,10 @@ def _spoil_signature(message: Record) -> Record:
         return message
     bad = bytes([signature[0] ^ 0x01]) + signature[1:]
     return dataclasses.replace(message, signature=bad)  # type: ignore[type-var]
+
+
+def _index_pause() -> None:
+    time.sleep(INDEX_PAUSE_S)
 
 
 def tune_gc() -> None:

@@ -40,3 +40,18 @@ def test_a_run_sorts_by_prefix_and_keeps_equal_prefixes_in_order(count: int) -> 
         read = lambda at, size: run[at : at + size]  # noqa: E731
         found = run_places(read, 1, count, txindex.tx_prefix(leaves[index]))
         assert (1 + index // 500, index % 500) in found
+
+
+def test_a_run_can_be_encoded_with_pauses_between_chunks() -> None:
+    """The replica spreads a run's encoding over time (a pause between chunks); the run is the
+    same."""
+    rng = random.Random(5)
+    count = 3 * txindex.SORT_CHUNK + 5
+    segment = SegmentTxs(1)
+    leaves = [rng.randbytes(32) for _ in range(count)]
+    for height, start in enumerate(range(0, count, 500), start=1):
+        segment.add(height, leaves[start : start + 500])
+    pauses = []
+    paced = segment.encode_run(pause=lambda: pauses.append(len(pauses)))
+    assert paced == segment.encode_run()
+    assert len(pauses) == 4 + 3  # after each of 4 sorted chunks, and every chunk merged
