@@ -50,28 +50,32 @@ class SignatureChecks:
         self, raws: Sequence[bytes], policy: AdmissionPolicy
     ) -> tuple[list[Request], list[tuple[int, str]]]:
         """:func:`check_transactions` for a client's batch, each signature checked once."""
-        return await self._run(
+        result, _ = await self._run(
             raws, lambda: check_transactions(raws, policy, self.cache), record=None
         )
+        return result
 
     async def proposal(self, signed: Sequence[bytes]) -> list[bytes]:
         """Check the signed transactions of a proposal; return the ids of the good ones (those
         checked now, and those found checked already)."""
-        await self._run(
+        _, ids = await self._run(
             signed,
             lambda: verify_signatures(signed, self.chain_id, self.cache),
             record=self.cache.add,
         )
         cache = self.cache
-        return [txid for txid in map(txid_of, signed) if txid in cache]
+        return [txid for txid in ids if txid in cache]
 
     async def _run(
         self,
         raws: Sequence[bytes],
         check: Callable[[], T],
         record: Callable[[T], None] | None,
-    ) -> T:
+    ) -> tuple[T, list[bytes]]:
+        """Run ``check`` once no other batch is checking any of ``raws``; return its result
+        and the ids of the signed transactions among ``raws``."""
         mine = trio.Event()
+        ids: list[bytes] = []
         claimed: list[bytes] = []
         others: list[trio.Event] = []
         pending, cache = self._pending, self.cache
@@ -79,6 +83,7 @@ class SignatureChecks:
             if not looks_signed(raw):
                 continue
             txid = txid_of(raw)
+            ids.append(txid)
             if txid in cache:
                 continue
             event = pending.get(txid)
@@ -96,7 +101,7 @@ class SignatureChecks:
             if record is not None:
                 record(result)
             self.stats["signatures_checked"] += len(claimed)
-            return result
+            return result, ids
         finally:
             for txid in claimed:
                 if pending.get(txid) is mine:
