@@ -59,7 +59,7 @@ from pathlib import Path
 from crypto import Committee, MerkleTree
 from crypto.codec import CodecError
 from crypto.keys import check_chain_id
-from crypto.merkle import leaf_hashes, merkle_root, root_from_leaf_hashes
+from crypto.merkle import leaf_hashes, root_from_leaf_hashes
 
 from .block import Block, genesis_hash
 from .durable import fsync_dir, replace_durably
@@ -690,9 +690,10 @@ class LedgerStore:
             raise BlockError(header.height, f"expected height {tip_height + 1}")
         if header.prev_hash != tip_hash:
             raise BlockError(header.height, "previous-hash link is broken")
-        leaves = leaf_hashes(block.txs)  # computed once per block, shared (crypto.merkle)
-        if merkle_root(block.txs) != header.tx_root:
+        tree = MerkleTree(block.txs)  # the block's tree is hashed once per replica (crypto.merkle)
+        if tree.root != header.tx_root:
             raise BlockError(header.height, "Merkle root does not match the transactions")
+        leaves = tree.levels[0]  # shared with the tree: read only
         payload = block.encode()
         if len(payload) > MAX_RECORD:
             raise BlockError(
