@@ -45,6 +45,7 @@ from crypto.codec import CodecError, Record, Text, UInt, record, wire
 from .faults import LinkFaults
 from .framing import DEFAULT_MAX_FRAME, FramedStream, FrameError
 from .tls import peer_public_key
+from .tlsstream import TlsSocketStream
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +122,14 @@ async def dial(
         stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         try:
             if endpoint.client_tls is not None:
-                tls = trio.SSLStream(
-                    stream, endpoint.client_tls, server_hostname=f"replica-{expect_replica}"
+                tls = TlsSocketStream.wrap(
+                    stream,  # type: ignore[arg-type]
+                    endpoint.client_tls,
+                    server_side=False,
+                    server_hostname=f"replica-{expect_replica}",
                 )
+                stream = tls  # it owns the socket now
                 await tls.do_handshake()
-                stream = tls
                 if expect_replica is not None:
                     key = peer_public_key(tls)
                     if key != endpoint.committee.members[expect_replica].raw:
@@ -349,8 +353,10 @@ class Acceptor:
     async def _handle(self, stream: trio.abc.Stream) -> None:
         self.open += 1
         try:
+            if self.endpoint.server_tls is not None:
+                # The TLS stream owns the socket from here on: it is the one to close.
+                stream = TlsSocketStream.wrap(stream, self.endpoint.server_tls, server_side=True)  # type: ignore[arg-type]
             identity, framed = await self._handshake(stream)
-            stream = framed.stream
             self.stats["accepted"] += 1
             await self.on_connection(identity, framed)
         except HandshakeError as exc:
@@ -373,14 +379,12 @@ class Acceptor:
         config = endpoint.config
         with trio.fail_after(config.handshake_timeout):
             key = None
-            if endpoint.server_tls is not None:
-                tls = trio.SSLStream(stream, endpoint.server_tls, server_side=True)
+            if isinstance(stream, TlsSocketStream):
                 try:
-                    await tls.do_handshake()
-                except (ssl.SSLError, trio.BrokenResourceError) as exc:
+                    await stream.do_handshake()
+                except trio.BrokenResourceError as exc:
                     raise HandshakeError(f"TLS handshake failed: {exc}") from None
-                stream = tls
-                key = peer_public_key(tls)
+                key = peer_public_key(stream)
             framed = FramedStream(stream, config.max_frame)
             first = await framed.receive()
         if first is None:
