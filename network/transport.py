@@ -13,8 +13,11 @@ Replicas talk over two one-way connections per pair: a replica *dials* every pee
 and *accepts* connections from every peer to receive. Sending goes through a :class:`PeerLink`
 per peer: a bounded queue and one writer task that joins whatever is queued into a single
 ``send_all``, reconnecting with exponential backoff and jitter when the connection breaks (and
-at once when the peer connects to us: it is back, see :meth:`PeerLink.peer_is_up`). A slow or
-dead peer never blocks the others:
+at once when the peer connects to us: it is back, see :meth:`PeerLink.peer_is_up`). While the
+writer is idle and the queue empty, a frame goes onto the socket from the sending task itself
+when the socket takes it (:meth:`network.direct.DirectStream.send_nowait`); what it does not take
+is finished by the writer, ahead of anything queued later. A slow or dead peer never blocks the
+others:
 
 **Queue-full policy**: when a peer's queue holds ``queue_size`` frames, the *oldest* queued frame
 is dropped to make room (and counted). A peer that does not drain its queue is behind already, a
@@ -42,10 +45,10 @@ import trio
 from crypto import Committee
 from crypto.codec import CodecError, Record, Text, UInt, record, wire
 
+from .direct import DirectStream
 from .faults import LinkFaults
 from .framing import DEFAULT_MAX_FRAME, FramedStream, FrameError
 from .tls import peer_public_key
-from .tlsstream import TlsSocketStream
 
 log = logging.getLogger(__name__)
 
@@ -119,19 +122,22 @@ async def dial(
     """Connect, shake hands, send ``hello``; check the replica we reached is ``expect_replica``."""
     config = endpoint.config
     with trio.fail_after(config.handshake_timeout):
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        tcp = await trio.open_tcp_stream(host, port)
+        # The direct stream owns the socket from here on: it is the one to close.
+        if endpoint.client_tls is None:
+            stream = DirectStream.plain(tcp)
+        else:
+            stream = DirectStream.tls(
+                tcp,
+                endpoint.client_tls,
+                server_side=False,
+                server_hostname=f"replica-{expect_replica}",
+            )
         try:
             if endpoint.client_tls is not None:
-                tls = TlsSocketStream.wrap(
-                    stream,  # type: ignore[arg-type]
-                    endpoint.client_tls,
-                    server_side=False,
-                    server_hostname=f"replica-{expect_replica}",
-                )
-                stream = tls  # it owns the socket now
-                await tls.do_handshake()
+                await stream.do_handshake()
                 if expect_replica is not None:
-                    key = peer_public_key(tls)
+                    key = peer_public_key(stream)
                     if key != endpoint.committee.members[expect_replica].raw:
                         raise HandshakeError(
                             f"{host}:{port} presented a certificate that is not "
@@ -166,6 +172,8 @@ class PeerLink:
         self.queue: deque[bytes] = deque()
         self._wakeup = trio.Event()
         self._retry_now = trio.Event()
+        # The connection, while the writer task waits for work: send() may use it directly.
+        self._direct: FramedStream | None = None
         self.connected = False
         self.stats: Counter[str] = Counter()
 
@@ -177,7 +185,28 @@ class PeerLink:
             self._retry_now.set()
 
     def send(self, frame: bytes) -> None:
-        """Queue ``frame`` without waiting; drops the oldest queued frame when full."""
+        """Send ``frame`` without waiting: straight onto the connection if the writer task
+        is idle and the socket takes it (no task switch); otherwise queue it for the writer,
+        dropping the oldest queued frame when the queue is full."""
+        direct = self._direct
+        if direct is not None and not self.queue and not self.faults.active:
+            try:
+                done = direct.send_nowait(frame)
+            except trio.WouldBlock:
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # The writer finds the connection broken on its next send and reconnects;
+                # this frame is lost with the connection, as a queued one would be.
+                self._direct = None
+                self.stats["dropped_broken_link"] += 1
+                self._wakeup.set()
+                return
+            else:
+                self.stats["frames_sent"] += 1
+                self.stats["bytes_sent"] += len(frame)
+                if not done:
+                    self._wakeup.set()  # the writer finishes what the socket did not take
+                return
         if len(self.queue) >= self.endpoint.config.queue_size:
             self.queue.popleft()
             self.stats["dropped_queue_full"] += 1
@@ -247,11 +276,17 @@ class PeerLink:
         while True:
             if not self.queue:
                 self._wakeup = trio.Event()
-                with trio.move_on_after(config.keepalive_interval):
-                    await self._wakeup.wait()
+                self._direct = framed
+                try:
+                    with trio.move_on_after(config.keepalive_interval) as idle:
+                        await self._wakeup.wait()
+                finally:
+                    self._direct = None
                 if not self.queue:
                     with trio.fail_after(config.send_timeout):
-                        await framed.send([KEEPALIVE])
+                        # Finishes a direct send the socket took only part of; a keepalive
+                        # if the link was idle (frames sent directly do not count: cheap).
+                        await framed.send([KEEPALIVE] if idle.cancelled_caught else [])
                     continue
             batch: list[bytes] = []
             size = 0
@@ -353,9 +388,12 @@ class Acceptor:
     async def _handle(self, stream: trio.abc.Stream) -> None:
         self.open += 1
         try:
-            if self.endpoint.server_tls is not None:
-                # The TLS stream owns the socket from here on: it is the one to close.
-                stream = TlsSocketStream.wrap(stream, self.endpoint.server_tls, server_side=True)  # type: ignore[arg-type]
+            # The direct stream owns the socket from here on: it is the one to close.
+            tls = self.endpoint.server_tls
+            if tls is None:
+                stream = DirectStream.plain(stream)  # type: ignore[arg-type]
+            else:
+                stream = DirectStream.tls(stream, tls, server_side=True)  # type: ignore[arg-type]
             identity, framed = await self._handshake(stream)
             self.stats["accepted"] += 1
             await self.on_connection(identity, framed)
@@ -379,7 +417,7 @@ class Acceptor:
         config = endpoint.config
         with trio.fail_after(config.handshake_timeout):
             key = None
-            if isinstance(stream, TlsSocketStream):
+            if endpoint.server_tls is not None and isinstance(stream, DirectStream):
                 try:
                     await stream.do_handshake()
                 except trio.BrokenResourceError as exc:

@@ -308,6 +308,42 @@ async def test_a_link_reconnects_after_the_peer_restarts(tls_dir: Path) -> None:
             outer.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("tls", [True, False])
+async def test_an_idle_link_sends_at_once_and_keeps_order_with_queued_frames(
+    tls_dir: Path, tls: bool
+) -> None:
+    receiver = Receiver()
+    directory = tls_dir if tls else None
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            _, port = await start_acceptor(nursery, endpoint(directory, 0), receiver)
+            link = PeerLink(
+                endpoint(directory, 1), 1, 0, ("127.0.0.1", port), LinkFaults(), random.Random(5)
+            )
+            nursery.start_soon(link.run)
+            link.send(b"first")  # queued: not connected yet
+            await receiver.arrived.wait()
+            while link._direct is None:  # the writer is idle now
+                await trio.sleep(0.01)
+            sent = link.stats["frames_sent"]
+            link.send(b"direct")
+            # On the wire before this task yields: the writer task had no chance to run.
+            assert link.stats["frames_sent"] == sent + 1 and not link.queue
+            big = b"B" * (12 * 1024 * 1024)  # more than the socket takes at once
+            link.send(big)
+            link.send(b"after the big one")  # queued behind what the socket did not take
+            assert list(link.queue) == [b"after the big one"]
+            while len(receiver.frames) < 4:
+                await trio.sleep(0.01)
+            assert [f for _, f in receiver.frames] == [
+                b"first",
+                b"direct",
+                big,
+                b"after the big one",
+            ]
+            nursery.cancel_scope.cancel()
+
+
 async def test_fault_injection_cuts_and_partitions(tls_dir: Path) -> None:
     receiver = Receiver()
     faults = LinkFaults()

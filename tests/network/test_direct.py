@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from crypto import SigningKey
+from network.direct import DirectStream
 from network.tls import (
     TlsFiles,
     client_context,
@@ -21,7 +22,6 @@ from network.tls import (
     replica_files,
     server_context,
 )
-from network.tlsstream import TlsSocketStream
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +52,15 @@ async def _tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
 
 async def _tls_pair(
     certs: Path, client_files: TlsFiles | None = None
-) -> tuple[TlsSocketStream, TlsSocketStream]:
+) -> tuple[DirectStream, DirectStream]:
     client_tcp, server_tcp = await _tcp_pair()
-    client = TlsSocketStream.wrap(
+    client = DirectStream.tls(
         client_tcp,
         client_context(client_files or replica_files(certs, 1)),
         server_side=False,
         server_hostname="replica-0",
     )
-    server = TlsSocketStream.wrap(
-        server_tcp, server_context(replica_files(certs, 0)), server_side=True
-    )
+    server = DirectStream.tls(server_tcp, server_context(replica_files(certs, 0)), server_side=True)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.do_handshake)
         nursery.start_soon(server.do_handshake)
@@ -70,14 +68,14 @@ async def _tls_pair(
 
 
 @pytest.fixture
-async def pair(certs: Path) -> AsyncIterator[tuple[TlsSocketStream, TlsSocketStream]]:
+async def pair(certs: Path) -> AsyncIterator[tuple[DirectStream, DirectStream]]:
     client, server = await _tls_pair(certs)
     yield client, server
     await client.aclose()
     await server.aclose()
 
 
-async def _read_exactly(stream: TlsSocketStream, size: int) -> bytes:
+async def _read_exactly(stream: DirectStream, size: int) -> bytes:
     got = bytearray()
     while len(got) < size:
         data = await stream.receive_some(65536)
@@ -88,7 +86,7 @@ async def _read_exactly(stream: TlsSocketStream, size: int) -> bytes:
 
 
 async def test_data_flows_both_ways_and_the_peer_certificate_is_there(
-    pair: tuple[TlsSocketStream, TlsSocketStream],
+    pair: tuple[DirectStream, DirectStream],
 ) -> None:
     client, server = pair
     await client.send_all(b"ping")
@@ -100,7 +98,7 @@ async def test_data_flows_both_ways_and_the_peer_certificate_is_there(
 
 
 async def test_a_send_larger_than_the_socket_buffers_waits_for_the_reader(
-    pair: tuple[TlsSocketStream, TlsSocketStream],
+    pair: tuple[DirectStream, DirectStream],
 ) -> None:
     client, server = pair
     payload = os.urandom(8 * 1024 * 1024)  # far beyond loopback's buffers: OpenSSL must wait
@@ -119,7 +117,7 @@ async def test_a_send_larger_than_the_socket_buffers_waits_for_the_reader(
 
 
 async def test_a_clean_close_reads_as_end_of_stream(
-    pair: tuple[TlsSocketStream, TlsSocketStream],
+    pair: tuple[DirectStream, DirectStream],
 ) -> None:
     client, server = pair
     await client.send_all(b"last words")
@@ -132,7 +130,7 @@ async def test_a_clean_close_reads_as_end_of_stream(
 async def test_a_connection_cut_without_tls_close_is_broken_not_ended(certs: Path) -> None:
     client, server = await _tls_pair(certs)
     # Close the socket under the TLS layer: no close_notify goes out (a truncation).
-    fd = client._tls.detach()
+    fd = client._sock.detach()
     socket.socket(fileno=fd).close()
     with trio.fail_after(5), pytest.raises(trio.BrokenResourceError, match="without TLS close"):
         await server.receive_some()
@@ -140,7 +138,7 @@ async def test_a_connection_cut_without_tls_close_is_broken_not_ended(certs: Pat
 
 
 async def test_closing_wakes_a_waiting_receiver_and_refuses_later_calls(
-    pair: tuple[TlsSocketStream, TlsSocketStream],
+    pair: tuple[DirectStream, DirectStream],
 ) -> None:
     client, _ = pair
     outcome: list[BaseException] = []
@@ -165,7 +163,7 @@ async def test_closing_wakes_a_waiting_receiver_and_refuses_later_calls(
 
 
 async def test_a_second_receiver_is_refused_and_a_cancelled_receive_leaves_the_stream_usable(
-    pair: tuple[TlsSocketStream, TlsSocketStream],
+    pair: tuple[DirectStream, DirectStream],
 ) -> None:
     client, server = pair
     with trio.fail_after(5):
@@ -183,7 +181,7 @@ async def test_a_second_receiver_is_refused_and_a_cancelled_receive_leaves_the_s
 
 
 async def test_every_call_is_a_checkpoint_even_when_data_is_ready(
-    pair: tuple[TlsSocketStream, TlsSocketStream],
+    pair: tuple[DirectStream, DirectStream],
 ) -> None:
     client, server = pair
     await client.send_all(b"ready")
@@ -198,15 +196,13 @@ async def test_every_call_is_a_checkpoint_even_when_data_is_ready(
 async def test_a_certificate_from_another_ca_fails_the_handshake(certs: Path) -> None:
     rogue = TlsFiles(certs / "ca.crt", certs / "rogue" / "r.crt", certs / "rogue" / "r.key")
     client_tcp, server_tcp = await _tcp_pair()
-    client = TlsSocketStream.wrap(
+    client = DirectStream.tls(
         client_tcp, client_context(rogue), server_side=False, server_hostname="replica-0"
     )
-    server = TlsSocketStream.wrap(
-        server_tcp, server_context(replica_files(certs, 0)), server_side=True
-    )
+    server = DirectStream.tls(server_tcp, server_context(replica_files(certs, 0)), server_side=True)
     errors: list[BaseException] = []
 
-    async def shake(stream: TlsSocketStream) -> None:
+    async def shake(stream: DirectStream) -> None:
         try:
             await stream.do_handshake()
             await stream.receive_some()  # TLS 1.3: a client learns of its rejection here
@@ -221,3 +217,66 @@ async def test_a_certificate_from_another_ca_fails_the_handshake(certs: Path) ->
             nursery.start_soon(shake, server)
     assert len(errors) == 2
     assert all(isinstance(e.__cause__, (ssl.SSLError, OSError)) for e in errors)
+
+
+# ------------------------------------------------------------------------------------ send_nowait
+
+
+async def test_send_nowait_puts_a_small_frame_on_the_wire_at_once(
+    pair: tuple[DirectStream, DirectStream],
+) -> None:
+    client, server = pair
+    assert client.send_nowait(b"quick") is True
+    assert client.pending == 0
+    assert await _read_exactly(server, 5) == b"quick"
+
+
+async def test_what_send_nowait_could_not_send_goes_first_in_the_next_send(
+    pair: tuple[DirectStream, DirectStream],
+) -> None:
+    client, server = pair
+    big = os.urandom(8 * 1024 * 1024)  # more than the socket takes while nobody reads
+    assert client.send_nowait(big) is False
+    assert 0 < client.pending <= len(big)  # TLS: OpenSSL holds part, wants all again
+    with pytest.raises(trio.WouldBlock):
+        client.send_nowait(b"must not overtake")  # refused, nothing taken
+    received = bytearray()
+
+    async def read_all() -> None:
+        while len(received) < len(big) + 4:
+            received.extend(await server.receive_some(65536))
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            await client.send_all(b"tail")
+    assert client.pending == 0
+    assert bytes(received) == big + b"tail"
+
+
+async def test_a_send_cut_short_by_cancellation_breaks_the_stream(
+    pair: tuple[DirectStream, DirectStream],
+) -> None:
+    client, _ = pair
+    with trio.move_on_after(0.2) as scope:
+        await client.send_all(os.urandom(8 * 1024 * 1024))  # nobody reads: it waits
+    assert scope.cancelled_caught
+    # Part of a frame may be on the wire: no later bytes may follow it.
+    with pytest.raises(trio.BrokenResourceError, match="did not finish"):
+        await client.send_all(b"x")
+    with pytest.raises(trio.BrokenResourceError, match="did not finish"):
+        client.send_nowait(b"x")
+
+
+async def test_a_plain_stream_carries_data_and_ends_cleanly() -> None:
+    client_tcp, server_tcp = await _tcp_pair()
+    client, server = DirectStream.plain(client_tcp), DirectStream.plain(server_tcp)
+    await client.do_handshake()  # nothing to do without TLS
+    assert client.getpeercert(binary_form=True) is None
+    assert client.send_nowait(b"plain ") is True
+    await client.send_all(b"text")
+    assert await _read_exactly(server, 10) == b"plain text"
+    await client.aclose()
+    with trio.fail_after(5):
+        assert await server.receive_some() == b""
+    await server.aclose()
