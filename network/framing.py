@@ -99,15 +99,15 @@ class FramedStream:
         self.bytes_sent += len(data)
         await self.stream.send_all(data)
 
-    def send_nowait(self, payload: bytes) -> bool:
-        """Send one frame from the calling task without waiting, if the stream can (see
-        :meth:`network.direct.DirectStream.send_nowait`): ``True`` if it is all on the wire,
+    def send_nowait(self, payloads: Iterable[bytes]) -> bool:
+        """Send frames from the calling task without waiting, if the stream can (see
+        :meth:`network.direct.DirectStream.send_nowait`): ``True`` if they are all on the wire,
         ``False`` if part waits for the next :meth:`send`. Raises :class:`trio.WouldBlock`,
-        sending nothing, if the stream cannot take it now."""
+        sending nothing, if the stream cannot take them now."""
         send_nowait = getattr(self.stream, "send_nowait", None)
         if send_nowait is None:
             raise trio.WouldBlock
-        data = HEADER.pack(len(payload)) + payload
+        data = encode_frames(payloads)
         done: bool = send_nowait(data)
         self.bytes_sent += len(data)
         return done

@@ -1,5 +1,7 @@
 """A bounded queue of outbound frames with its writer: a slow reader holds up only its own
-queue; when the queue is full the oldest frames are dropped (and counted)."""
+queue; when the queue is full the oldest frames are dropped (and counted). While the writer is
+idle and the queue empty, frames go onto the connection from the caller when the socket takes
+them, without waking the writer."""
 
 from __future__ import annotations
 
@@ -19,11 +21,29 @@ class Outbox:
         self.queued_bytes = 0
         self.dropped = 0
         self._wakeup = trio.Event()
+        self._direct: FramedStream | None = None  # the connection, while the writer is idle
 
     def __len__(self) -> int:
         return len(self.queue)
 
     def put(self, frames: Iterable[bytes]) -> None:
+        direct = self._direct
+        if direct is not None and not self.queue:
+            frames = list(frames)
+            try:
+                done = direct.send_nowait(frames)
+            except trio.WouldBlock:
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # The writer's next send fails the same way and ends the connection.
+                self._direct = None
+                self.dropped += len(frames)
+                self._wakeup.set()
+                return
+            else:
+                if not done:
+                    self._wakeup.set()  # the writer finishes what the socket did not take
+                return
         for frame in frames:
             self.queue.append(frame)
             self.queued_bytes += len(frame)
@@ -44,7 +64,11 @@ class Outbox:
         while True:
             if not self.queue:
                 self._wakeup = trio.Event()
-                await self._wakeup.wait()
+                self._direct = framed
+                try:
+                    await self._wakeup.wait()
+                finally:
+                    self._direct = None
             batch = list(self.queue)
             self.clear()
             await framed.send(batch)

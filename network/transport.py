@@ -191,7 +191,7 @@ class PeerLink:
         direct = self._direct
         if direct is not None and not self.queue and not self.faults.active:
             try:
-                done = direct.send_nowait(frame)
+                done = direct.send_nowait((frame,))
             except trio.WouldBlock:
                 pass
             except (trio.BrokenResourceError, trio.ClosedResourceError):
