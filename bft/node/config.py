@@ -46,6 +46,10 @@ Every error names the file and the key, in one line. Relative paths are relative
     [memory]
     trim_every_s = 60                     # hand C malloc's free pages back; 0: never
 
+    [disk]
+    inline_below_ms = 3.0                 # log/ledger syncs on the event loop while they block
+                                          # less than this on average; 0: always on a thread
+
     [pbft]                                # options of the protocol's config, by name
     checkpoint_interval = 16
 """
@@ -92,6 +96,7 @@ KNOWN_KEYS: dict[str, frozenset[str] | None] = {
     "metrics": frozenset({"listen"}),
     "evidence": frozenset({"max_kept"}),
     "memory": frozenset({"trim_every_s"}),
+    "disk": frozenset({"inline_below_ms"}),
     # A table per protocol holds that protocol's options (checked against its config type when
     # the replica runs it; the others stay for a later switch of mode).
     **{name: None for name in PROTOCOLS},
@@ -155,6 +160,9 @@ class ReplicaConfig:
     trim_every_s: float = 60.0
     """How often the replica asks C malloc to return the free pages of its arenas to the
     kernel (0: never); see :mod:`bft.node.memory`."""
+    disk_inline_below_ms: float = 3.0
+    """Protocol-log and ledger writes run on the event loop while they wait for the disk less
+    than this on average, else on a worker thread (0: always); see :mod:`bft.node.disk`."""
 
 
 def parse_address(text: object, path: Path, key: str) -> tuple[str, int]:
@@ -336,6 +344,7 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
         idle_timeout_s=r.number("network", "idle_timeout_s", 30.0, 1, 86_400),
         client_refusals_per_s=r.number("limits", "client_refusals_per_s", 200.0, 0, 1e9),
         trim_every_s=r.number("memory", "trim_every_s", 60.0, 0, 86_400),
+        disk_inline_below_ms=r.number("disk", "inline_below_ms", 3.0, 0, 1_000),
         client_txs_per_s=r.number("limits", "client_txs_per_s", 0.0, 0, 1e9),
         client_bytes_per_s=r.number("limits", "client_bytes_per_s", 0.0, 0, 1e12),
         log_format=r.get(

@@ -80,6 +80,7 @@ from network.outbox import Outbox
 from network.tls import TlsError, TlsFiles, client_context, server_context
 
 from .config import BYZANTINE_MODES, ConfigError, ReplicaConfig, protocol_config
+from .disk import DiskRunner
 from .evidence import EvidenceStore
 from .logs import RateLimit
 from .logs import configure as configure_logging
@@ -259,6 +260,9 @@ class Replica:
         self._recent_latency: deque[tuple[float, float]] = deque(maxlen=256)
         """(when, seconds): one commit latency sample per reply frame, for ``status``."""
         self._disk = trio.CapacityLimiter(1)
+        self.disk = DiskRunner(
+            config.disk_inline_below_ms / 1000, self._disk, self.stats, self.replica
+        )
         self.store: LedgerStore | None = None
         self.wal: ProtocolLog | None = None
         self.core: Any = None
@@ -393,6 +397,7 @@ class Replica:
     def close(self) -> None:
         """Flush and close files (after the tasks are gone)."""
         self.gc.close()
+        self.disk.close()
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -448,7 +453,7 @@ class Replica:
             if ready.committed:
                 blocks = list(ready.committed)
                 began = time.monotonic()
-                await self._disk_run(self.store.extend, blocks)  # type: ignore[union-attr]
+                await self.disk.run(self.store.extend, blocks)  # type: ignore[union-attr]
                 if self.metrics is not None:
                     self.metrics.fsync["ledger"].observe(time.monotonic() - began)
                 self.stats["blocks_committed"] += len(blocks)
@@ -469,9 +474,9 @@ class Replica:
             return
         began = time.monotonic()
         if ready.persist_replaces:
-            await self._disk_run(wal.replace, list(ready.persist))
+            await self.disk.run(wal.replace, list(ready.persist))
         else:
-            await self._disk_run(wal.append, list(ready.persist))
+            await self.disk.run(wal.append, list(ready.persist))
         if self.metrics is not None:
             self.metrics.fsync["protocol_log"].observe(time.monotonic() - began)
 
@@ -1079,6 +1084,7 @@ class Replica:
             doc["client_bytes"] = self.client_bytes()
             doc["gc"] = self.gc.status()
             doc["memory"] = snapshot(self.malloc)
+            doc["disk"] = self.disk.status()
         return doc
 
     def client_bytes(self) -> dict[str, int]:

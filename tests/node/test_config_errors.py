@@ -57,6 +57,7 @@ CASES = [
     ("bad-tick", None, (r"^tick_ms = .*$", "tick_ms = -1"), ["[timing.tick_ms]"]),
     ("unknown-option", "\n[pbft]\nbogus = 1\n", None, ["[pbft.bogus]", "unknown option"]),
     ("bad-trim", "\n[memory]\ntrim_every_s = -5\n", None, ["[memory.trim_every_s]", "0..86400"]),
+    ("bad-disk", "\n[disk]\ninline_below_ms = -1\n", None, ["[disk.inline_below_ms]", "0..1000"]),
     ("bad-admin", None, (r"^keys = .*$", 'keys = ["abc"]'), ["[admin.keys[0]]"]),
     (
         "missing-key-file",
