@@ -14,10 +14,13 @@ order it demands:
 3. ``messages``: encoded once each and queued on the peer links (never awaited);
 4. ``replies``: one ``Committed`` frame per client per block, with the Merkle evidence.
 
-Disk work runs on one worker thread (the ledger store is single-owner), so the event loop keeps
-serving peers and clients during an fsync. Nothing that depends on state is sent before that
-state is durable, and no client hears of a block before the block is on disk: a replica killed
-with SIGKILL at any point loses nothing it acknowledged.
+Disk work holds one capacity limiter (the ledger store is single-owner). The protocol-log and
+ledger appends of steps 1 and 2 run on the event loop while the disk is quick, and on a worker
+thread when it is not, so that the loop keeps serving peers and clients during a slow fsync
+(:mod:`bft.node.disk`); other disk work (index batches, block reads) always runs on a thread.
+Nothing that depends on state is sent before that state is durable, and no client hears of a
+block before the block is on disk: a replica killed with SIGKILL at any point loses nothing it
+acknowledged.
 
 Peers that fall behind ask for blocks (``BlockRequest``); the runtime answers from the ledger.
 """
