@@ -82,18 +82,15 @@ class DirectStream(trio.abc.Stream):
 
     # ------------------------------------------------------------------------------ helpers
 
-    async def _wait(self, want: BaseException) -> None:
-        if isinstance(want, ssl.SSLWantWriteError):
+    async def _wait(self, want: BaseException, *, sending: bool = False) -> None:
+        """Wait until the socket can do what OpenSSL (or the kernel) said it needs: a plain
+        ``BlockingIOError`` means the caller's own direction."""
+        if isinstance(want, ssl.SSLWantWriteError) or (
+            sending and not isinstance(want, ssl.SSLWantReadError)
+        ):
             await trio.lowlevel.wait_writable(self._sock)
         else:
             await trio.lowlevel.wait_readable(self._sock)
-        self._check_open()
-
-    async def _wait_sending(self, want: BaseException) -> None:
-        if isinstance(want, ssl.SSLWantReadError):
-            await trio.lowlevel.wait_readable(self._sock)
-        else:
-            await trio.lowlevel.wait_writable(self._sock)
         self._check_open()
 
     def _check_open(self) -> None:
@@ -221,7 +218,7 @@ class DirectStream(trio.abc.Stream):
                 took = self._sock.send(view)
             except _WANT as want:
                 # OpenSSL wants the same bytes again once the socket is ready.
-                await self._wait_sending(want)
+                await self._wait(want, sending=True)
                 waited = True
                 continue
             except (ssl.SSLError, OSError) as exc:

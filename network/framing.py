@@ -81,6 +81,7 @@ class FramedStream:
         self._ready: list[bytes] = []
         self.bytes_received = 0
         self.bytes_sent = 0
+        self._send_nowait = getattr(stream, "send_nowait", None)  # a DirectStream's, say
 
     async def receive(self) -> bytes | None:
         while not self._ready:
@@ -104,11 +105,10 @@ class FramedStream:
         :meth:`network.direct.DirectStream.send_nowait`): ``True`` if they are all on the wire,
         ``False`` if part waits for the next :meth:`send`. Raises :class:`trio.WouldBlock`,
         sending nothing, if the stream cannot take them now."""
-        send_nowait = getattr(self.stream, "send_nowait", None)
-        if send_nowait is None:
+        if self._send_nowait is None:
             raise trio.WouldBlock
         data = encode_frames(payloads)
-        done: bool = send_nowait(data)
+        done: bool = self._send_nowait(data)
         self.bytes_sent += len(data)
         return done
 
