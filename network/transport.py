@@ -385,16 +385,19 @@ class Acceptor:
     ) -> None:
         await trio.serve_tcp(self._handle, port, host=host, task_status=task_status)
 
-    async def _handle(self, stream: trio.abc.Stream) -> None:
+    async def _handle(self, tcp: trio.SocketStream) -> None:
         self.open += 1
+        stream: trio.abc.Stream = tcp
         try:
             # The direct stream owns the socket from here on: it is the one to close.
             tls = self.endpoint.server_tls
-            if tls is None:
-                stream = DirectStream.plain(stream)  # type: ignore[arg-type]
-            else:
-                stream = DirectStream.tls(stream, tls, server_side=True)  # type: ignore[arg-type]
-            identity, framed = await self._handshake(stream)
+            direct = (
+                DirectStream.plain(tcp)
+                if tls is None
+                else DirectStream.tls(tcp, tls, server_side=True)
+            )
+            stream = direct
+            identity, framed = await self._handshake(direct)
             self.stats["accepted"] += 1
             await self.on_connection(identity, framed)
         except HandshakeError as exc:
@@ -412,17 +415,15 @@ class Acceptor:
             self.open -= 1
             await trio.aclose_forcefully(stream)
 
-    async def _handshake(self, stream: trio.abc.Stream) -> tuple[Identity, FramedStream]:
+    async def _handshake(self, stream: DirectStream) -> tuple[Identity, FramedStream]:
         endpoint = self.endpoint
         config = endpoint.config
         with trio.fail_after(config.handshake_timeout):
-            key = None
-            if endpoint.server_tls is not None and isinstance(stream, DirectStream):
-                try:
-                    await stream.do_handshake()
-                except trio.BrokenResourceError as exc:
-                    raise HandshakeError(f"TLS handshake failed: {exc}") from None
-                key = peer_public_key(stream)
+            try:
+                await stream.do_handshake()  # nothing to do in plaintext
+            except trio.BrokenResourceError as exc:
+                raise HandshakeError(f"TLS handshake failed: {exc}") from None
+            key = peer_public_key(stream)  # None in plaintext
             framed = FramedStream(stream, config.max_frame)
             first = await framed.receive()
         if first is None:
