@@ -19,7 +19,10 @@ def _where() -> int:
 
 
 def _wait_for_disk(seconds: float) -> int:
-    time.sleep(seconds)  # off the CPU, as an fsync is
+    # A disk that blocks the calling thread, off the CPU, as a slow fsync does. The runner
+    # measures real blocked time (wall less CPU less run-queue wait), so virtual time cannot
+    # stand in here: this sleep is the thing measured, not a wait for a condition.
+    time.sleep(seconds)
     return threading.get_ident()
 
 
