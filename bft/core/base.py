@@ -10,7 +10,7 @@ from ledger import Block, BlockError, CommitteeSchedule, verify_block
 
 from .admission import VerifiedCache
 from .errors import LocalMisuse, Rejections
-from .interface import CoreContext
+from .interface import CoreContext, LedgerState
 from .messages import BlockResponse
 from .ready import BROADCAST, Outbound, Ready, Reply
 from .requests import ClientTable, Request, Status
@@ -115,6 +115,24 @@ class CoreBase:
 
     clients: ClientTable
     """Each protocol's table of the requests its ledger settled (set by the subclass)."""
+
+    @staticmethod
+    def start_client_table(ledger: LedgerState, empty: ClientTable) -> ClientTable:
+        """The client table to start with: the runtime's (rebuilt from the whole ledger, see
+        :class:`LedgerState`), which must have ``empty``'s limits; else ``empty`` filled from
+        ``ledger.recent``."""
+        table = ledger.clients
+        if table is None:
+            empty.rebuild(ledger.recent)
+            return empty
+        if not table.same_limits(empty):
+            raise LocalMisuse("the ledger's client table has other limits than the config's")
+        if table.height > ledger.height:
+            raise LocalMisuse(
+                f"the ledger's client table holds height {table.height}, above the ledger's "
+                f"{ledger.height}"
+            )
+        return table
 
     def settled_already(self, request: Request) -> bool:
         """Whether the ledger already settles ``request`` (committed, or too old): a retry

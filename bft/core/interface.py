@@ -31,7 +31,7 @@ from ledger import Block, genesis_hash
 
 from .messages import MAX_BLOCKS_PER_RESPONSE, SHARED_MESSAGES, BlockRequest, BlockResponse
 from .ready import Ready
-from .requests import Request
+from .requests import ClientTable, Request
 
 
 class Signer(Protocol):
@@ -44,13 +44,20 @@ class Signer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LedgerState:
-    """The committed ledger as a core sees it at start: the tip and the most recent blocks
-    (enough to rebuild request deduplication)."""
+    """The committed ledger as a core sees it at start: the tip, the most recent blocks, and
+    the client table (request deduplication) of the whole ledger.
+
+    ``clients``, when given, must hold every block up to ``height`` (a runtime keeps it on disk
+    and replays the blocks above its snapshot). Without it the core rebuilds the table from
+    ``recent``, which must then be the whole ledger: a table rebuilt from the last blocks
+    only would take an older transaction, replayed, for a new one.
+    """
 
     chain_id: str
     height: int = 0
     last_hash: bytes = b""
     recent: tuple[Block, ...] = ()
+    clients: ClientTable | None = None
 
     def __post_init__(self) -> None:
         if not self.last_hash:
@@ -59,10 +66,11 @@ class LedgerState:
             object.__setattr__(self, "last_hash", genesis_hash(self.chain_id))
 
     @classmethod
-    def of_blocks(cls, chain_id: str, blocks: Sequence[Block], keep: int = 256) -> LedgerState:
+    def of_blocks(cls, chain_id: str, blocks: Sequence[Block]) -> LedgerState:
+        """A ledger held in memory, whole (the client table is rebuilt from all of it)."""
         if not blocks:
             return cls(chain_id)
-        return cls(chain_id, blocks[-1].height, blocks[-1].hash(), tuple(blocks[-keep:]))
+        return cls(chain_id, blocks[-1].height, blocks[-1].hash(), tuple(blocks))
 
 
 @dataclass(frozen=True, slots=True)

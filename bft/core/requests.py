@@ -18,16 +18,26 @@ identity across long idle periods; the limits are memory bounds (about 100 bytes
 a client keeps up to ``window + window // 4``), set them well above what active clients use.
 A place is one int (the height shifted left past the widest position, or'd with the
 position), so the table costs the garbage collector nothing however many entries it holds.
+
+Because the table is a function of the whole committed ledger, a restarted replica must rebuild
+it from the whole ledger, not from its last blocks: one that remembered only recent blocks would
+take an old transaction, replayed, for a new one. :meth:`ClientTable.snapshot` and
+:meth:`ClientTable.from_snapshot` let a runtime keep the table on disk at a ledger height and
+replay only the blocks above it; the snapshot keeps the eviction order, so the restored table
+evicts exactly as the one that never stopped.
 """
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from crypto.codec import CodecError
+from crypto.codec import CodecError, decode_value, encode_value
+from crypto.hashing import DIGEST_SIZE, sha256
 from ledger import MAX_BLOCK_TXS, Block, Transaction
 
 RequestId = tuple[bytes, int]
@@ -80,6 +90,23 @@ class Status(Enum):
 
 _POSITION_BITS = MAX_BLOCK_TXS.bit_length()
 _POSITION_MASK = (1 << _POSITION_BITS) - 1
+SNAPSHOT_VERSION = 1
+
+
+def _packed(numbers: array[int]) -> bytes:
+    if sys.byteorder != "little":
+        numbers.byteswap()
+    return numbers.tobytes()
+
+
+def _unpacked(data: bytes) -> list[int]:
+    if len(data) % 8:
+        raise CodecError("a packed array whose length is not a multiple of 8 bytes")
+    numbers = array("Q")
+    numbers.frombytes(data)
+    if sys.byteorder != "little":
+        numbers.byteswap()
+    return numbers.tolist()
 
 
 class _Client:
@@ -93,7 +120,7 @@ class _Client:
 class ClientTable:
     """Per-client committed sequence numbers: a deterministic function of the ledger."""
 
-    __slots__ = ("_clients", "_entries", "max_clients", "max_entries", "window")
+    __slots__ = ("_clients", "_entries", "height", "max_clients", "max_entries", "window")
 
     def __init__(
         self, window: int = 1024, max_clients: int = 100_000, max_entries: int = 1_000_000
@@ -105,6 +132,8 @@ class ClientTable:
         self.max_entries = max_entries
         self._clients: OrderedDict[bytes, _Client] = OrderedDict()
         self._entries = 0
+        self.height = 0
+        """The highest height a request was recorded at."""
 
     def status(self, client: bytes, seq: int) -> tuple[Status, tuple[int, int] | None]:
         """Whether ``(client, seq)`` is new, committed (with its height and position), or stale."""
@@ -129,6 +158,8 @@ class ClientTable:
         committed = state.committed
         size = len(committed)
         committed[request.seq] = height << _POSITION_BITS | position
+        if height > self.height:
+            self.height = height
         if request.seq > state.max_seq:
             state.max_seq = request.seq
         if len(committed) > self.window + self.window // 4:
@@ -159,6 +190,101 @@ class ClientTable:
 
     def __len__(self) -> int:
         return len(self._clients)
+
+    def same_limits(self, other: ClientTable) -> bool:
+        return (self.window, self.max_clients, self.max_entries) == (
+            other.window,
+            other.max_clients,
+            other.max_entries,
+        )
+
+    # -- on disk
+
+    def snapshot(self, height: int) -> bytes:
+        """The table as of ledger height ``height`` (every block up to it recorded, none above),
+        as bytes for :meth:`from_snapshot`: a SHA-256 of the body, then the body, canonical CBOR
+        ``[version, height, window, max_clients, max_entries, ids, max_seqs, counts, seqs,
+        places]``: the client ids in eviction order, then per client its highest sequence
+        number and how many places it has, then all places' sequence numbers and places, the
+        last four as little-endian unsigned 64-bit arrays."""
+        if height < self.height:
+            raise ValueError(f"the table holds height {self.height}, above {height}")
+        ids: list[bytes] = []
+        max_seqs, counts, seqs, places = (array("Q") for _ in range(4))
+        for client, state in self._clients.items():
+            ids.append(client)
+            max_seqs.append(state.max_seq)
+            counts.append(len(state.committed))
+            seqs.extend(state.committed.keys())
+            places.extend(state.committed.values())
+        body = encode_value(
+            [SNAPSHOT_VERSION, height, self.window, self.max_clients, self.max_entries, ids]
+            + [_packed(a) for a in (max_seqs, counts, seqs, places)]
+        )
+        return sha256(body) + body
+
+    @classmethod
+    def from_snapshot(
+        cls, data: bytes, window: int, max_clients: int, max_entries: int
+    ) -> tuple[ClientTable, int]:
+        """The table a :meth:`snapshot` holds, and its ledger height; raises
+        :class:`CodecError` saying what is wrong when the bytes are damaged, inconsistent, or
+        made with other limits (a table evicts by its limits, so another table's order would
+        not be this one's)."""
+        if len(data) < DIGEST_SIZE or sha256(data[DIGEST_SIZE:]) != data[:DIGEST_SIZE]:
+            raise CodecError("checksum mismatch: the snapshot is damaged")
+        value = decode_value(data[DIGEST_SIZE:], max_size=len(data))
+        if type(value) is not list or len(value) != 10:
+            raise CodecError("not a client table snapshot")
+        version, height, *limits = value[:5]
+        ids = value[5]
+        if version != SNAPSHOT_VERSION:
+            raise CodecError(f"unsupported snapshot version {version!r}")
+        if limits != [window, max_clients, max_entries]:
+            raise CodecError(
+                f"made with window, max_clients, max_entries = {limits}, "
+                f"not {[window, max_clients, max_entries]}"
+            )
+        if type(height) is not int or height < 0:
+            raise CodecError(f"bad height {height!r}")
+        if type(ids) is not list or not all(type(b) is bytes for b in value[6:]):
+            raise CodecError("malformed snapshot body")
+        max_seqs, counts, seqs, places = (_unpacked(b) for b in value[6:])
+        if not len(ids) == len(max_seqs) == len(counts) or len(seqs) != len(places):
+            raise CodecError("the per-client lists differ in length")
+        if len(ids) > max_clients or len(seqs) > max_entries:
+            raise CodecError(f"{len(ids)} clients and {len(seqs)} places exceed the limits")
+        table = cls(window, max_clients, max_entries)
+        low, top = 1 << _POSITION_BITS, (height + 1) << _POSITION_BITS
+        most = window + window // 4
+        at = 0
+        for client, max_seq, count in zip(ids, max_seqs, counts, strict=True):
+            if type(client) is not bytes or not 1 <= len(client) <= 32:
+                raise CodecError(f"bad client id {client!r:.80}")
+            if client in table._clients:
+                raise CodecError(f"client {client.hex()} listed twice")
+            if not 1 <= count <= most:
+                raise CodecError(f"client {client.hex()}: bad place count {count}")
+            if at + count > len(seqs):
+                raise CodecError("place counts do not add up to the places listed")
+            state = _Client()
+            state.committed = committed = dict(
+                zip(seqs[at : at + count], places[at : at + count], strict=True)
+            )
+            at += count
+            if len(committed) != count:
+                raise CodecError(f"client {client.hex()}: a sequence number listed twice")
+            if not low <= min(committed.values()) <= max(committed.values()) < top:
+                raise CodecError(f"client {client.hex()}: a place out of range")
+            if max_seq < max(committed):
+                raise CodecError(f"client {client.hex()}: bad highest sequence number")
+            state.max_seq = max_seq
+            table._clients[client] = state
+            table._entries += count
+            table.height = max(table.height, max(committed.values()) >> _POSITION_BITS)
+        if at != len(seqs):
+            raise CodecError("place counts do not add up to the places listed")
+        return table, height
 
 
 class Mempool:

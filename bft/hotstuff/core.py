@@ -156,8 +156,9 @@ class HotStuffCore(CoreBase):
             decided=True,
         )
         self.tree = BlockTree(root)
-        self.clients = ClientTable(cfg.client_window, cfg.max_clients, cfg.max_client_entries)
-        self.clients.rebuild(ledger.recent)
+        self.clients = self.start_client_table(
+            ledger, ClientTable(cfg.client_window, cfg.max_clients, cfg.max_client_entries)
+        )
         self.mempool = Mempool(cfg.mempool_requests, cfg.mempool_bytes, cfg.mempool_per_client)
         self._verified_certs: OrderedDict[Record, None] = OrderedDict()
 

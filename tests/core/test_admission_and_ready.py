@@ -115,3 +115,48 @@ def test_context_is_checked() -> None:
         CoreContext(committee=committee, replica=4, signer=keys[0], ledger=LedgerState("ready"))
     with pytest.raises(ValueError):
         CoreContext(committee=committee, replica=0, signer=keys[0], ledger=LedgerState("other"))
+
+
+@pytest.mark.parametrize("protocol", ["pbft", "hotstuff", "raft"])
+def test_a_core_starts_from_the_runtimes_client_table_or_the_whole_ledger(protocol: str) -> None:
+    """Each core takes the client table the runtime rebuilt (same limits, no later height), and
+    without one rebuilds it from every block it is given: ``LedgerState.of_blocks`` keeps them
+    all, so a replica restarted in the simulator remembers the oldest transaction too."""
+    from bft.core.requests import ClientTable, Request, Status
+    from bft.protocols import spec
+    from crypto import QuorumCertificate
+    from ledger import Block, genesis_hash, make_header
+
+    keys = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
+    committee = Committee("table", [k.public_key for k in keys], protocol)
+    the = spec(protocol)
+    config = the.config_type()
+    old = Transaction(client=b"old", seq=1, payload=b"x", signature=b"")
+    blocks: list[Block] = []
+    for height in range(1, 400):
+        txs = (old.encode(),) if height == 1 else ()
+        prev = blocks[-1].hash() if blocks else genesis_hash("table")
+        header = make_header(
+            chain_id="table", height=height, prev_hash=prev, txs=txs, protocol=protocol,
+            view=1, proposer=0,
+        )  # fmt: skip
+        unsigned = QuorumCertificate(statement=bytes(32), signers=b"\xe0", signatures=())
+        blocks.append(Block(header=header, txs=txs, certificate=unsigned))
+
+    def core(ledger: LedgerState) -> object:
+        return the.make(
+            CoreContext(
+                committee=committee, replica=0, signer=keys[0], ledger=ledger, config=config
+            )
+        )
+
+    rebuilt = core(LedgerState.of_blocks("table", blocks))
+    assert rebuilt.clients.status(b"old", 1) == (Status.COMMITTED, (1, 0))  # type: ignore[attr-defined]
+    table = ClientTable(config.client_window, config.max_clients, config.max_client_entries)
+    table.record(Request.from_tx(old), 1, 0)
+    given = LedgerState("table", 399, blocks[-1].hash(), tuple(blocks[-5:]), table)
+    assert core(given).clients is table  # type: ignore[attr-defined]
+    with pytest.raises(LocalMisuse, match="other limits"):
+        core(LedgerState("table", 399, blocks[-1].hash(), (), ClientTable(window=3)))
+    with pytest.raises(LocalMisuse, match="above the ledger"):
+        core(LedgerState("table", 0, b"", (), table))

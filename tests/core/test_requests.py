@@ -74,6 +74,99 @@ def test_client_table_eviction_is_deterministic() -> None:
     assert build() == build() == [b"c2", b"c4"]
 
 
+def state_of(table: ClientTable) -> list[tuple[bytes, int, dict[int, int]]]:
+    """Everything that decides the table's answers and evictions, in eviction order."""
+    return [(c, s.max_seq, dict(s.committed)) for c, s in table._clients.items()]
+
+
+def busy_table(seed: int = 7) -> ClientTable:
+    import random
+
+    rng = random.Random(seed)
+    table = ClientTable(window=8, max_clients=20, max_entries=120)
+    seqs: dict[int, int] = {}
+    for height in range(1, 300):
+        client = rng.randrange(30)
+        seqs[client] = seqs.get(client, 0) + rng.randrange(1, 4)
+        table.record(req(client, seqs[client]), height, rng.randrange(50))
+    return table
+
+
+def test_client_table_snapshot_restores_answers_order_and_height() -> None:
+    """A restored table is the same table: same places, same stale floors, and the same clients
+    evicted next (the order is kept), so a restarted replica keeps deciding as its peers do."""
+    table = busy_table()
+    data = table.snapshot(299)
+    restored, height = ClientTable.from_snapshot(data, 8, 20, 120)
+    assert height == 299 and restored.height == table.height == 299
+    assert state_of(restored) == state_of(table) and restored.entries == table.entries
+    for client in range(30):
+        for seq in range(0, 40):
+            cid = b"c%d" % client
+            assert restored.status(cid, seq) == table.status(cid, seq)
+    for height in range(300, 340):  # both evict the same clients from here on
+        for t in (table, restored):
+            t.record(req(100 + height, 1), height, 0)
+        assert state_of(restored) == state_of(table)
+    empty = ClientTable(window=8)
+    assert ClientTable.from_snapshot(empty.snapshot(0), 8, 100_000, 1_000_000)[0].height == 0
+
+
+def test_client_table_snapshot_is_refused_when_damaged_or_made_with_other_limits() -> None:
+    from crypto.codec import CodecError, encode_value
+    from crypto.hashing import sha256
+
+    table = busy_table()
+    with pytest.raises(ValueError, match="above"):
+        table.snapshot(10)  # the table holds later blocks than that
+    data = table.snapshot(299)
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 1
+    for bad, reason in [
+        (bytes(flipped), "checksum"),
+        (data[:-3], "checksum"),
+        (b"", "checksum"),
+    ]:
+        with pytest.raises(CodecError, match=reason):
+            ClientTable.from_snapshot(bad, 8, 20, 120)
+    with pytest.raises(CodecError, match="made with window"):
+        ClientTable.from_snapshot(data, 16, 20, 120)
+
+    def forged(body: list[object]) -> bytes:
+        """A snapshot with a good checksum over ``body`` (lists of ints packed as arrays)."""
+        packed = [
+            b"".join(x.to_bytes(8, "little", signed=x < 0) for x in v) if type(v) is list else v
+            for v in body[6:]
+        ]
+        raw = encode_value(body[:6] + packed)
+        return sha256(raw) + raw
+
+    good = [1, 5, 8, 20, 120, [b"a"], [3], [2], [2, 3], [5 << 17, 5 << 17 | 1]]
+    restored, _ = ClientTable.from_snapshot(forged(good), 8, 20, 120)
+    assert restored.status(b"a", 3) == (Status.COMMITTED, (5, 1))
+    for change, reason in [
+        ({0: 2}, "version"),
+        ({6: [1]}, "highest sequence number"),
+        ({7: [11]}, "bad place count"),  # at most window + window // 4
+        ({7: [3]}, "do not add up"),
+        ({7: [1]}, "do not add up"),
+        ({8: [2, 2]}, "listed twice"),
+        ({9: [5 << 17, 9 << 17]}, "out of range"),  # above the snapshot's height
+        ({9: [5 << 17, 1]}, "out of range"),  # height 0
+        ({5: [b"a", b"b"]}, "differ in length"),
+        ({5: [b""]}, "bad client id"),
+        ({5: [b"x" * 33]}, "bad client id"),
+        ({8: b"\x00" * 12}, "multiple of 8"),
+        ({5: "a"}, "malformed"),
+        ({4: 121}, "made with"),
+    ]:
+        body = list(good)
+        for index, value in change.items():
+            body[index] = value
+        with pytest.raises(CodecError, match=reason):
+            ClientTable.from_snapshot(forged(body), 8, 20, 120)
+
+
 def test_mempool_bounds_and_reasons() -> None:
     pool = Mempool(max_requests=3, max_bytes=10_000, max_per_client=2)
     assert pool.add(req(1, 1)) == ""
