@@ -82,6 +82,7 @@ from network import (
 from network.outbox import Outbox
 from network.tls import TlsError, TlsFiles, client_context, server_context
 
+from .clients import ClientTableFile
 from .config import BYZANTINE_MODES, ConfigError, ReplicaConfig, protocol_config
 from .disk import DiskRunner
 from .evidence import EvidenceStore
@@ -268,6 +269,9 @@ class Replica:
         )
         self.store: LedgerStore | None = None
         self.wal: ProtocolLog | None = None
+        self.client_file: ClientTableFile | None = None
+        self._client_snapshot: bytes | None = None
+        self._client_snapshot_due = trio.Event()
         self.core: Any = None
         self.links: PeerLinks | None = None
         self.ready_event = trio.Event()
@@ -295,9 +299,11 @@ class Replica:
         store.background_index = True
         self.wal = ProtocolLog(data, self.spec.log_records)
         self.evidence_store = EvidenceStore(data / "evidence", self.config.evidence_kept)
+        self.client_file = ClientTableFile(data, self.core_config, self.replica)
+        clients = self.client_file.load(store)
         start = max(1, store.height - RECENT_BLOCKS + 1)
         recent = tuple(store.blocks(start)) if store.height else ()
-        ledger = LedgerState(self.chain_id, store.height, store.last_hash, recent)
+        ledger = LedgerState(self.chain_id, store.height, store.last_hash, recent, clients)
         context = CoreContext(
             committee=self.committee,
             replica=self.replica,
@@ -337,6 +343,7 @@ class Replica:
                 nursery.start_soon(self._meter)
                 nursery.start_soon(self._observe)
                 nursery.start_soon(self._index_writer)
+                nursery.start_soon(self._client_table_writer)
                 nursery.start_soon(self._trim_memory)
                 nursery.start_soon(self._collect_garbage)
                 if self.config.metrics_listen is not None:
@@ -401,6 +408,12 @@ class Replica:
         """Flush and close files (after the tasks are gone)."""
         self.gc.close()
         self.disk.close()
+        if self.store is not None and self.core is not None and self.client_file is not None:
+            # A clean stop leaves the client table at the ledger's height: the next start
+            # replays nothing.
+            data = self.client_file.snapshot(self.core.clients, self.store.height)
+            if data is not None:
+                self._write_client_table(data)
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -459,8 +472,14 @@ class Replica:
                 await self.disk.run(self.store.extend, blocks)  # type: ignore[union-attr]
                 if self.metrics is not None:
                     self.metrics.fsync["ledger"].observe(time.monotonic() - began)
+                txs = sum(len(b.txs) for b in blocks)
                 self.stats["blocks_committed"] += len(blocks)
-                self.stats["txs_committed"] += sum(len(b.txs) for b in blocks)
+                self.stats["txs_committed"] += txs
+                # Here the client table holds exactly the ledger's blocks: a consistent moment.
+                snapshot = self.client_file.take(core.clients, self.store.height, txs)  # type: ignore[union-attr]
+                if snapshot is not None:
+                    self._client_snapshot = snapshot
+                    self._client_snapshot_due.set()
             for out in ready.messages:
                 self._send_peer(out.to, out.message)
             if ready.replies:
@@ -485,6 +504,33 @@ class Replica:
 
     async def _disk_run(self, fn: Any, *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
+
+    async def _client_table_writer(self) -> None:
+        """Write the newest client-table snapshot the driver took, on a thread of its own."""
+        limiter = trio.CapacityLimiter(1)
+        while True:
+            await self._client_snapshot_due.wait()
+            self._client_snapshot_due = trio.Event()
+            data, self._client_snapshot = self._client_snapshot, None
+            if data is not None:
+                await trio.to_thread.run_sync(self._write_client_table, data, limiter=limiter)
+
+    def _write_client_table(self, data: bytes) -> None:
+        file = self.client_file
+        if file is None:
+            return
+        try:
+            file.write(data)
+        except OSError as exc:
+            self.stats["client_table_write_errors"] += 1
+            log.error(
+                "replica %d: %s: cannot write the client table: %s (a restart replays more of "
+                "the ledger)",
+                self.replica, file.path, exc.strerror or exc,
+                extra=log_event("client-table"),
+            )  # fmt: skip
+            return
+        self.stats["client_table_snapshots"] += 1
 
     async def _index_writer(self) -> None:
         """Write the ledger's derived indexes in batches on a thread of their own.

@@ -76,3 +76,54 @@ async def test_a_block_stream_moves_on_when_its_replica_goes_away(tmp_path: Path
                 await stream.aclose()
             nursery.cancel_scope.cancel()
     assert seen == list(range(1, top + 1))
+
+
+@pytest.mark.parametrize("snapshot", ["kept", "removed", "damaged"])
+async def test_a_restarted_cluster_remembers_transactions_older_than_its_recent_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshot: str
+) -> None:
+    """Exactly once across restarts: a transaction committed long before (more blocks ago than
+    a replica reads back at start), submitted again after every replica restarted, is answered
+    with its first place, not ordered a second time. The client table comes from the snapshot
+    written at shutdown, or, with that file gone or damaged, from replaying the whole ledger."""
+    import bft.node.clients
+    import bft.node.replica
+
+    monkeypatch.setattr(bft.node.replica, "RECENT_BLOCKS", 4)
+    monkeypatch.setattr(bft.node.clients, "SNAPSHOT_EVERY_BLOCKS", 8)
+    cluster = init_cluster(tmp_path, protocol="pbft", n=4)
+    config = ClientConfig.from_cluster(tmp_path, timeout=30, client_id=b"replayed", first_seq=5)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(cluster, nursery)
+            await nodes.start_all()
+            async with open_client(config) as client:
+                first = await client.submit(b"pay 10")
+            others = ClientConfig.from_cluster(tmp_path, timeout=30)
+            async with open_client(others) as client:
+                for i in range(24):  # one block each: far more than RECENT_BLOCKS
+                    await client.submit(b"filler %d" % i)
+            await converged(nodes)
+            files = [nodes.replicas[i].client_file for i in range(4)]
+            # Taken every SNAPSHOT_EVERY_BLOCKS blocks while running.
+            assert all(f is not None and f.path.exists() and f.height >= 8 for f in files)
+            for i in range(4):
+                await nodes.stop(i)
+            for f in files:
+                assert f is not None
+                if snapshot == "removed":
+                    f.path.unlink()
+                elif snapshot == "damaged":
+                    f.path.write_bytes(f.path.read_bytes()[:-1] + b"!")
+            await nodes.start_all()
+            height = max(nodes.heights().values())
+            assert height > first.header.height + 4
+            async with open_client(config) as client:
+                again = await client.submit(b"pay 10")
+            assert again.txid == first.txid
+            assert again.header.height == first.header.height and again.index == first.index
+            await converged(nodes)
+            assert max(nodes.heights().values()) == height  # nothing new was ordered
+            nursery.cancel_scope.cancel()
+    report = verify_cluster(cluster, [first.txid])
+    assert report.ok and report.identical, report.problems
