@@ -110,8 +110,10 @@ class Core(Protocol):
     def step(self, sender: int, message: Record) -> None:
         """Take a message from authenticated peer ``sender``. Never raises on bad input."""
 
-    def propose(self, request: Request) -> None:
-        """Take a client request that passed admission."""
+    def propose(self, request: Request) -> str:
+        """Take a client request that passed admission. Returns ``""``, or why the request was
+        dropped (the pending pool is full, or holds as many of this client's as it may): it is
+        not pending here, and the client's retry is what brings it back."""
 
     def tick(self) -> None:
         """Advance logical time by one tick."""

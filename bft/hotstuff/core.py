@@ -340,16 +340,18 @@ class HotStuffCore(CoreBase):
         handler(self, sender, message)
         self.after_input()
 
-    def propose(self, request: Request) -> None:
+    def propose(self, request: Request) -> str:
         if self.answer_if_known(request, self.clients, self.ledger_height):
-            return
+            return ""
         if request.id in self.mempool:
-            return
+            return ""
         if request.signed:
             self.verified.add([txid_of(request.raw)])
-        if self.mempool.add(request, self.now):
-            return  # full: the client retries
+        dropped = self.mempool.add(request, self.now)
+        if dropped:
+            return dropped  # full: the client retries
         self.after_input()
+        return ""
 
     def tick(self) -> None:
         self.now += 1

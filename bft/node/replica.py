@@ -452,7 +452,9 @@ class Replica:
             core.step(event[1], event[2])
         elif kind == "propose":
             for request in event[1]:
-                core.propose(request)
+                dropped = core.propose(request)
+                if dropped:
+                    self._dropped(request, dropped)
         elif kind == "tick":
             self._tick_pending = False
             core.tick()
@@ -461,6 +463,19 @@ class Replica:
                 core.transfer_leadership(event[1])
             except LocalMisuse as exc:  # leadership moved on since the request was checked
                 log.warning("replica %d: no leadership transfer: %s", self.replica, exc)
+
+    def _dropped(self, request: Request, reason: str) -> None:
+        """The core did not take an admitted request (its pending pool is full): nothing here
+        will answer it, so its route goes now rather than at ``ROUTE_TTL_S``. Should another
+        replica order it, the client's retry is answered from the ledger."""
+        self._routes.pop(request.id, None)
+        self.stats["client_txs_dropped"] += 1
+        # Rate-limited per message by the log handler (RateLimit): one line per reason.
+        log.warning(
+            "replica %d: an admitted transaction was dropped: %s",
+            self.replica, reason,
+            extra=log_event("overload"),
+        )  # fmt: skip
 
     async def _carry_out(self) -> None:
         core = self.core

@@ -239,18 +239,20 @@ class PbftCore(CoreBase):
             self.retransmit()
         self.maybe_fetch()
 
-    def propose(self, request: Request) -> None:
+    def propose(self, request: Request) -> str:
         if self.answer_if_known(request, self.clients, self.cert_height):
-            return
+            return ""
         if request.id in self.in_flight or request.id in self.mempool:
-            return
+            return ""
         if request.signed:
             self.verified.add([txid_of(request.raw)])
-        if self.mempool.add(request, self.now):
-            return  # full: the client retries
+        dropped = self.mempool.add(request, self.now)
+        if dropped:
+            return dropped  # full: the client retries
         # Batches are cut when the driver next asks for work (before_ready), so requests that
         # arrive together (a client's frame, a busy inbox) share a batch.
         self.propose_due = True
+        return ""
 
     def before_ready(self) -> None:
         if self.propose_due:

@@ -247,13 +247,17 @@ class RaftCore(CoreBase):
             self.tick_election()
         self.maybe_compact_wal()
 
-    def propose(self, request: Request) -> None:
+    def propose(self, request: Request) -> str:
         if self.answer_if_known(request, self.clients, self.applied):
-            return
-        if request.id in self.mempool or self.mempool.add(request, self.now):
-            return  # already waiting, or the pool is full and the client retries
+            return ""
+        if request.id in self.mempool:
+            return ""
+        dropped = self.mempool.add(request, self.now)
+        if dropped:
+            return dropped  # full: the client retries
         if self.role == LEADER:
             self.maybe_append()
+        return ""
 
     def step(self, sender: int, message: Record) -> None:
         if not 0 <= sender < self.n or sender == self.replica:

@@ -160,3 +160,31 @@ def test_a_core_starts_from_the_runtimes_client_table_or_the_whole_ledger(protoc
         core(LedgerState("table", 399, blocks[-1].hash(), (), ClientTable(window=3)))
     with pytest.raises(LocalMisuse, match="above the ledger"):
         core(LedgerState("table", 0, b"", (), table))
+
+
+@pytest.mark.parametrize("protocol", ["pbft", "hotstuff", "raft"])
+def test_propose_says_why_a_request_was_dropped(protocol: str) -> None:
+    """``propose`` returns "" for a request it holds (or answers from the ledger), and the
+    pool's reason for one it dropped, so the runtime forgets where to answer it."""
+    import dataclasses
+
+    from bft.core.requests import Request
+    from bft.protocols import spec
+
+    keys = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
+    committee = Committee("pool", [k.public_key for k in keys], protocol)
+    the = spec(protocol)
+    config = dataclasses.replace(the.config_type(), mempool_requests=1)
+    core = the.make(
+        CoreContext(
+            committee=committee, replica=1, signer=keys[1], ledger=LedgerState("pool"),
+            config=config,
+        )
+    )  # fmt: skip
+
+    def request(seq: int) -> Request:
+        return Request.from_tx(Transaction(client=b"c", seq=seq, payload=b"x", signature=b""))
+
+    assert core.propose(request(1)) == ""
+    assert core.propose(request(1)) == ""  # already pending
+    assert core.propose(request(2)) == "mempool full"

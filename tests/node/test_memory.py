@@ -79,3 +79,32 @@ def test_a_replica_process_collects_cyclic_garbage_less_often() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def test_a_transaction_the_pending_pool_drops_leaves_no_route_behind(tmp_path: Path) -> None:
+    """A replica remembers which client connection to answer for each admitted transaction. One
+    its core had no room for is pending nowhere here: its route goes at once (counted, and
+    logged as ``overload``), instead of staying for ROUTE_TTL_S when the client gives up."""
+    from bft.client import ClientConfig, open_client
+
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    for i in range(4):
+        path = tmp_path / f"replica-{i}.toml"
+        path.write_text(path.read_text() + "\n[pbft]\nmempool_requests = 2\n")
+    config = ClientConfig.from_cluster(tmp_path, timeout=1.0)
+    with trio.fail_after(60):
+        async with running(tmp_path) as nodes:
+            async with open_client(config) as client:
+                results = await client.submit_many([b"tx %d" % i for i in range(60)])
+            assert any(not isinstance(r, Exception) for r in results)
+            replicas = list(nodes.replicas.values())
+            while (
+                any(r.status()["mempool"] for r in replicas)
+                or len(
+                    {r.store.height for r in replicas}  # type: ignore[union-attr]
+                )
+                != 1
+            ):
+                await trio.sleep(0.05)
+            assert all(r.stats["client_txs_dropped"] > 0 for r in replicas)
+            assert [len(r._routes) for r in replicas] == [0] * 4
