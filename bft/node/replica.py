@@ -1149,6 +1149,15 @@ class Replica:
             doc["gc"] = self.gc.status()
             doc["memory"] = snapshot(self.malloc)
             doc["disk"] = self.disk.status()
+            if self.core is not None and self.client_file is not None:
+                table = self.core.clients
+                doc["client_table"] = {
+                    "clients": len(table),
+                    "places": table.entries,
+                    "max_clients": table.max_clients,
+                    "max_places": table.max_entries,
+                    "snapshot_height": self.client_file.height,
+                }
         return doc
 
     def client_bytes(self) -> dict[str, int]:

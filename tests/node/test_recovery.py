@@ -105,6 +105,9 @@ async def test_a_restarted_cluster_remembers_transactions_older_than_its_recent_
                     await client.submit(b"filler %d" % i)
             await converged(nodes)
             files = [nodes.replicas[i].client_file for i in range(4)]
+            table = nodes.replicas[0].status(verbose=True)["client_table"]
+            assert table["clients"] == 2 and table["places"] == 25
+            assert table["snapshot_height"] >= 8
             # Taken every SNAPSHOT_EVERY_BLOCKS blocks while running.
             assert all(f is not None and f.path.exists() and f.height >= 8 for f in files)
             for i in range(4):
