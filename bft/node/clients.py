@@ -97,7 +97,7 @@ class ClientTableFile:
         if store.height > height:
             log.info(
                 "replica %d: client table from height %d, %d blocks (%d transactions) replayed "
-                "in %.2f s: %d clients",
+                "in %.2f s; clients remembered: %d",
                 self.replica, height, store.height - height, txs, time.monotonic() - began,
                 len(table),
                 extra=log_event("client-table"),
