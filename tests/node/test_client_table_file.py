@@ -36,7 +36,8 @@ def test_a_snapshot_is_due_by_blocks_or_transactions_and_worth_its_cost(
     # A big table and a few transactions: the replay saved would cost less than the snapshot.
     big = table_with(100_000)
     assert file.take(big, 300, 5) is None
-    assert file.take(big, 400, 4000) is not None  # (4005 + 10 * 250) * 25 >= 100,000
+    assert file.take(big, 400, 4000) is None  # (4005 + 9 * 250) * 11 < 100,000
+    assert file.take(big, 500, 5000) is not None  # (9005 + 9 * 350) * 11 >= 100,000
     # Never when the table holds blocks the ledger does not (not yet written).
     ahead = table_with(10)
     ahead.record(
