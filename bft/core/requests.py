@@ -120,7 +120,15 @@ class _Client:
 class ClientTable:
     """Per-client committed sequence numbers: a deterministic function of the ledger."""
 
-    __slots__ = ("_clients", "_entries", "height", "max_clients", "max_entries", "window")
+    __slots__ = (
+        "_clients",
+        "_entries",
+        "evicted",
+        "height",
+        "max_clients",
+        "max_entries",
+        "window",
+    )
 
     def __init__(
         self, window: int = 1024, max_clients: int = 100_000, max_entries: int = 1_000_000
@@ -134,6 +142,8 @@ class ClientTable:
         self._entries = 0
         self.height = 0
         """The highest height a request was recorded at."""
+        self.evicted = 0
+        """Clients forgotten to keep the limits (since this object was made)."""
 
     def status(self, client: bytes, seq: int) -> tuple[Status, tuple[int, int] | None]:
         """Whether ``(client, seq)`` is new, committed (with its height and position), or stale."""
@@ -172,6 +182,7 @@ class ClientTable:
         ):
             _, evicted = self._clients.popitem(last=False)
             self._entries -= len(evicted.committed)
+            self.evicted += 1
 
     @property
     def entries(self) -> int:

@@ -272,6 +272,8 @@ class Replica:
         self.client_file: ClientTableFile | None = None
         self._client_snapshot: bytes | None = None
         self._client_snapshot_due = trio.Event()
+        self._evicted_seen = 0
+        self._evictions_logged_at = -math.inf
         self.core: Any = None
         self.links: PeerLinks | None = None
         self.ready_event = trio.Event()
@@ -491,7 +493,11 @@ class Replica:
                 self.stats["blocks_committed"] += len(blocks)
                 self.stats["txs_committed"] += txs
                 # Here the client table holds exactly the ledger's blocks: a consistent moment.
-                snapshot = self.client_file.take(core.clients, self.store.height, txs)  # type: ignore[union-attr]
+                table = core.clients
+                snapshot = self.client_file.take(table, self.store.height, txs)  # type: ignore[union-attr]
+                if table.evicted != self._evicted_seen:
+                    self._clients_forgotten(table.evicted - self._evicted_seen)
+                    self._evicted_seen = table.evicted
                 if snapshot is not None:
                     self._client_snapshot = snapshot
                     self._client_snapshot_due.set()
@@ -519,6 +525,21 @@ class Replica:
 
     async def _disk_run(self, fn: Any, *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
+
+    def _clients_forgotten(self, count: int) -> None:
+        """The client table evicted ``count`` clients: say so, at most once a minute."""
+        self.stats["client_table_evictions"] += count
+        now = time.monotonic()
+        if now - self._evictions_logged_at < 60.0:
+            return
+        self._evictions_logged_at = now
+        log.warning(
+            "replica %d: the client table is full: %d client(s) forgotten so far (those whose "
+            "last commit is oldest); their old transactions would look new again if replayed: "
+            "raise [%s] max_clients / max_client_entries on every replica",
+            self.replica, self.stats["client_table_evictions"], self.config.protocol,
+            extra=log_event("client-table"),
+        )  # fmt: skip
 
     async def _client_table_writer(self) -> None:
         """Write the newest client-table snapshot the driver took, on a thread of its own."""
@@ -1156,6 +1177,7 @@ class Replica:
                     "places": table.entries,
                     "max_clients": table.max_clients,
                     "max_places": table.max_entries,
+                    "forgotten": self.stats["client_table_evictions"],
                     "snapshot_height": self.client_file.height,
                 }
         return doc

@@ -108,3 +108,33 @@ async def test_a_transaction_the_pending_pool_drops_leaves_no_route_behind(tmp_p
                 await trio.sleep(0.05)
             assert all(r.stats["client_txs_dropped"] > 0 for r in replicas)
             assert [len(r._routes) for r in replicas] == [0] * 4
+
+
+async def test_a_full_client_table_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past ``max_clients`` the table forgets the clients whose last commit is oldest (a memory
+    bound), and their old transactions would look new again: the replica says so in its log
+    and its status, so the limit can be raised before that matters."""
+    import logging
+
+    from bft.client import ClientConfig, open_client
+
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    for i in range(4):
+        path = tmp_path / f"replica-{i}.toml"
+        path.write_text(path.read_text() + "\n[pbft]\nmax_clients = 2\n")
+    caplog.set_level(logging.WARNING, logger="bft.replica")
+    with trio.fail_after(60):
+        async with running(tmp_path) as nodes:
+            for name in (b"first", b"second", b"third", b"fourth"):
+                config = ClientConfig.from_cluster(tmp_path, timeout=30, client_id=name)
+                async with open_client(config) as client:
+                    await client.submit(b"hello")
+            while len({r.store.height for r in nodes.replicas.values()}) != 1:  # type: ignore[union-attr]
+                await trio.sleep(0.05)
+            for replica in nodes.replicas.values():
+                table = replica.status(verbose=True)["client_table"]
+                assert table["clients"] == 2 and table["forgotten"] == 2, table
+    warnings = [r.getMessage() for r in caplog.records if "client table is full" in r.getMessage()]
+    assert len(warnings) == 4 and "raise [pbft] max_clients" in warnings[0]  # once a replica
