@@ -40,6 +40,7 @@ log = logging.getLogger("bft.replica")
 FILE_NAME = "clients.snapshot"
 SNAPSHOT_EVERY_BLOCKS = 1024
 SNAPSHOT_EVERY_TXS = 200_000
+NO_SNAPSHOT = "no snapshot"
 
 
 class ClientTableFile:
@@ -63,7 +64,7 @@ class ClientTableFile:
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return "no snapshot"
+            return NO_SNAPSHOT
         except OSError as exc:
             return f"cannot read it: {exc.strerror or exc}"
         try:
@@ -82,7 +83,10 @@ class ClientTableFile:
         if isinstance(found, str):
             table, height = self.empty(), 0
             if store.height:
-                log.warning(
+                # A missing file is expected (a first start of an older data directory, a crash
+                # before the first snapshot); one that cannot be used is worth a look.
+                log.log(
+                    logging.INFO if found == NO_SNAPSHOT else logging.WARNING,
                     "replica %d: %s: %s; rebuilding the client table from the whole ledger "
                     "(%d blocks)",
                     self.replica, self.path, found, store.height,
