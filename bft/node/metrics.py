@@ -234,6 +234,17 @@ class ReplicaCollector:
         yield gauge("leader", "Current leader (-1 when unknown)", leader)
         yield gauge("is_leader", "1 when this replica leads", 1 if leader == r.replica else 0)
         yield gauge("ledger_height", "Ledger height", height)
+        table = r.core.clients if r.core is not None else None
+        yield gauge(
+            "client_table_places",
+            "Committed requests remembered for deduplication (max_client_entries bounds it)",
+            table.entries if table is not None else 0,
+        )
+        yield counter(
+            "client_table_forgotten",
+            "Clients the deduplication table forgot to keep its limits",
+            stats["client_table_evictions"],
+        )
         queues = GaugeMetricFamily("bft_queue_depth", "Items waiting", labels=["queue"])
         for name, depth in r.queue_depths().items():
             queues.add_metric([name], depth)

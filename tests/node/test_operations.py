@@ -222,6 +222,8 @@ async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
             assert ("bft_gc_pause_seconds_count", (("generation", "2"),)) in then
             assert then[("bft_memory_bytes", (("kind", "rss"),))] > 10 << 20
             assert then[("bft_python_blocks", ())] > 0
+            assert then[("bft_client_table_places", ())] == 400  # one client, 400 committed
+            assert then[("bft_client_table_forgotten_total", ())] == 0
             # Latency is measured where the client's request was admitted: some replica has it.
             latencies = []
             for replica in nodes.replicas.values():
