@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from crypto.codec import CodecError, decode_value, encode_value
 from crypto.hashing import DIGEST_SIZE, sha256
@@ -143,7 +144,14 @@ class ClientTable:
         self.height = 0
         """The highest height a request was recorded at."""
         self.evicted = 0
-        """Clients forgotten to keep the limits (since this object was made)."""
+        """Clients forgotten to keep the limits since this table was made (a replay at start
+        included); a restored snapshot starts from 0."""
+
+    @classmethod
+    def for_config(cls, config: Any) -> ClientTable:
+        """An empty table with a protocol config's ``client_window``, ``max_clients`` and
+        ``max_client_entries``."""
+        return cls(config.client_window, config.max_clients, config.max_client_entries)
 
     def status(self, client: bytes, seq: int) -> tuple[Status, tuple[int, int] | None]:
         """Whether ``(client, seq)`` is new, committed (with its height and position), or stale."""

@@ -156,9 +156,7 @@ class HotStuffCore(CoreBase):
             decided=True,
         )
         self.tree = BlockTree(root)
-        self.clients = self.start_client_table(
-            ledger, ClientTable(cfg.client_window, cfg.max_clients, cfg.max_client_entries)
-        )
+        self.clients = self.start_client_table(ledger, ClientTable.for_config(cfg))
         self.mempool = Mempool(cfg.mempool_requests, cfg.mempool_bytes, cfg.mempool_per_client)
         self._verified_certs: OrderedDict[Record, None] = OrderedDict()
 

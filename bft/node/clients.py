@@ -55,8 +55,7 @@ class ClientTableFile:
         self.txs_since = 0
 
     def empty(self) -> ClientTable:
-        cfg = self.config
-        return ClientTable(cfg.client_window, cfg.max_clients, cfg.max_client_entries)
+        return ClientTable.for_config(self.config)
 
     def read(self, ledger_height: int) -> tuple[ClientTable, int] | str:
         """The snapshot's table and height, or why there is none to use."""

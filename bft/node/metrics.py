@@ -243,7 +243,7 @@ class ReplicaCollector:
         yield counter(
             "client_table_forgotten",
             "Clients the deduplication table forgot to keep its limits",
-            stats["client_table_evictions"],
+            table.evicted if table is not None else 0,
         )
         queues = GaugeMetricFamily("bft_queue_depth", "Items waiting", labels=["queue"])
         for name, depth in r.queue_depths().items():

@@ -496,8 +496,8 @@ class Replica:
                 table = core.clients
                 snapshot = self.client_file.take(table, self.store.height, txs)  # type: ignore[union-attr]
                 if table.evicted != self._evicted_seen:
-                    self._clients_forgotten(table.evicted - self._evicted_seen)
                     self._evicted_seen = table.evicted
+                    self._clients_forgotten(table.evicted)
                 if snapshot is not None:
                     self._client_snapshot = snapshot
                     self._client_snapshot_due.set()
@@ -526,9 +526,8 @@ class Replica:
     async def _disk_run(self, fn: Any, *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
 
-    def _clients_forgotten(self, count: int) -> None:
-        """The client table evicted ``count`` clients: say so, at most once a minute."""
-        self.stats["client_table_evictions"] += count
+    def _clients_forgotten(self, total: int) -> None:
+        """The client table has forgotten ``total`` clients: say so, at most once a minute."""
         now = time.monotonic()
         if now - self._evictions_logged_at < 60.0:
             return
@@ -537,7 +536,7 @@ class Replica:
             "replica %d: the client table is full: %d client(s) forgotten so far (those whose "
             "last commit is oldest); their old transactions would look new again if replayed: "
             "raise [%s] max_clients / max_client_entries on every replica",
-            self.replica, self.stats["client_table_evictions"], self.config.protocol,
+            self.replica, total, self.config.protocol,
             extra=log_event("client-table"),
         )  # fmt: skip
 
@@ -1177,7 +1176,7 @@ class Replica:
                     "places": table.entries,
                     "max_clients": table.max_clients,
                     "max_places": table.max_entries,
-                    "forgotten": self.stats["client_table_evictions"],
+                    "forgotten": table.evicted,
                     "snapshot_height": self.client_file.height,
                 }
         return doc

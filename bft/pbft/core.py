@@ -143,9 +143,7 @@ class PbftCore(CoreBase):
             last = ledger.recent[-1]
             self.last_cert = CheckpointProof(header=last.header, certificate=last.certificate)
 
-        self.clients = self.start_client_table(
-            ledger, ClientTable(cfg.client_window, cfg.max_clients, cfg.max_client_entries)
-        )
+        self.clients = self.start_client_table(ledger, ClientTable.for_config(cfg))
         self.mempool = Mempool(cfg.mempool_requests, cfg.mempool_bytes, cfg.mempool_per_client)
 
         self.slots: dict[int, Slot] = {}

@@ -154,9 +154,7 @@ class RaftCore(CoreBase):
         self.log = RaftLog(ledger.height, base_term, ledger.last_hash)
         self.commit = self.applied = self.durable_height = ledger.height
         self.applied_hash = ledger.last_hash
-        self.clients = self.start_client_table(
-            ledger, ClientTable(cfg.client_window, cfg.max_clients, cfg.max_client_entries)
-        )
+        self.clients = self.start_client_table(ledger, ClientTable.for_config(cfg))
         self.mempool = Mempool(cfg.mempool_requests, cfg.mempool_bytes, cfg.mempool_per_client)
         self.in_log: dict[RequestId, int] = {}
         """Requests in entries above the ledger, and the index of their entry."""

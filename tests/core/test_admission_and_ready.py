@@ -152,7 +152,7 @@ def test_a_core_starts_from_the_runtimes_client_table_or_the_whole_ledger(protoc
 
     rebuilt = core(LedgerState.of_blocks("table", blocks))
     assert rebuilt.clients.status(b"old", 1) == (Status.COMMITTED, (1, 0))  # type: ignore[attr-defined]
-    table = ClientTable(config.client_window, config.max_clients, config.max_client_entries)
+    table = ClientTable.for_config(config)
     table.record(Request.from_tx(old), 1, 0)
     given = LedgerState("table", 399, blocks[-1].hash(), tuple(blocks[-5:]), table)
     assert core(given).clients is table  # type: ignore[attr-defined]

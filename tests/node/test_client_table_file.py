@@ -14,8 +14,7 @@ from ledger import Transaction
 
 
 def table_with(places: int) -> ClientTable:
-    cfg = PbftConfig()
-    table = ClientTable(cfg.client_window, cfg.max_clients, cfg.max_client_entries)
+    table = ClientTable.for_config(PbftConfig())
     for seq in range(1, places + 1):
         tx = Transaction(client=b"c%d" % (seq % 1000), seq=seq, payload=b"x", signature=b"")
         table.record(Request.from_tx(tx), 1, 0)
