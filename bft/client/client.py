@@ -171,6 +171,7 @@ class _Pending:
     seq: int
     raw: bytes
     done: trio.Event
+    deadline: float
     first_sent: float = 0.0
     last_sent: float = 0.0
     attempts: int = 0
@@ -369,7 +370,7 @@ class Client:
 
     def _enqueue(self, payload: bytes) -> _Pending:
         seq, raw = self._make(payload)
-        pending = _Pending(seq, raw, trio.Event())
+        pending = _Pending(seq, raw, trio.Event(), trio.current_time() + self.config.timeout)
         self._pending[seq] = pending
         self._outbox.append(pending)
         self._outbox_ready.set()
@@ -377,8 +378,9 @@ class Client:
 
     async def _wait(self, pending: _Pending) -> Receipt:
         try:
-            with trio.move_on_after(self.config.timeout):
-                await pending.done.wait()
+            # ``_expirer`` ends the wait at the deadline. A cancel scope per request cost ~10 us,
+            # a sixth of the client's CPU per transaction at saturation.
+            await pending.done.wait()
             if pending.error is not None:
                 raise pending.error
             if pending.receipt is None:
@@ -442,6 +444,21 @@ class Client:
             if await self._broadcast([Submit(txs=tuple(p.raw for p in batch)).encode()]) == 0:
                 self.stats["send_failures"] += 1
             self.stats["batches_sent"] += 1
+
+    async def _expirer(self) -> None:
+        """Ends the wait of every request past its deadline (``submit`` then raises
+        :class:`NotCommitted`). ``_pending`` is in sequence order, which is deadline order."""
+        while True:
+            now = trio.current_time()
+            wake = now + self.config.timeout  # no deadline set later can be earlier than this
+            for pending in self._pending.values():
+                if pending.done.is_set():
+                    continue  # answered; its waiter has not run yet
+                if pending.deadline > now:
+                    wake = pending.deadline
+                    break
+                pending.done.set()
+            await trio.sleep_until(wake)
 
     async def _retrier(self) -> None:
         config = self.config
@@ -681,6 +698,7 @@ async def open_client(config: ClientConfig, *, wait: int | None = None) -> Async
                 nursery.start_soon(client._keep_connected, conn)
             nursery.start_soon(client._batcher)
             nursery.start_soon(client._retrier)
+            nursery.start_soon(client._expirer)
             need = (
                 wait
                 if wait is not None

@@ -18,7 +18,7 @@ def client_with(seq: int, raw: bytes) -> Client:
     config = ClientConfig(COMMITTEE, {0: ("127.0.0.1", 1)}, None, "pbft")
     client = Client(config, nursery=None)  # type: ignore[arg-type]  # no connections needed here
     client.client_id = Transaction.decode(raw).client
-    client._pending[seq] = _Pending(seq, raw, trio.Event())
+    client._pending[seq] = _Pending(seq, raw, trio.Event(), deadline=float("inf"))
     return client
 
 

@@ -169,3 +169,29 @@ async def test_a_sequence_number_used_before_is_a_clear_error_not_a_timeout(
             async with open_client(ClientConfig.from_cluster(cluster_dir, sign=True)) as three:
                 receipt = await three.submit(b"third process")
             assert Transaction.decode(receipt.tx).payload == b"third process"
+
+
+async def test_an_unanswered_request_gives_up_at_its_deadline(cluster_dir: Path) -> None:
+    """``timeout`` is kept per request (by one task for all of them): each unanswered request
+    raises ``NotCommitted`` once its own deadline passes, not before, and in submission order."""
+    config = ClientConfig.from_cluster(cluster_dir, timeout=0.6, connect_timeout=0.2)
+    ended: list[tuple[int, float]] = []
+    with trio.fail_after(20):
+        async with open_client(config, wait=0) as client:
+            began = trio.current_time()
+
+            async def one(i: int) -> None:
+                try:
+                    await client.submit(b"x%d" % i)
+                except NotCommitted:
+                    ended.append((i, trio.current_time() - began))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(one, 0)
+                await trio.sleep(0.3)
+                nursery.start_soon(one, 1)
+            assert not client._pending
+    assert [i for i, _ in ended] == [0, 1]
+    assert 0.6 <= ended[0][1] < 0.85, ended
+    assert 0.9 <= ended[1][1] < 1.15, ended
+    assert client.stats["indeterminate"] == 2
