@@ -223,7 +223,7 @@ class Client:
         self._slots = trio.Semaphore(config.max_inflight)
         self._window_moved = trio.Event()
         self._conns = {r: _Connection(r) for r in config.replicas}
-        self._verified_blocks: dict[tuple[int, bytes], bool] = {}
+        self._verified_blocks: set[tuple[int, bytes]] = set()
         self._trees: OrderedDict[tuple[int, bytes], MerkleTree] = OrderedDict()
         self._status_waiters: dict[int, trio.MemorySendChannel[Any]] = {}
         self._block_streams: list[tuple[int, trio.MemorySendChannel[Block]]] = []
@@ -486,20 +486,23 @@ class Client:
 
     # ------------------------------------------------------------------------------ replies
 
-    def _block_ok(self, header: BlockHeader, certificate: Any) -> bool:
-        key = (header.height, header.hash())
-        known = self._verified_blocks.get(key)
-        if known is None:
-            try:
-                verify_certificate(header, certificate, self.committee)
-                known = True
-            except BlockError:
-                known = False
-                self.stats["bad_certificates"] += 1
-            if len(self._verified_blocks) > 4096:
-                self._verified_blocks.clear()
-            self._verified_blocks[key] = known
-        return known
+    def _block_ok(self, header: BlockHeader, block_hash: bytes, certificate: Any) -> bool:
+        """Whether ``certificate`` certifies the header (``block_hash`` is its hash). A block is
+        checked until one certificate for it verifies; only that is remembered: a faulty
+        replica's bad certificate says nothing about the block, and remembering it would let
+        that replica keep every client from its receipts."""
+        key = (header.height, block_hash)
+        if key in self._verified_blocks:
+            return True
+        try:
+            verify_certificate(header, certificate, self.committee)
+        except BlockError:
+            self.stats["bad_certificates"] += 1
+            return False
+        if len(self._verified_blocks) >= 4096:
+            self._verified_blocks.clear()
+        self._verified_blocks.add(key)
+        return True
 
     def _leaf_tree(self, message: Committed, block_hash: bytes) -> MerkleTree | None:
         """The block's Merkle tree from the leaves a replica sent, once they are checked against
@@ -525,6 +528,7 @@ class Client:
         block_hash = header.hash()
         quorum = self.config.ack_quorum
         mine = self.client_id
+        certified: bool | None = None
         for i, (client, seq, index) in enumerate(
             zip(message.clients, message.seqs, message.indexes, strict=True)
         ):
@@ -535,7 +539,11 @@ class Client:
                 continue
             voters = pending.votes.setdefault((header.height, index, block_hash), set())
             voters.add(replica)
-            if len(voters) < quorum or not self._block_ok(header, message.certificate):
+            if len(voters) < quorum:
+                continue
+            if certified is None:  # once per frame, so a bad one costs one check, not one per tx
+                certified = self._block_ok(header, block_hash, message.certificate)
+            if not certified:
                 continue
             if message.leaves:
                 tree = self._leaf_tree(message, block_hash)

@@ -90,6 +90,60 @@ def test_a_certificate_that_does_not_verify_is_refused() -> None:
     assert COMMITTEE.chain_id == CHAIN
 
 
+def test_a_faulty_replicas_bad_certificate_does_not_spoil_the_block() -> None:
+    """One faulty replica reports the right place with a certificate that does not verify, just
+    after an honest one (so its report completes f+1). The next honest report must still give
+    the receipt: a bad certificate says nothing about the block."""
+    raw = BLOCK.txs[4]
+    seq = Transaction.decode(raw).seq
+    client = client_with(seq, raw)
+    good = committed(4, leaves=True)
+    bad = Committed(
+        header=good.header,
+        certificate=certify(BLOCK.header, signers=(0, 1)),
+        clients=good.clients,
+        seqs=good.seqs,
+        indexes=good.indexes,
+        paths=good.paths,
+        leaves=good.leaves,
+    )
+    client._on_committed(0, good)
+    client._on_committed(3, bad)
+    pending = client._pending[seq]
+    assert pending.receipt is None and client.stats["bad_certificates"] == 1
+    client._on_committed(1, good)
+    assert pending.done.is_set() and pending.receipt is not None
+    pending.receipt.verify(COMMITTEE)
+
+
+def test_a_bad_certificate_costs_one_check_per_frame() -> None:
+    """A frame reporting several of the client's transactions is checked once, not once per
+    transaction (a faulty replica would otherwise buy a certificate check per entry)."""
+    decoded = [Transaction.decode(raw) for raw in BLOCK.txs]
+    mine = b"client-1"
+    indexes = tuple(i for i, tx in enumerate(decoded) if tx.client == mine)
+    assert len(indexes) >= 3
+    client = client_with(decoded[indexes[0]].seq, BLOCK.txs[indexes[0]])
+    for i in indexes[1:]:
+        client._pending[decoded[i].seq] = _Pending(
+            decoded[i].seq, BLOCK.txs[i], trio.Event(), deadline=float("inf")
+        )
+    frame = {
+        "header": BLOCK.header,
+        "clients": tuple(mine for _ in indexes),
+        "seqs": tuple(decoded[i].seq for i in indexes),
+        "indexes": indexes,
+        "paths": (),
+        "leaves": b"".join(MerkleTree(BLOCK.txs).levels[0]),
+    }
+    client._on_committed(0, Committed(certificate=BLOCK.certificate, **frame))  # type: ignore[arg-type]
+    forged = certify(BLOCK.header, signers=(0, 1))
+    client._on_committed(3, Committed(certificate=forged, **frame))  # type: ignore[arg-type]
+    assert client.stats["bad_certificates"] == 1
+    client._on_committed(1, Committed(certificate=BLOCK.certificate, **frame))  # type: ignore[arg-type]
+    assert all(client._pending[decoded[i].seq].receipt is not None for i in indexes)
+
+
 def test_committed_frames_are_checked_when_decoded() -> None:
     import pytest
 
