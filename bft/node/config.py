@@ -104,7 +104,7 @@ KNOWN_KEYS: dict[str, frozenset[str] | None] = {
 """Every table and key a replica's file may hold: anything else is a typo, and an error."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-BYZANTINE_MODES = ("silent", "equivocate", "twin", "bad-signatures")
+BYZANTINE_MODES = ("silent", "equivocate", "twin", "bad-signatures", "bad-replies")
 """Test and testbed only: how a replica misbehaves (see docs/testbed.md)."""
 
 

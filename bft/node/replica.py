@@ -841,6 +841,7 @@ class Replica:
         for number, items in refusals.items():
             self.sessions[number].send(Refused(items=tuple(items)))
         trees: dict[int, MerkleTree] = {}
+        lie = self.byzantine == "bad-replies"
         for (number, height), replies in grouped.items():
             block = by_height.get(height)
             if block is None:
@@ -863,7 +864,9 @@ class Replica:
                 session.send(
                     Committed(
                         header=block.header,
-                        certificate=block.certificate,
+                        certificate=_spoil_certificate(block.certificate)
+                        if lie
+                        else block.certificate,
                         clients=tuple(r.client for r in replies),
                         seqs=tuple(r.seq for r in replies),
                         indexes=tuple(r.position for r in replies),
@@ -1215,6 +1218,13 @@ def _spoil_signature(message: Record) -> Record:
         return message
     bad = bytes([signature[0] ^ 0x01]) + signature[1:]
     return dataclasses.replace(message, signature=bad)  # type: ignore[type-var]
+
+
+def _spoil_certificate(certificate: Any) -> Any:
+    """A copy of a block's certificate for another statement (Byzantine testbed mode): it
+    decodes, and does not verify for the block."""
+    statement = certificate.statement
+    return dataclasses.replace(certificate, statement=bytes([statement[0] ^ 0x01]) + statement[1:])
 
 
 def _index_pause() -> None:

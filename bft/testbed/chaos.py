@@ -65,7 +65,7 @@ WEIGHTS = {
     "drop": 2,
     "byzantine": 3,
 }
-BYZANTINE = ("silent", "equivocate", "bad-signatures")
+BYZANTINE = ("silent", "equivocate", "bad-signatures", "bad-replies")
 
 
 @dataclass

@@ -691,7 +691,9 @@ def add_parsers(sub: Any) -> None:
     fsub.add_parser("heal", help="clear every link fault")
     q = fsub.add_parser("byzantine", help="make a replica misbehave (or honest again)")
     q.add_argument("replica", type=int)
-    q.add_argument("mode", choices=("silent", "equivocate", "twin", "bad-signatures", "honest"))
+    q.add_argument(
+        "mode", choices=("silent", "equivocate", "twin", "bad-signatures", "bad-replies", "honest")
+    )
     q.add_argument("--force", action="store_true", help="allow more than f Byzantine replicas")
     for q in fsub.choices.values():
         q.add_argument("--dir", default=argparse.SUPPRESS, help="the cluster directory")

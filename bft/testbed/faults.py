@@ -10,7 +10,8 @@ from a peer), so a fault on one replica's links is told to that replica *and* to
 * ``drop R --probability P``: the same with random loss;
 * ``cut A B``: A stops sending to B (one direction only: an asymmetric fault);
 * ``byzantine R MODE``: R turns ``silent``, ``equivocate`` (conflicting proposals when it leads),
-  ``bad-signatures``, or back to ``honest``;
+  ``bad-signatures``, ``bad-replies`` (receipts that do not verify, to its clients), or back
+  to ``honest``;
 * ``heal``: every replica clears its link faults (not Byzantine modes).
 
 Faults add up until ``heal``. A replica that is down when a fault is told does not learn it.
@@ -34,6 +35,7 @@ BYZANTINE_MODES = {
     "equivocate": "equivocate",
     "twin": "twin",
     "bad-signatures": "bad-signatures",
+    "bad-replies": "bad-replies",
 }
 
 

@@ -195,3 +195,30 @@ async def test_an_unanswered_request_gives_up_at_its_deadline(cluster_dir: Path)
     assert 0.6 <= ended[0][1] < 0.85, ended
     assert 0.9 <= ended[1][1] < 1.15, ended
     assert client.stats["indeterminate"] == 2
+
+
+@pytest.mark.parametrize("protocol", ["pbft", "hotstuff"])
+async def test_a_replica_lying_to_clients_does_not_keep_them_from_their_receipts(
+    tmp_path: Path, protocol: str
+) -> None:
+    """One replica answers every client with a block certificate that does not verify; its
+    answers race the honest ones. Every transaction must still get its receipt in time."""
+    init_cluster(tmp_path, protocol=protocol, n=4)
+    config = ClientConfig.from_cluster(tmp_path, timeout=8)
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(nodes_cluster(tmp_path), nursery)
+            await nodes.start_all()
+            nodes.replicas[3].byzantine = "bad-replies"
+            async with open_client(config) as client:
+                results = []
+                for start in range(0, 240, 20):
+                    results += await client.submit_many(
+                        [b"tx %d" % i for i in range(start, start + 20)]
+                    )
+                failed = [r for r in results if isinstance(r, ClientError)]
+                assert not failed, failed[:3]
+                assert client.stats["bad_certificates"] >= 1
+                for r in results:
+                    r.verify(client.committee)  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
