@@ -176,8 +176,24 @@ class _Pending:
     last_sent: float = 0.0
     attempts: int = 0
     votes: dict[tuple[int, int, bytes] | str, set[int]] = field(default_factory=dict)
+    voted: dict[int, tuple[int, int, bytes] | str] = field(default_factory=dict)
     receipt: Receipt | None = None
     error: ClientError | None = None
+
+    def vote(self, replica: int, report: tuple[int, int, bytes] | str) -> int:
+        """Count ``replica``'s report (a place, a refusal, a bad path); return how many replicas
+        make it. A replica's newest report replaces its earlier one, so a faulty replica cannot
+        fill memory with reports of places that do not exist."""
+        earlier = self.voted.get(replica)
+        if earlier is not None and earlier != report:
+            others = self.votes[earlier]
+            others.discard(replica)
+            if not others:
+                del self.votes[earlier]
+        self.voted[replica] = report
+        voters = self.votes.setdefault(report, set())
+        voters.add(replica)
+        return len(voters)
 
 
 OUTBOX_BYTES = 16 << 20
@@ -537,9 +553,7 @@ class Client:
             pending = self._pending.get(seq)
             if pending is None or pending.done.is_set():
                 continue
-            voters = pending.votes.setdefault((header.height, index, block_hash), set())
-            voters.add(replica)
-            if len(voters) < quorum:
+            if pending.vote(replica, (header.height, index, block_hash)) < quorum:
                 continue
             if certified is None:  # once per frame, so a bad one costs one check, not one per tx
                 certified = self._block_ok(header, block_hash, message.certificate)
@@ -572,9 +586,7 @@ class Client:
                     self.stats["bad_receipts"] += 1
                     # One faulty replica can send a bad path; a quorum's paths that all fail
                     # include an honest one: the position holds another transaction.
-                    failed = pending.votes.setdefault(f"bad path {header.height}/{index}", set())
-                    failed.add(replica)
-                    if len(failed) >= quorum:
+                    if pending.vote(replica, f"bad path {header.height}/{index}") >= quorum:
                         self._taken(pending, header.height, index)
                     continue
             pending.receipt = receipt
@@ -603,9 +615,7 @@ class Client:
             pending = self._pending.get(item.seq)
             if pending is None or pending.done.is_set():
                 continue
-            voters = pending.votes.setdefault(f"refused: {item.reason}", set())
-            voters.add(replica)
-            if len(voters) >= quorum:
+            if pending.vote(replica, f"refused: {item.reason}") >= quorum:
                 pending.error = Rejected(item.seq, item.reason)
                 pending.done.set()
                 self.stats["rejected"] += 1

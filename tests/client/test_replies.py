@@ -3,6 +3,8 @@ certificate checked once, and the Merkle evidence as leaves or as paths; tamperi
 
 from __future__ import annotations
 
+import dataclasses
+
 import trio
 
 from bft.client.client import Client, ClientConfig, _Pending
@@ -142,6 +144,25 @@ def test_a_bad_certificate_costs_one_check_per_frame() -> None:
     assert client.stats["bad_certificates"] == 1
     client._on_committed(1, Committed(certificate=BLOCK.certificate, **frame))  # type: ignore[arg-type]
     assert all(client._pending[decoded[i].seq].receipt is not None for i in indexes)
+
+
+def test_a_replica_counts_once_and_cannot_fill_memory_with_reports() -> None:
+    """A faulty replica reporting a thousand places that do not exist holds one entry in the
+    client's tally, and its reports count as one: f+1 takes another replica."""
+    raw = BLOCK.txs[5]
+    seq = Transaction.decode(raw).seq
+    client = client_with(seq, raw)
+    good = committed(5, leaves=True)
+    for k in range(1, 1001):
+        header = dataclasses.replace(good.header, height=good.header.height + k)
+        client._on_committed(3, dataclasses.replace(good, header=header))
+    pending = client._pending[seq]
+    assert len(pending.votes) == 1 and not pending.done.is_set()
+    client._on_committed(3, good)
+    client._on_committed(3, good)
+    assert not pending.done.is_set(), "one replica's report twice is not f+1"
+    client._on_committed(0, good)
+    assert pending.receipt is not None and len(pending.votes) == 1
 
 
 def test_committed_frames_are_checked_when_decoded() -> None:
