@@ -395,7 +395,7 @@ class Client:
     async def _wait(self, pending: _Pending) -> Receipt:
         try:
             # ``_expirer`` ends the wait at the deadline. A cancel scope per request cost ~10 us,
-            # a sixth of the client's CPU per transaction at saturation.
+            # about a tenth of the client's CPU per transaction at saturation.
             await pending.done.wait()
             if pending.error is not None:
                 raise pending.error
