@@ -98,6 +98,11 @@ log = logging.getLogger("bft.replica")
 
 RECENT_BLOCKS = 256
 MAX_ROUTES = 1_000_000
+ROUTE_FANOUT = 4
+"""Client connections one request's reply goes to at most: the first that submitted it and the
+latest. A request arrives on several when a client reconnects, or when anyone else submits the
+same bytes (a faulty replica can: it sees every transaction); the reply must not go to the last
+submitter alone, or submitting a copy would take another client's replies."""
 ROUTE_TTL_S = 600.0  # a request not answered this long after admission is no longer routed
 SESSION_QUEUE = 4096
 SESSION_REPEATS = 4096  # settled requests a client connection was answered again, remembered
@@ -256,8 +261,8 @@ class Replica:
         self._peers_up: set[int] = set()
         self.sessions: dict[int, ClientSession] = {}
         self._session_numbers = 0
-        self._routes: OrderedDict[tuple[bytes, int], tuple[int, float]] = OrderedDict()
-        """(client, seq) -> (session number, admitted at): where a request's reply goes."""
+        self._routes: OrderedDict[tuple[bytes, int], tuple[tuple[int, ...], float]] = OrderedDict()
+        """(client, seq) -> (session numbers, last admitted at): where a request's reply goes."""
         self._tick_pending = False
         self.started = time.monotonic()
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
@@ -800,9 +805,16 @@ class Replica:
         if not admitted:
             return
         routes = self._routes
-        route = (session.number, time.monotonic())
+        number = session.number
+        route = ((number,), time.monotonic())
         for request in admitted:
-            routes[request.id] = route
+            earlier = routes.get(request.id)
+            if earlier is None or earlier[0] == route[0]:
+                routes[request.id] = route
+            elif number not in earlier[0]:
+                routes[request.id] = (earlier[0][: ROUTE_FANOUT - 1] + (number,), route[1])
+            else:
+                routes[request.id] = (earlier[0], route[1])
             routes.move_to_end(request.id)
         # Oldest first (a request admitted again moves to the end): what was never answered (it
         # was refused, settled already, or its block went to another replica's clients) goes.
@@ -825,19 +837,20 @@ class Replica:
             route = self._routes.pop((reply.client, reply.seq), None)
             if route is None:
                 continue
-            number, admitted_at = route
+            numbers, admitted_at = route
             if latency is not None:
                 latency.observe(now - admitted_at)
-            if (number, reply.height) not in grouped:
+            if (numbers[0], reply.height) not in grouped:
                 self._recent_latency.append((now, now - admitted_at))
-            if number not in self.sessions:
-                continue
-            if reply.error:
-                refusals[number].append(
-                    Refusal(client=reply.client, seq=reply.seq, reason=reply.error[:500])
-                )
-                continue
-            grouped[(number, reply.height)].append(reply)
+            for number in numbers:
+                if number not in self.sessions:
+                    continue
+                if reply.error:
+                    refusals[number].append(
+                        Refusal(client=reply.client, seq=reply.seq, reason=reply.error[:500])
+                    )
+                else:
+                    grouped[(number, reply.height)].append(reply)
         for number, items in refusals.items():
             self.sessions[number].send(Refused(items=tuple(items)))
         trees: dict[int, MerkleTree] = {}

@@ -222,3 +222,43 @@ async def test_a_replica_lying_to_clients_does_not_keep_them_from_their_receipts
                 for r in results:
                     r.verify(client.committee)  # type: ignore[union-attr]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_copy_of_a_request_does_not_take_its_replies(tmp_path: Path) -> None:
+    """Anyone can submit a copy of a client's transaction (a faulty replica sees them all). The
+    replicas must still answer the client that submitted it first, not only the last
+    connection: here only two replicas hold the client's request (the others start later and
+    learn it from the proposal), and both also get a copy from another connection."""
+    from bft.client.protocol import Submit
+
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    config = ClientConfig.from_cluster(tmp_path, timeout=30, retry_after=60)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(nodes_cluster(tmp_path), nursery)
+            await nodes.start(0)
+            await nodes.start(1)
+            async with (
+                open_client(config, wait=2) as victim,
+                open_client(config, wait=2) as copier,
+            ):
+                receipts = []
+
+                async def submit() -> None:
+                    receipts.append(await victim.submit(b"mine"))
+
+                nursery.start_soon(submit)
+                while not victim._pending:
+                    await trio.sleep(0.01)
+                raw = next(iter(victim._pending.values())).raw
+                await trio.sleep(0.2)  # admitted by replicas 0 and 1, not committed (no quorum)
+                await copier._broadcast([Submit(txs=(raw,)).encode()])
+                await trio.sleep(0.2)
+                await nodes.start(2)
+                await nodes.start(3)
+                with trio.fail_after(20):  # well before the victim's retry (60 s)
+                    while not receipts:
+                        await trio.sleep(0.05)
+                receipts[0].verify(victim.committee)
+                assert victim.stats["retries"] == 0
+            nursery.cancel_scope.cancel()

@@ -279,7 +279,7 @@ async def test_reply_routes_are_forgotten_when_answered_or_old(
                 await trio.sleep(0.05)
             # A route left unanswered is dropped at the next admission once it is too old.
             replica = nodes.replicas[1]
-            replica._routes[(b"nobody", 1)] = (0, -1e9)
+            replica._routes[(b"nobody", 1)] = ((0,), -1e9)
             monkeypatch.setattr(replica_module, "ROUTE_TTL_S", 60.0)
             async with open_client(ClientConfig.from_cluster(tmp_path)) as client:
                 await client.submit_many([b"after"])
