@@ -105,6 +105,14 @@ same bytes (a faulty replica can: it sees every transaction); the reply must not
 submitter alone, or submitting a copy would take another client's replies."""
 ROUTE_TTL_S = 600.0  # a request not answered this long after admission is no longer routed
 SESSION_QUEUE = 4096
+SESSION_QUEUE_BYTES = 32 << 20
+"""What one client connection may have queued (frames, bytes); beyond, the oldest frames are
+dropped: a client that stops reading loses replies it will ask for again, and a subscriber
+resubscribes from the gap."""
+BACKFILL_FRAME_BYTES = 1 << 20
+BACKFILL_AHEAD_BYTES = 4 << 20
+"""A subscriber's catch-up reads the next blocks only while less than this is queued for it:
+the ledger is read as fast as the subscriber takes it, not faster."""
 SESSION_REPEATS = 4096  # settled requests a client connection was answered again, remembered
 REPEAT_WINDOW_S = 1.0  # the same settled request again within this costs the refusal allowance
 INDEX_BATCH_ROWS = 20_000  # index entries written together (see _index_writer)
@@ -155,8 +163,9 @@ class ClientSession:
         self.number = number
         self.identity = identity
         self.framed = framed
-        self.outbox = Outbox(max_frames=SESSION_QUEUE)
+        self.outbox = Outbox(max_frames=SESSION_QUEUE, max_bytes=SESSION_QUEUE_BYTES)
         self.subscribed_from: int | None = None
+        self.backfilling = False
         self.closed = False
         self.refusals = Allowance(config.client_refusals_per_s, max_pause=2.0)
         self.repeats: OrderedDict[RequestId, float] = OrderedDict()  # settled, answered again
@@ -739,8 +748,11 @@ class Replica:
         if isinstance(message, Submit):
             await self._submit(session, message)
         elif isinstance(message, Subscribe):
+            # One catch-up per connection: a new subscription moves it.
             session.subscribed_from = message.start
-            nursery.start_soon(self._backfill, session, message.start)
+            if not session.backfilling:
+                session.backfilling = True
+                nursery.start_soon(self._backfill, session)
         elif isinstance(message, StatusRequest):
             session.send(StatusReply(json=json.dumps(self.status(verbose=message.verbose))))
         elif isinstance(message, Control):
@@ -891,29 +903,34 @@ class Replica:
     def _feed_subscribers(self, blocks: Sequence[Block]) -> None:
         for session in self.sessions.values():
             start = session.subscribed_from
-            if start is None:
-                continue
+            if start is None or session.backfilling:
+                continue  # a catch-up under way reads these from the ledger, in order
             live = [b for b in blocks if b.height >= start]
             if live:
                 for i in range(0, len(live), 64):
                     session.send(Blocks(blocks=tuple(live[i : i + 64])))
                 session.subscribed_from = live[-1].height + 1
 
-    async def _backfill(self, session: ClientSession, start: int) -> None:
-        """Send the blocks a subscriber asked for that are already in the ledger."""
-        while not session.closed:
-            store = self.store
-            if store is None:
-                return
-            height = store.height
-            nxt = session.subscribed_from or start
-            if nxt > height:
-                return
-            stop = min(height, nxt + 31)
-            blocks = await self._disk_run(lambda s=store, a=nxt, b=stop: list(s.blocks(a, b)))
-            session.send(Blocks(blocks=tuple(blocks)))
-            session.subscribed_from = stop + 1
-            await trio.sleep(0)
+    async def _backfill(self, session: ClientSession) -> None:
+        """Send a subscriber the blocks it asked for that are already in the ledger, as fast as
+        it reads them."""
+        try:
+            while not session.closed:
+                store = self.store
+                nxt = session.subscribed_from
+                if store is None or nxt is None or nxt > store.height:
+                    return
+                if session.outbox.queued_bytes > BACKFILL_AHEAD_BYTES:
+                    await trio.sleep(0.05)
+                    continue
+                blocks = await self._disk_run(_read_some_blocks, store, nxt)
+                if session.subscribed_from != nxt:
+                    continue  # resubscribed meanwhile: from where it asked now
+                session.send(Blocks(blocks=tuple(blocks)))
+                session.subscribed_from = blocks[-1].height + 1
+                await trio.sleep(0)
+        finally:
+            session.backfilling = False
 
     # ------------------------------------------------------------------------- control and status
 
@@ -1231,6 +1248,19 @@ def _spoil_signature(message: Record) -> Record:
         return message
     bad = bytes([signature[0] ^ 0x01]) + signature[1:]
     return dataclasses.replace(message, signature=bad)  # type: ignore[type-var]
+
+
+def _read_some_blocks(store: LedgerStore, start: int) -> list[Block]:
+    """Blocks from ``start`` for one catch-up frame: up to 32, and up to ~1 MiB of transactions
+    (at least one block)."""
+    out: list[Block] = []
+    size = 0
+    for block in store.blocks(start, min(store.height, start + 31)):
+        out.append(block)
+        size += sum(map(len, block.txs))
+        if size >= BACKFILL_FRAME_BYTES:
+            break
+    return out
 
 
 def _spoil_certificate(certificate: Any) -> Any:

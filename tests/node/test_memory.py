@@ -138,3 +138,93 @@ async def test_a_full_client_table_is_reported(
                 assert table["clients"] == 2 and table["forgotten"] == 2, table
     warnings = [r.getMessage() for r in caplog.records if "client table is full" in r.getMessage()]
     assert len(warnings) == 4 and "raise [pbft] max_clients" in warnings[0]  # once a replica
+
+
+async def test_a_subscriber_is_sent_the_ledger_as_fast_as_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscriber asking for the ledger from height 1, many times over, and reading nothing:
+    the replica runs one catch-up for the connection and stops reading the ledger once a little
+    is queued (the socket's buffers aside), instead of queueing the whole ledger in memory. Once
+    the subscriber reads, it gets every block in order."""
+    from bft.client import ClientConfig, open_client
+    from bft.client.protocol import TO_CLIENT, Blocks, Subscribe
+    from bft.node import replica as replica_module
+    from network import Hello, dial
+
+    monkeypatch.setattr(replica_module, "BACKFILL_AHEAD_BYTES", 64 << 10)
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    with trio.fail_after(120):
+        async with running(tmp_path) as nodes:
+            # Blocks of at most 20 transactions of 4 KB: catch-up frames of 32 blocks, ~2.6 MB.
+            config = ClientConfig.from_cluster(tmp_path, batch_max=20)
+            async with open_client(config) as client:
+                for start in range(0, 6_000, 500):
+                    await client.submit_many(
+                        [bytes(4000) + b"%d" % i for i in range(start, start + 500)]
+                    )
+                replica = nodes.replicas[0]
+                height = replica.store.height
+                ledger_bytes = sum(len(t) for b in replica.store.blocks(1, height) for t in b.txs)
+                assert ledger_bytes > 23_000_000
+                hello = Hello(
+                    kind="client", id=0, chain_id=client.chain_id, protocol=config.protocol
+                )
+                framed = await dial(client._endpoint, *config.replicas[0], hello, expect_replica=0)
+                await framed.send([Subscribe(start=1).encode() for _ in range(50)])
+                await trio.sleep(1.0)
+                (session,) = [s for s in replica.sessions.values() if s.subscribed_from]
+                assert session.backfilling
+                # The socket's buffers hold up to ~10 MB on loopback.
+                assert session.subscribed_from - 1 < height * 0.7, "read ahead of the subscriber"
+                assert session.outbox.queued_bytes < 2 << 20  # one frame: ~1 MiB and a block
+                expected = 1
+                while expected <= height:
+                    frame = await framed.receive()
+                    message = TO_CLIENT.decode(frame)
+                    if not isinstance(message, Blocks):
+                        continue
+                    for block in message.blocks:
+                        assert block.height <= expected, (block.height, expected)
+                        if block.height == expected:
+                            expected += 1
+                await trio.aclose_forcefully(framed.stream)
+
+
+async def test_a_catch_up_under_load_is_one_stream_in_order(tmp_path: Path) -> None:
+    """Blocks committed while a subscriber catches up are sent after the ones before them, not
+    in the middle of the catch-up (which made the subscriber see a gap and start over)."""
+    from bft.client import ClientConfig, open_client
+    from bft.client.protocol import TO_CLIENT, Blocks, Subscribe
+    from network import Hello, dial
+
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    with trio.fail_after(120):
+        async with running(tmp_path) as nodes:
+            config = ClientConfig.from_cluster(tmp_path, batch_max=5)
+            async with open_client(config) as client, trio.open_nursery() as load:
+                for start in range(0, 600, 100):
+                    await client.submit_many([b"before %d" % i for i in range(start, start + 100)])
+
+                async def keep_committing() -> None:
+                    for i in range(10_000):
+                        await client.submit(b"during %d" % i)
+
+                load.start_soon(keep_committing)
+                hello = Hello(
+                    kind="client", id=0, chain_id=client.chain_id, protocol=config.protocol
+                )
+                framed = await dial(client._endpoint, *config.replicas[1], hello, expect_replica=1)
+                await framed.send([Subscribe(start=1).encode()])
+                replica = nodes.replicas[1]
+                target = replica.store.height + 30
+                expected = 1
+                while expected <= target:
+                    frame = await framed.receive()
+                    message = TO_CLIENT.decode(frame)
+                    if isinstance(message, Blocks):
+                        for block in message.blocks:
+                            assert block.height == expected, (block.height, expected)
+                            expected += 1
+                load.cancel_scope.cancel()
+                await trio.aclose_forcefully(framed.stream)
