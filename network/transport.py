@@ -19,10 +19,10 @@ when the socket takes it (:meth:`network.direct.DirectStream.send_nowait`); what
 is finished by the writer, ahead of anything queued later. A slow or dead peer never blocks the
 others:
 
-**Queue-full policy**: when a peer's queue holds ``queue_size`` frames, the *oldest* queued frame
-is dropped to make room (and counted). A peer that does not drain its queue is behind already, a
-newer message is usually worth more than an older one, and the protocols re-send what still
-matters. Frames lost with a broken connection are counted the same way.
+**Queue-full policy**: when a peer's queue holds ``queue_size`` frames or ``queue_bytes`` bytes,
+the *oldest* queued frames are dropped to make room (and counted). A peer that does not drain
+its queue is behind already, a newer message is usually worth more than an older one, and the
+protocols re-send what still matters. Frames lost with a broken connection are counted the same way.
 
 Receiving: each accepted connection has its own task that reads frames (the length is checked
 before the body is read), drops a connection that stays silent past ``idle_timeout``, and hands
@@ -79,6 +79,8 @@ class NetworkConfig:
     keepalive_interval: float = 5.0
     send_timeout: float = 10.0
     queue_size: int = 4096
+    queue_bytes: int = 64 << 20
+    """Bytes queued for one peer at most: 4,096 large proposals or block answers would be GBs."""
     batch_bytes: int = 4 << 20
     reconnect_min: float = 0.05
     reconnect_max: float = 2.0
@@ -170,6 +172,7 @@ class PeerLink:
         self.faults = faults
         self.rng = rng
         self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0
         self._wakeup = trio.Event()
         self._retry_now = trio.Event()
         # The connection, while the writer task waits for work: send() may use it directly.
@@ -207,10 +210,15 @@ class PeerLink:
                 if not done:
                     self._wakeup.set()  # the writer finishes what the socket did not take
                 return
-        if len(self.queue) >= self.endpoint.config.queue_size:
-            self.queue.popleft()
+        config = self.endpoint.config
+        queue = self.queue
+        queue.append(frame)
+        self.queued_bytes += len(frame)
+        while len(queue) > 1 and (
+            len(queue) > config.queue_size or self.queued_bytes > config.queue_bytes
+        ):
+            self.queued_bytes -= len(queue.popleft())
             self.stats["dropped_queue_full"] += 1
-        self.queue.append(frame)
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -293,6 +301,7 @@ class PeerLink:
             hold = 0.0
             while self.queue and size < config.batch_bytes:
                 frame = self.queue.popleft()
+                self.queued_bytes -= len(frame)
                 if self.faults.active:
                     dropped, delay = self.faults.outbound(self.peer)
                     if dropped:

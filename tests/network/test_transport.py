@@ -281,6 +281,19 @@ async def test_queue_full_drops_the_oldest() -> None:
     assert link.stats["dropped_queue_full"] == 2
 
 
+async def test_a_full_queue_in_bytes_drops_the_oldest_and_keeps_the_newest() -> None:
+    config = NetworkConfig(queue_bytes=2500, reconnect_min=10, reconnect_max=10)
+    link = PeerLink(
+        endpoint(None, 1, config), 1, 0, ("127.0.0.1", 1), LinkFaults(), random.Random(1)
+    )
+    for i in range(5):
+        link.send(bytes([i]) * 1000)
+    assert [f[0] for f in link.queue] == [3, 4] and link.queued_bytes == 2000
+    link.send(b"x" * 10_000)  # larger than the cap alone: queued, alone
+    assert list(link.queue) == [b"x" * 10_000] and link.queued_bytes == 10_000
+    assert link.stats["dropped_queue_full"] == 5
+
+
 async def test_a_link_reconnects_after_the_peer_restarts(tls_dir: Path) -> None:
     receiver = Receiver()
     with trio.fail_after(20):
