@@ -196,6 +196,10 @@ class _Pending:
         return len(voters)
 
 
+STREAM_STALL_S = 5.0
+"""``blocks()`` moves to the next replica after this long without a new block from the one it
+reads."""
+
 OUTBOX_BYTES = 16 << 20
 """Frames queued for one replica at most (bytes); beyond, the oldest are dropped (what they
 carried is sent again by the retrier)."""
@@ -639,15 +643,21 @@ class Client:
                 if not await self._send(replica, [Subscribe(start=expected).encode()]):
                     await trio.sleep(0.1)
                     continue
+                progress = trio.current_time()
                 while True:
                     block = None
                     with trio.move_on_after(1.0):
                         block = await receive.receive()
-                    if block is None:
+                    if block is None or block.height < expected:
                         if self._conns[replica].framed is not subscribed_on:
                             break  # that connection is gone: subscribe again, to the next one
-                        continue  # nothing committed lately
-                    if block.height < expected:
+                        if trio.current_time() - progress > STREAM_STALL_S:
+                            # Nothing new from this replica for a while: nothing committed, or
+                            # a faulty replica that answers with nothing or old blocks. Ask
+                            # the next one (a quiet cluster costs a Subscribe frame now and
+                            # then).
+                            self.stats["block_stream_stalls"] += 1
+                            break
                         continue
                     if block.height > expected:
                         break
@@ -671,6 +681,7 @@ class Client:
                     prev_hash = block_hash
                     expected += 1
                     yield block
+                    progress = trio.current_time()  # the reader's own time is not a stall
             finally:
                 self._block_streams.remove(entry)
                 await send.aclose()

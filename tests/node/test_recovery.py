@@ -78,6 +78,40 @@ async def test_a_block_stream_moves_on_when_its_replica_goes_away(tmp_path: Path
     assert seen == list(range(1, top + 1))
 
 
+async def test_a_block_stream_moves_on_from_a_replica_that_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replica a reader subscribes to first accepts the subscription and sends no block (as
+    a faulty one may): the reader asks the next replica and gets every block in order."""
+    import bft.client.client
+
+    monkeypatch.setattr(bft.client.client, "STREAM_STALL_S", 1.0)
+    cluster = init_cluster(tmp_path, protocol="pbft", n=4)
+    config = ClientConfig.from_cluster(tmp_path, timeout=30)
+    seen: list[int] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(cluster, nursery)
+            await nodes.start_all()
+            await commit(config, b"first", 20)
+
+            async def send_nothing(*_: object) -> None:
+                return None
+
+            mute = nodes.replicas[0]
+            mute._backfill = send_nothing  # type: ignore[method-assign]
+            mute._feed_subscribers = lambda blocks: None  # type: ignore[method-assign]
+            top = max(nodes.heights().values())
+            async with open_client(config, wait=4) as reader:
+                stream = reader.blocks(1)
+                while not seen or seen[-1] < top:
+                    seen.append((await stream.__anext__()).height)
+                await stream.aclose()
+                assert reader.stats["block_stream_stalls"] >= 1
+            nursery.cancel_scope.cancel()
+    assert seen == list(range(1, top + 1))
+
+
 @pytest.mark.parametrize("snapshot", ["kept", "removed", "damaged"])
 async def test_a_restarted_cluster_remembers_transactions_older_than_its_recent_blocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshot: str
