@@ -53,8 +53,8 @@ from crypto import Committee, MerkleTree, SigningKey, leaf_hash
 from crypto.codec import CodecError
 from crypto.hashing import DIGEST_SIZE
 from crypto.keyfiles import load_committee, load_secret_key
+from crypto.keys import PUBLIC_KEY_SIZE
 from ledger import Block, BlockError, BlockHeader, Receipt, ReceiptError, Transaction, verify_block
-from ledger.tx import MAX_CLIENT_ID
 from ledger.verify import verify_certificate
 from network import Endpoint, FramedStream, FrameError, HandshakeError, Hello, NetworkConfig, dial
 from network.outbox import Outbox
@@ -124,9 +124,9 @@ class ClientConfig:
     connect_timeout: float = 5.0
     network: NetworkConfig = field(default_factory=NetworkConfig)
     client_id: bytes | None = None
-    """An unsigned client's identity (1-32 bytes), for an application that keeps one across
+    """An unsigned client's identity (1-31 bytes), for an application that keeps one across
     restarts; ``None``: a new random one for each client object. A signing client's identity
-    is its key."""
+    is its key (32 bytes; replicas refuse unsigned transactions under an id of that size)."""
     first_seq: int | None = None
     """The sequence number of the first transaction. ``None``: 1 for a new random identity; for
     an identity that outlives the process (a signing key, or ``client_id``), the wall clock in
@@ -225,8 +225,12 @@ class Client:
                 raise ClientError("signing requests needs the client's key")
             self.client_id = config.signing_key.public_key.raw
         elif config.client_id is not None:
-            if not 1 <= len(config.client_id) <= MAX_CLIENT_ID:
-                raise ClientError(f"client_id must be 1..{MAX_CLIENT_ID} bytes")
+            if not 1 <= len(config.client_id) < PUBLIC_KEY_SIZE:
+                # 32 bytes is a signing client's id (its public key): replicas refuse unsigned
+                # transactions under one.
+                raise ClientError(
+                    f"client_id must be 1..{PUBLIC_KEY_SIZE - 1} bytes (an unsigned client's id)"
+                )
             self.client_id = config.client_id
         else:
             self.client_id = os.urandom(16)

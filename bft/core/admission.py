@@ -14,9 +14,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from crypto.codec import CodecError
+from crypto.keys import PUBLIC_KEY_SIZE
 from ledger import Transaction, txid_of
 
 from .requests import Request
+
+UNSIGNED_UNDER_A_KEY = "unsigned transaction under a 32-byte client id, a signing client's key"
+
+
+def unsigned_under_a_key(client: bytes, signed: bool) -> bool:
+    """An unsigned transaction whose client id has the size of a public key. A signing client's
+    id is its key, which anyone can read in the ledger; unsigned transactions under it would take
+    that client's sequence numbers, and its own requests would be refused as already used. The
+    ledger format allows such ids; replicas neither admit nor vote for them."""
+    return not signed and len(client) == PUBLIC_KEY_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +75,9 @@ def check_transactions(
             tx = Transaction.decode(raw)
         except CodecError as exc:
             refused.append((i, f"malformed transaction: {exc}"))
+            continue
+        if unsigned_under_a_key(tx.client, tx.is_signed):
+            refused.append((i, UNSIGNED_UNDER_A_KEY))
             continue
         if tx.is_signed or policy.require_signatures:
             if not tx.is_signed:

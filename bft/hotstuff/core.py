@@ -66,6 +66,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from bft.core.admission import UNSIGNED_UNDER_A_KEY, unsigned_under_a_key
 from bft.core.base import CoreBase
 from bft.core.errors import LocalMisuse, SafetyViolation
 from bft.core.interface import CoreContext, CoreStatus
@@ -715,6 +716,8 @@ class HotStuffCore(CoreBase):
                     unverified.append((Transaction.decode(request.raw), request.raw))
             elif self.cfg.require_signatures:
                 return "proposal holds an unsigned transaction"
+            elif unsigned_under_a_key(request.client, False):
+                return f"proposal holds an {UNSIGNED_UNDER_A_KEY}"
         good = []
         for tx, raw in unverified:
             if not tx.verify_signature(self.chain_id):

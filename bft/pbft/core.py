@@ -49,6 +49,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bft.core.admission import UNSIGNED_UNDER_A_KEY, unsigned_under_a_key
 from bft.core.base import CoreBase
 from bft.core.errors import LocalMisuse, SafetyViolation
 from bft.core.interface import CoreContext, CoreStatus
@@ -399,6 +400,9 @@ class PbftCore(CoreBase):
                     unverified.append(raw)
             elif self.cfg.require_signatures:
                 self.reject(sender, pp, "proposal holds an unsigned transaction")
+                return None
+            elif unsigned_under_a_key(request.client, False):
+                self.reject(sender, pp, f"proposal holds an {UNSIGNED_UNDER_A_KEY}")
                 return None
             out.append(request)
         good = []

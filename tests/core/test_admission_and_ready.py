@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bft.core.admission import AdmissionPolicy, VerifiedCache, check_transactions, verify_signatures
+from bft.core.admission import (
+    UNSIGNED_UNDER_A_KEY,
+    AdmissionPolicy,
+    VerifiedCache,
+    check_transactions,
+    verify_signatures,
+)
 from bft.core.base import CoreBase
 from bft.core.errors import LocalMisuse
 from bft.core.interface import CoreContext, LedgerState
@@ -36,6 +42,17 @@ def test_admission_checks_size_form_and_signatures_per_batch() -> None:
     admitted, refused = check_transactions([good, unsigned], strict)
     assert [r.raw for r in admitted] == [good]
     assert "requires client signatures" in refused[0][1]
+
+
+def test_an_unsigned_transaction_under_a_signing_clients_id_is_refused() -> None:
+    """A signing client's id is its public key, public in the ledger; unsigned transactions
+    under it would take its sequence numbers. Shorter unsigned ids are admitted."""
+    key_id = CLIENT.public_key.raw
+    taken = Transaction(client=key_id, seq=7, payload=b"p", signature=b"").encode()
+    short = Transaction(client=key_id[:31], seq=7, payload=b"p", signature=b"").encode()
+    admitted, refused = check_transactions([taken, short], POLICY)
+    assert [r.raw for r in admitted] == [short]
+    assert refused == [(0, UNSIGNED_UNDER_A_KEY)]
 
 
 def test_verified_cache_skips_checked_signatures_and_is_bounded() -> None:

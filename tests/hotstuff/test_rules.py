@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from bft.core.admission import UNSIGNED_UNDER_A_KEY
 from bft.core.messages import BlockRequest
 from bft.core.ready import BROADCAST, Reply
 from bft.hotstuff import (
@@ -385,6 +386,13 @@ def test_no_vote_for_repeated_or_committed_requests() -> None:
     d.step(leader(3), propose(twice, tc=tc_of(2, QC1)))
     assert d.core.rejections.count("proposal holds a request twice") == 1
     assert [v.view for v in d.votes()] == [1]
+
+
+def test_no_vote_for_an_unsigned_transaction_under_a_signing_clients_id() -> None:
+    d = driver()
+    d.step(leader(1), propose(block_on(GENESIS, 1, txs=[tx(1, client=b"k" * 32)])))
+    assert not d.votes()
+    assert d.core.rejections.count(f"proposal holds an {UNSIGNED_UNDER_A_KEY}") == 1
 
 
 def test_committed_requests_are_not_ordered_again() -> None:

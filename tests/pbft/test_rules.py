@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from bft.core.admission import UNSIGNED_UNDER_A_KEY
 from bft.core.errors import SafetyViolation
 from bft.core.requests import Status
 from bft.pbft import PbftConfig
@@ -228,6 +229,17 @@ def test_proposals_with_committed_duplicate_or_stale_requests_are_refused() -> N
     assert not drain(core).sent(Prepare)
     assert core.rejections.count("proposal holds a committed or stale request") == 1
     assert core.rejections.count("proposal holds a request twice") == 1
+
+
+def test_no_prepare_for_an_unsigned_transaction_under_a_signing_clients_id() -> None:
+    from ledger import Transaction
+
+    c = Cluster(4)
+    core = c.cores[1]
+    taken = Transaction(client=b"k" * 32, seq=1, payload=b"x", signature=b"").encode()
+    core.step(0, c.preprepare(0, 1, [taken]))
+    assert not drain(core).sent(Prepare)
+    assert core.rejections.count(f"proposal holds an {UNSIGNED_UNDER_A_KEY}") == 1
 
 
 def test_a_request_ordered_twice_executes_once() -> None:
