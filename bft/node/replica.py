@@ -109,6 +109,9 @@ SESSION_QUEUE_BYTES = 32 << 20
 """What one client connection may have queued (frames, bytes); beyond, the oldest frames are
 dropped: a client that stops reading loses replies it will ask for again, and a subscriber
 resubscribes from the gap."""
+SETTLED_ANSWERS_QUEUE = 1024
+"""Answers waiting to read their (old) block from the ledger; beyond, they are dropped and
+counted (``settled_answers_dropped``): the client asks again."""
 BACKFILL_FRAME_BYTES = 1 << 20
 BACKFILL_AHEAD_BYTES = 4 << 20
 """A subscriber's catch-up reads the next blocks only while less than this is queued for it:
@@ -342,6 +345,9 @@ class Replica:
         self.gc.start()
         inbox_send, inbox_receive = trio.open_memory_channel[tuple[Any, ...]](10_000)
         self._inbox = inbox_send
+        self._settled_answers, self._settled_answers_out = trio.open_memory_channel[
+            tuple[int, int, list[Reply]]
+        ](SETTLED_ANSWERS_QUEUE)
         try:
             async with trio.open_nursery() as nursery:
                 self.links = PeerLinks(
@@ -356,6 +362,7 @@ class Replica:
                 await nursery.start(self.links.run)
                 nursery.start_soon(self._ticker)
                 nursery.start_soon(self._drive, inbox_receive)
+                nursery.start_soon(self._answer_settled)
                 nursery.start_soon(self._meter)
                 nursery.start_soon(self._observe)
                 nursery.start_soon(self._index_writer)
@@ -866,39 +873,61 @@ class Replica:
         for number, items in refusals.items():
             self.sessions[number].send(Refused(items=tuple(items)))
         trees: dict[int, MerkleTree] = {}
-        lie = self.byzantine == "bad-replies"
         for (number, height), replies in grouped.items():
             block = by_height.get(height)
             if block is None:
-                store = self.store
-                if store is None or height > store.height:
-                    continue
-                block = await self._disk_run(store.get, height)
-                by_height[height] = block
-            tree = trees.get(height)
-            if tree is None:
-                tree = trees[height] = MerkleTree(block.txs)
-            # The smaller evidence: every leaf hash of the block, or one path per item.
-            depth = len(tree.levels) - 1
-            if block.header.tx_count <= len(replies) * depth:
-                leaves, paths = b"".join(tree.levels[0]), ()
-            else:
-                leaves, paths = b"", tuple(b"".join(tree.proof(r.position)) for r in replies)
-            session = self.sessions.get(number)
-            if session is not None:
-                session.send(
-                    Committed(
-                        header=block.header,
-                        certificate=_spoil_certificate(block.certificate)
-                        if lie
-                        else block.certificate,
-                        clients=tuple(r.client for r in replies),
-                        seqs=tuple(r.seq for r in replies),
-                        indexes=tuple(r.position for r in replies),
-                        paths=paths,
-                        leaves=leaves,
-                    )
-                )
+                # Settled long ago (a retry, or a replay): the block is read from the ledger by
+                # another task, so the driver never waits for the disk on a client's behalf.
+                try:
+                    self._settled_answers.send_nowait((number, height, replies))
+                except trio.WouldBlock:
+                    self.stats["settled_answers_dropped"] += len(replies)
+                continue
+            self._answer(number, block, replies, trees)
+
+    def _answer(
+        self,
+        number: int,
+        block: Block,
+        replies: Sequence[Reply],
+        trees: dict[int, MerkleTree],
+    ) -> None:
+        """Send client session ``number`` one ``Committed`` frame for ``replies`` in ``block``."""
+        session = self.sessions.get(number)
+        if session is None:
+            return
+        tree = trees.get(block.height)
+        if tree is None:
+            tree = trees[block.height] = MerkleTree(block.txs)
+        # The smaller evidence: every leaf hash of the block, or one path per item.
+        depth = len(tree.levels) - 1
+        if block.header.tx_count <= len(replies) * depth:
+            leaves, paths = b"".join(tree.levels[0]), ()
+        else:
+            leaves, paths = b"", tuple(b"".join(tree.proof(r.position)) for r in replies)
+        certificate = block.certificate
+        if self.byzantine == "bad-replies":
+            certificate = _spoil_certificate(certificate)
+        session.send(
+            Committed(
+                header=block.header,
+                certificate=certificate,
+                clients=tuple(r.client for r in replies),
+                seqs=tuple(r.seq for r in replies),
+                indexes=tuple(r.position for r in replies),
+                paths=paths,
+                leaves=leaves,
+            )
+        )
+
+    async def _answer_settled(self) -> None:
+        """Answers for transactions settled in blocks no longer at hand, read from the ledger."""
+        async for number, height, replies in self._settled_answers_out:
+            store = self.store
+            if store is None or height > store.height or number not in self.sessions:
+                continue
+            block = await self._disk_run(store.get, height)
+            self._answer(number, block, replies, {})
 
     def _feed_subscribers(self, blocks: Sequence[Block]) -> None:
         for session in self.sessions.values():
@@ -1131,6 +1160,9 @@ class Replica:
             else 0,
             "index_lag": self.store.index_lag if self.store is not None else 0,
             "routes": len(self._routes),
+            "settled_answers": self._settled_answers.statistics().current_buffer_used
+            if hasattr(self, "_settled_answers")
+            else 0,
         }
 
     def rejection_counts(self) -> Counter[str]:

@@ -11,6 +11,7 @@ import trio
 
 from bft.client import ClientConfig, ClientError, ClusterUnreachable, NotCommitted, open_client
 from bft.client.client import Rejected
+from bft.client.protocol import Submit
 from bft.testbed import init_cluster
 from ledger import Transaction
 
@@ -262,4 +263,45 @@ async def test_a_copy_of_a_request_does_not_take_its_replies(tmp_path: Path) -> 
                         await trio.sleep(0.05)
                 receipts[0].verify(victim.committee)
                 assert victim.stats["retries"] == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_answers_from_the_ledger_do_not_hold_up_ordering(tmp_path: Path) -> None:
+    """Transactions settled long ago, submitted again, are answered from their blocks in the
+    ledger. Those reads must not stall ordering: here each takes 50 ms, and 60 old transactions
+    from 60 blocks are replayed at once (3 s of reads); a new transaction still commits at once.
+    """
+    import time
+
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    config = ClientConfig.from_cluster(tmp_path, timeout=30, client_id=b"replayer", first_seq=1)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(nodes_cluster(tmp_path), nursery)
+            await nodes.start_all()
+            async with open_client(config) as client:
+                old = [await client.submit(b"old %d" % i) for i in range(60)]
+            assert len({r.header.height for r in old}) == 60
+            top = max(r.header.height for r in old)
+            for node in nodes.replicas.values():
+                store = node.store
+                real_get = store.get
+
+                def slow_get(height: int, real_get=real_get) -> object:  # type: ignore[no-untyped-def]
+                    if height <= top:
+                        time.sleep(0.05)  # a slow disk
+                    return real_get(height)
+
+                store.get = slow_get  # type: ignore[method-assign]
+            async with (
+                open_client(ClientConfig.from_cluster(tmp_path, timeout=30)) as fresh,
+                open_client(config) as again,
+            ):
+                await fresh.submit(b"pad")
+                await again._broadcast([Submit(txs=tuple(r.tx for r in old)).encode()])
+                while not all(n.stats["client_txs_settled_again"] for n in nodes.replicas.values()):
+                    await trio.sleep(0.01)
+                began = trio.current_time()
+                await fresh.submit(b"new")
+                assert trio.current_time() - began < 1.5
             nursery.cancel_scope.cancel()
