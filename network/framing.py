@@ -9,6 +9,7 @@ frames out); :class:`FramedStream` wraps a Trio stream with it.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Iterable
 
 import trio
@@ -78,7 +79,7 @@ class FramedStream:
     def __init__(self, stream: trio.abc.Stream, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.stream = stream
         self.decoder = FrameDecoder(max_frame)
-        self._ready: list[bytes] = []
+        self._ready: deque[bytes] = deque()  # many small frames in one read: no pop(0)
         self.bytes_received = 0
         self.bytes_sent = 0
         self._send_nowait = getattr(stream, "send_nowait", None)  # a DirectStream's, say
@@ -91,8 +92,8 @@ class FramedStream:
                     raise FrameError("stream ended inside a frame")
                 return None
             self.bytes_received += len(data)
-            self._ready = self.decoder.feed(data)
-        return self._ready.pop(0)
+            self._ready.extend(self.decoder.feed(data))
+        return self._ready.popleft()
 
     async def send(self, payloads: Iterable[bytes]) -> None:
         """Send several frames with one ``send_all``."""
