@@ -110,7 +110,10 @@ class CoreBase:
             raise LocalMisuse("advance() must be given the Ready that ready() returned")
         self._outstanding = None
 
-    def transactions_to_verify(self, message: Record) -> Sequence[bytes]:
+    def transactions_to_verify(self, sender: int, message: Record) -> Sequence[bytes]:
+        """Client transactions in ``message`` (from replica ``sender``) whose signatures the
+        runtime may check ahead, off the event loop; the core checks any it then finds
+        unchecked itself."""
         return ()
 
     clients: ClientTable

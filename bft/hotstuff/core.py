@@ -369,8 +369,9 @@ class HotStuffCore(CoreBase):
         self.maybe_fetch_ledger()
         self.after_input()
 
-    def transactions_to_verify(self, message: Record) -> Sequence[bytes]:
-        if isinstance(message, Proposal):
+    def transactions_to_verify(self, sender: int, message: Record) -> Sequence[bytes]:
+        # Only a proposal from its view's leader: any other replica's would spend this CPU.
+        if isinstance(message, Proposal) and sender == self.leader(message.block.view):
             return message.block.txs
         return ()
 

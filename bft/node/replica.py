@@ -681,7 +681,7 @@ class Replica:
         elif isinstance(message, BlockRequest):
             await self._serve_blocks(sender, message)
             return
-        txs = self.core.transactions_to_verify(message) if self.core is not None else ()
+        txs = self.core.transactions_to_verify(sender, message) if self.core is not None else ()
         signed = [t for t in txs if looks_signed(t)]
         if len(signed) >= 8:
             # Check a proposal's client signatures on a worker thread, so the core finds them

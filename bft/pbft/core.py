@@ -269,8 +269,9 @@ class PbftCore(CoreBase):
             return
         handler(self, sender, message)
 
-    def transactions_to_verify(self, message: Record) -> Sequence[bytes]:
-        if isinstance(message, PrePrepare):
+    def transactions_to_verify(self, sender: int, message: Record) -> Sequence[bytes]:
+        # Only a proposal this replica may act on: any other replica's would spend its CPU.
+        if isinstance(message, PrePrepare) and sender == self.leader(message.view):
             return message.proposal.txs
         return ()
 

@@ -395,6 +395,13 @@ def test_no_vote_for_an_unsigned_transaction_under_a_signing_clients_id() -> Non
     assert d.core.rejections.count(f"proposal holds an {UNSIGNED_UNDER_A_KEY}") == 1
 
 
+def test_only_the_leaders_proposal_has_its_signatures_checked_ahead() -> None:
+    d = driver()
+    proposal = propose(B1)
+    assert list(d.core.transactions_to_verify(leader(1), proposal)) == list(B1.txs)
+    assert list(d.core.transactions_to_verify((leader(1) + 1) % 4, proposal)) == []
+
+
 def test_committed_requests_are_not_ordered_again() -> None:
     d = driver()
     for block in (B1, B2, B3, B4):

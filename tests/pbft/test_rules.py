@@ -242,6 +242,16 @@ def test_no_prepare_for_an_unsigned_transaction_under_a_signing_clients_id() -> 
     assert core.rejections.count(f"proposal holds an {UNSIGNED_UNDER_A_KEY}") == 1
 
 
+def test_only_the_primarys_proposal_has_its_signatures_checked_ahead() -> None:
+    """The runtime checks a proposal's client signatures off the loop before the core sees
+    it; only for the view's primary, or any replica could spend the others' CPU."""
+    c = Cluster(4)
+    core = c.cores[1]
+    pp = c.preprepare(0, 1, TX)
+    assert list(core.transactions_to_verify(0, pp)) == TX
+    assert list(core.transactions_to_verify(2, pp)) == []
+
+
 def test_a_request_ordered_twice_executes_once() -> None:
     """The primary gets one request into two sequence numbers; the ledger holds it once."""
     c = Cluster(4)
