@@ -525,7 +525,7 @@ class Replica:
             for out in ready.messages:
                 self._send_peer(out.to, out.message)
             if ready.replies:
-                await self._reply(ready)
+                self._reply(ready)
             if ready.committed:
                 self._feed_subscribers(ready.committed)
             core.advance(ready)
@@ -844,7 +844,7 @@ class Replica:
         self.core.verified.add(txid_of(r.raw) for r in admitted if r.signed)
         await self._inbox.send(("propose", admitted))
 
-    async def _reply(self, ready: Ready) -> None:
+    def _reply(self, ready: Ready) -> None:
         """One ``Committed`` (or ``Refused``) frame per client session per block."""
         by_height: dict[int, Block] = {b.height: b for b in ready.committed}
         grouped: dict[tuple[int, int], list[Reply]] = defaultdict(list)
