@@ -103,6 +103,8 @@ ROUTE_FANOUT = 4
 latest. A request arrives on several when a client reconnects, or when anyone else submits the
 same bytes (a faulty replica can: it sees every transaction); the reply must not go to the last
 submitter alone, or submitting a copy would take another client's replies."""
+Route = tuple[tuple[int, ...], float]
+"""Where a request's reply goes: client connection numbers, and when it was last admitted."""
 ROUTE_TTL_S = 600.0  # a request not answered this long after admission is no longer routed
 SESSION_QUEUE = 4096
 SESSION_QUEUE_BYTES = 32 << 20
@@ -273,7 +275,7 @@ class Replica:
         self._peers_up: set[int] = set()
         self.sessions: dict[int, ClientSession] = {}
         self._session_numbers = 0
-        self._routes: OrderedDict[tuple[bytes, int], tuple[tuple[int, ...], float]] = OrderedDict()
+        self._routes: OrderedDict[tuple[bytes, int], Route] = OrderedDict()
         """(client, seq) -> (session numbers, last admitted at): where a request's reply goes."""
         self._tick_pending = False
         self.started = time.monotonic()
@@ -824,16 +826,10 @@ class Replica:
         if not admitted:
             return
         routes = self._routes
-        number = session.number
-        route = ((number,), time.monotonic())
+        route = ((session.number,), time.monotonic())
         for request in admitted:
             earlier = routes.get(request.id)
-            if earlier is None or earlier[0] == route[0]:
-                routes[request.id] = route
-            elif number not in earlier[0]:
-                routes[request.id] = (earlier[0][: ROUTE_FANOUT - 1] + (number,), route[1])
-            else:
-                routes[request.id] = (earlier[0], route[1])
+            routes[request.id] = route if earlier is None else merge_routes(earlier, route)
             routes.move_to_end(request.id)
         # Oldest first (a request admitted again moves to the end): what was never answered (it
         # was refused, settled already, or its block went to another replica's clients) goes.
@@ -1280,6 +1276,17 @@ def _spoil_signature(message: Record) -> Record:
         return message
     bad = bytes([signature[0] ^ 0x01]) + signature[1:]
     return dataclasses.replace(message, signature=bad)  # type: ignore[type-var]
+
+
+def merge_routes(earlier: Route, new: Route) -> Route:
+    """Where a request's reply goes once it is admitted again from ``new``'s connection: the
+    connections it came from (the first kept, the newest added, ``ROUTE_FANOUT`` at most), and
+    the newest admission time."""
+    (number,), at = new
+    numbers = earlier[0]
+    if number not in numbers:
+        numbers = numbers[: ROUTE_FANOUT - 1] + (number,)
+    return numbers, at
 
 
 def _read_some_blocks(store: LedgerStore, start: int) -> list[Block]:

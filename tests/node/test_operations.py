@@ -286,6 +286,21 @@ async def test_reply_routes_are_forgotten_when_answered_or_old(
             assert (b"nobody", 1) not in replica._routes
 
 
+def test_a_reply_goes_to_the_first_and_the_latest_connections_of_a_request() -> None:
+    """A request admitted from several connections (a reconnecting client; anyone submitting a
+    copy) is answered on the first, and on the latest, up to ROUTE_FANOUT of them."""
+    from bft.node.replica import ROUTE_FANOUT, merge_routes
+
+    route = ((1,), 0.0)
+    route = merge_routes(route, ((1,), 1.0))
+    assert route == ((1,), 1.0)
+    for number in range(2, 10):
+        route = merge_routes(route, ((number,), float(number)))
+        assert route[0][0] == 1 and route[0][-1] == number and len(route[0]) <= ROUTE_FANOUT
+    assert route == ((1, 2, 3, 9), 9.0)
+    assert merge_routes(route, ((2,), 10.0)) == ((1, 2, 3, 9), 10.0)
+
+
 def test_garbage_collector_pauses_are_measured_per_generation() -> None:
     import gc
 
