@@ -82,6 +82,10 @@ class NetworkConfig:
     queue_bytes: int = 64 << 20
     """Bytes queued for one peer at most: 4,096 large proposals or block answers would be GBs."""
     batch_bytes: int = 4 << 20
+    max_handshakes: int = 128
+    """Accepted connections still in their handshake at most, per listening port; beyond it a
+    new connection is closed at once. Anyone who can reach the port can open them, so without
+    a bound they are memory anyone can take (each lasts ``handshake_timeout`` at most)."""
     reconnect_min: float = 0.05
     reconnect_max: float = 2.0
 
@@ -380,14 +384,31 @@ ConnectionHandler = Callable[[Identity, FramedStream], Awaitable[None]]
 
 
 class Acceptor:
-    """Accepts connections, authenticates them, and runs a handler on each."""
+    """Accepts connections, authenticates them, and runs a handler on each.
 
-    def __init__(self, endpoint: Endpoint, kind: str, on_connection: ConnectionHandler) -> None:
+    At most ``max_open`` connections are open at once (0: no limit) and at most
+    ``NetworkConfig.max_handshakes`` of them in their handshake; a connection beyond either is
+    closed as soon as it is accepted, before any TLS work (``refused_full`` in ``stats``).
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        kind: str,
+        on_connection: ConnectionHandler,
+        *,
+        max_open: int = 0,
+        max_open_setting: str = "",
+    ) -> None:
         self.endpoint = endpoint
         self.kind = kind
         self.on_connection = on_connection
+        self.max_open = max_open
+        self.max_open_setting = max_open_setting
+        """Where an operator sets ``max_open``, named in the refusal's log line."""
         self.stats: Counter[str] = Counter()
         self.open = 0
+        self.handshaking = 0
 
     async def serve(
         self, host: str, port: int, task_status: Any = trio.TASK_STATUS_IGNORED
@@ -395,18 +416,28 @@ class Acceptor:
         await trio.serve_tcp(self._handle, port, host=host, task_status=task_status)
 
     async def _handle(self, tcp: trio.SocketStream) -> None:
+        full = self._full()
+        if full:
+            self.stats["refused_full"] += 1
+            log.warning("%s connection refused: %s", self.kind, full)
+            await trio.aclose_forcefully(tcp)
+            return
         self.open += 1
+        self.handshaking += 1
         stream: trio.abc.Stream = tcp
         try:
-            # The direct stream owns the socket from here on: it is the one to close.
-            tls = self.endpoint.server_tls
-            direct = (
-                DirectStream.plain(tcp)
-                if tls is None
-                else DirectStream.tls(tcp, tls, server_side=True)
-            )
-            stream = direct
-            identity, framed = await self._handshake(direct)
+            try:
+                # The direct stream owns the socket from here on: it is the one to close.
+                tls = self.endpoint.server_tls
+                direct = (
+                    DirectStream.plain(tcp)
+                    if tls is None
+                    else DirectStream.tls(tcp, tls, server_side=True)
+                )
+                stream = direct
+                identity, framed = await self._handshake(direct)
+            finally:
+                self.handshaking -= 1
             self.stats["accepted"] += 1
             await self.on_connection(identity, framed)
         except HandshakeError as exc:
@@ -423,6 +454,16 @@ class Acceptor:
         finally:
             self.open -= 1
             await trio.aclose_forcefully(stream)
+
+    def _full(self) -> str:
+        """Why a new connection cannot be taken now ("" when it can)."""
+        if self.max_open and self.open >= self.max_open:
+            where = f" ({self.max_open_setting})" if self.max_open_setting else ""
+            return f"{self.open} connections open, the limit{where}"
+        limit = self.endpoint.config.max_handshakes
+        if self.handshaking >= limit:
+            return f"{self.handshaking} connections in their handshake, the limit"
+        return ""
 
     async def _handshake(self, stream: DirectStream) -> tuple[Identity, FramedStream]:
         endpoint = self.endpoint

@@ -87,6 +87,7 @@ KNOWN_KEYS: dict[str, frozenset[str] | None] = {
             "require_client_signatures",
             "max_frame",
             "client_refusals_per_s",
+            "max_client_connections",
             "client_txs_per_s",
             "client_bytes_per_s",
         }
@@ -147,6 +148,9 @@ class ReplicaConfig:
     client_refusals_per_s: float = 200.0
     """Refused transactions a client connection may cause per second before the replica stops
     reading from it for a while (0: no limit)."""
+    max_client_connections: int = 1024
+    """Client connections open at once at most (those in their handshake included); a new one
+    beyond it is closed at once."""
     client_txs_per_s: float = 0.0
     """Transactions a client connection may submit per second (0: no limit)."""
     client_bytes_per_s: float = 0.0
@@ -343,6 +347,13 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
         handshake_timeout_s=r.number("network", "handshake_timeout_s", 5.0, 0.1, 600),
         idle_timeout_s=r.number("network", "idle_timeout_s", 30.0, 1, 86_400),
         client_refusals_per_s=r.number("limits", "client_refusals_per_s", 200.0, 0, 1e9),
+        max_client_connections=r.get(
+            "limits",
+            "max_client_connections",
+            int,
+            1024,
+            check=within(1, 1_000_000),
+        ),
         trim_every_s=r.number("memory", "trim_every_s", 60.0, 0, 86_400),
         disk_inline_below_ms=r.number("disk", "inline_below_ms", 3.0, 0, 1_000),
         client_txs_per_s=r.number("limits", "client_txs_per_s", 0.0, 0, 1e9),

@@ -103,6 +103,7 @@ ROUTE_FANOUT = 4
 latest. A request arrives on several when a client reconnects, or when anyone else submits the
 same bytes (a faulty replica can: it sees every transaction); the reply must not go to the last
 submitter alone, or submitting a copy would take another client's replies."""
+PEER_CONNECTIONS = 2  # connections from one peer read at once; a newer one closes the oldest
 Route = tuple[tuple[int, ...], float]
 """Where a request's reply goes: client connection numbers, and when it was last admitted."""
 ROUTE_TTL_S = 600.0  # a request not answered this long after admission is no longer routed
@@ -274,6 +275,7 @@ class Replica:
         self.leader: int | None = None
         self._peers_up: set[int] = set()
         self.sessions: dict[int, ClientSession] = {}
+        self._peer_inbound: dict[int, deque[trio.CancelScope]] = {}
         self._session_numbers = 0
         self._routes: OrderedDict[tuple[bytes, int], Route] = OrderedDict()
         """(client, seq) -> (session numbers, last admitted at): where a request's reply goes."""
@@ -356,7 +358,13 @@ class Replica:
                     self.endpoint, self.replica, self.config.peers, self.faults, seed=self.replica
                 )
                 peers = Acceptor(self.endpoint, "replica", self._on_peer)
-                clients = Acceptor(self.endpoint, "client", self._on_client)
+                clients = Acceptor(
+                    self.endpoint,
+                    "client",
+                    self._on_client,
+                    max_open=self.config.max_client_connections,
+                    max_open_setting="[limits] max_client_connections",
+                )
                 self.peer_acceptor, self.client_acceptor = peers, clients
                 # Listen before dialling: a peer we reach then reaches us back at once.
                 self.peer_port = await self._listen(nursery, peers, self.config.listen)
@@ -662,9 +670,25 @@ class Replica:
             links.send(to, frame)
 
     async def _on_peer(self, identity: Identity, framed: FramedStream) -> None:
-        if self.links is not None and identity.replica is not None:
-            self.links.peer_is_up(identity.replica)  # it restarted, say: reconnect to it now
-        await read_frames(framed, identity, self._peer_frame, self.network_config)
+        sender = identity.replica
+        if sender is None:
+            return
+        if self.links is not None:
+            self.links.peer_is_up(sender)  # it restarted, say: reconnect to it now
+        # A replica connects to us once at a time; a new connection from it replaces its oldest
+        # beyond PEER_CONNECTIONS (one that broke without a word, say), so no peer, faulty or
+        # not, can hold more than that many readers here.
+        mine = self._peer_inbound.setdefault(sender, deque())
+        with trio.CancelScope() as scope:
+            mine.append(scope)
+            while len(mine) > PEER_CONNECTIONS:
+                mine.popleft().cancel()
+                self.stats["peer_connections_replaced"] += 1
+            try:
+                await read_frames(framed, identity, self._peer_frame, self.network_config)
+            finally:
+                if scope in mine:
+                    mine.remove(scope)
 
     async def _peer_frame(self, identity: Identity, frame: bytes) -> None:
         sender = identity.replica
@@ -1175,7 +1199,12 @@ class Replica:
         ):
             if acceptor is None:
                 continue
-            for key in ("rejected_handshake", "rejected_timeout", "closed_bad_input"):
+            for key in (
+                "rejected_handshake",
+                "rejected_timeout",
+                "closed_bad_input",
+                "refused_full",
+            ):
                 if acceptor.stats[key]:
                     counts[f"{acceptor.kind} {key.replace('_', ' ')}"] += acceptor.stats[key]
         return counts

@@ -209,6 +209,56 @@ async def test_a_stalled_handshake_times_out(tls_dir: Path) -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_connections_beyond_the_limits_are_closed_at_once(tls_dir: Path) -> None:
+    """``max_open`` bounds the open connections, ``max_handshakes`` those still in their
+    handshake (anyone can open those): one more is closed as soon as it is accepted, and a
+    place freed is taken again."""
+    receiver = Receiver()
+    config = NetworkConfig(handshake_timeout=1.0, idle_timeout=30.0, max_handshakes=2)
+    ep = endpoint(tls_dir, 0, config)
+
+    async def refused(port: int) -> bool:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        with trio.move_on_after(0.5):
+            return await stream.receive_some(10) == b""  # closed before a byte was sent
+        await stream.aclose()
+        return False  # still open: waiting for its handshake
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            acceptor = Acceptor(ep, "replica", receiver.on_connection, max_open=3)
+            listeners = await nursery.start(acceptor.serve, "127.0.0.1", 0)
+            port = listeners[0].socket.getsockname()[1]
+            # Two silent connections fill the handshake places; a third is refused.
+            silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+            while acceptor.handshaking < 2:
+                await trio.sleep(0.01)
+            assert await refused(port)
+            assert acceptor.stats["refused_full"] == 1
+            for stream in silent:
+                await stream.aclose()
+            while acceptor.handshaking:
+                await trio.sleep(0.01)
+            # Three authenticated connections fill max_open; a fourth is refused.
+            links = [
+                await dial(endpoint(tls_dir, 1, config), "127.0.0.1", port, hello(1))
+                for _ in range(3)
+            ]
+            while acceptor.handshaking:  # the acceptor reads each one's hello
+                await trio.sleep(0.01)
+            assert acceptor.open == 3
+            assert await refused(port)
+            assert acceptor.stats["refused_full"] == 2
+            await links[0].aclose()
+            while acceptor.open == 3:
+                await trio.sleep(0.01)
+            again = await dial(endpoint(tls_dir, 1, config), "127.0.0.1", port, hello(1))
+            await again.send([b"taken again"])
+            await receiver.arrived.wait()
+            assert acceptor.stats["accepted"] == 4
+            nursery.cancel_scope.cancel()
+
+
 async def test_frames_at_and_over_the_limit(tls_dir: Path) -> None:
     receiver = Receiver()
     config = NetworkConfig(max_frame=1000, handshake_timeout=1.0, idle_timeout=2.0)

@@ -14,7 +14,7 @@ import trio
 from bft.client import ClientConfig, open_client
 from bft.testbed import init_cluster, load_cluster, verify_cluster
 from crypto.keyfiles import load_committee
-from network import Endpoint, Hello, NetworkConfig, dial
+from network import Endpoint, HandshakeError, Hello, NetworkConfig, dial
 from network.framing import encode_frame
 from network.tls import client_context, client_files, replica_files
 
@@ -266,3 +266,76 @@ async def test_hostile_clients_bad_identities_and_stalls_are_dropped_and_the_clu
     report = verify_cluster(cluster, acknowledged)
     assert report.ok, report.problems
     print({name: round(t, 2) for name, t in timings.items() if t is not None})
+
+
+async def test_client_connections_beyond_the_limit_are_refused_and_the_rest_go_on(
+    cluster_dir: Path,
+) -> None:
+    """``[limits] max_client_connections``: one more client connection is closed at once, the
+    open ones keep committing, and a place freed is taken again."""
+    path = cluster_dir / "replica-0.toml"
+    path.write_text(
+        path.read_text().replace("[limits]\n", "[limits]\nmax_client_connections = 3\n")
+    )
+    cluster = load_cluster(cluster_dir)
+    committee = load_committee(cluster.committee_file)
+    as_client = Endpoint(
+        committee, "pbft", None, client_context(client_files(cluster.tls_dir, "default"))
+    )
+    hello = Hello(kind="client", id=0, chain_id=cluster.chain_id, protocol="pbft")
+    host, port = cluster.clients[0]
+    config = ClientConfig.from_cluster(cluster_dir, timeout=20)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(cluster, nursery)
+            await nodes.start_all()
+            target = nodes.replicas[0]
+            if target.config.max_client_connections != 3:
+                raise AssertionError("the setting did not reach the replica")
+            async with open_client(config) as client:  # one place at replica 0
+                held = [await dial(as_client, host, port, hello, expect_replica=0)]
+                held.append(await dial(as_client, host, port, hello, expect_replica=0))
+                with pytest.raises((HandshakeError, trio.BrokenResourceError, OSError)):
+                    extra = await dial(as_client, host, port, hello, expect_replica=0)
+                    await extra.receive()  # closed without a word
+                assert target.client_acceptor.stats["refused_full"] >= 1
+                assert target.client_acceptor.open == 3
+                await client.submit(b"the open ones go on")
+                await held.pop().aclose()
+                while target.client_acceptor.open == 3:
+                    await trio.sleep(0.01)
+                held.append(await dial(as_client, host, port, hello, expect_replica=0))
+                while target.client_acceptor.stats["accepted"] < 4:
+                    await trio.sleep(0.01)  # taken: the acceptor reads its hello
+                assert target.client_acceptor.open == 3
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_reads_at_most_two_connections_from_one_replica(cluster_dir: Path) -> None:
+    """A replica (faulty, or one whose old connections broke without a word) that connects again
+    and again has its oldest connection closed: it cannot hold more than two readers."""
+    from bft.node.replica import PEER_CONNECTIONS
+
+    cluster = load_cluster(cluster_dir)
+    config = ClientConfig.from_cluster(cluster_dir, timeout=20)
+    host, port = cluster.peers[0]
+    hello = Hello(kind="replica", id=3, chain_id=cluster.chain_id, protocol="pbft")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(cluster, nursery)
+            await nodes.start_all()
+            await commit(config, b"before")
+            target, insider = nodes.replicas[0], nodes.replicas[3].endpoint
+            links = []
+            for _ in range(5):
+                links.append(await dial(insider, host, port, hello, expect_replica=0))
+                await trio.sleep(0.05)
+                assert len(target._peer_inbound.get(3, ())) <= PEER_CONNECTIONS
+            for framed in links[:-PEER_CONNECTIONS]:  # the oldest ones are closed
+                assert await closed_by_peer(framed.stream)
+            assert target.stats["peer_connections_replaced"] >= 3
+            # Replica 3's own link was among those closed; it reconnects and the cluster goes on.
+            for framed in links:
+                await trio.aclose_forcefully(framed.stream)
+            await commit(config, b"after")
+            nursery.cancel_scope.cancel()

@@ -350,13 +350,17 @@ def test_network_timeouts_and_client_limits_are_configurable(cluster_dir: Path) 
     text = text.replace(
         "[limits]\n",
         "[limits]\nclient_refusals_per_s = 0\nclient_txs_per_s = 500\n"
-        "client_bytes_per_s = 1_000_000\n",
+        "client_bytes_per_s = 1_000_000\nmax_client_connections = 64\n",
     )
     path.write_text(text)
     config = load_replica_config(path)
     assert (config.handshake_timeout_s, config.idle_timeout_s) == (2.5, 60.0)
     assert config.client_refusals_per_s == 0
     assert (config.client_txs_per_s, config.client_bytes_per_s) == (500, 1_000_000)
+    assert config.max_client_connections == 64
+    path.write_text(text.replace("max_client_connections = 64", "max_client_connections = 0"))
+    with pytest.raises(ConfigError, match=r"\[limits.max_client_connections\]"):
+        load_replica_config(path)
     path.write_text(text.replace("idle_timeout_s = 60", "idle_timeout_s = 0"))
     with pytest.raises(ConfigError, match=r"\[network.idle_timeout_s\]"):
         load_replica_config(path)
