@@ -137,11 +137,6 @@ class CoreBase:
             )
         return table
 
-    def settled_already(self, request: Request) -> bool:
-        """Whether the ledger already settles ``request`` (committed, or too old): a retry
-        whose answer was lost, or a replay. For runtimes that ration such traffic."""
-        return self.clients.status(request.client, request.seq)[0] is not Status.NEW
-
     def answer_if_known(self, request: Request, clients: ClientTable, durable_height: int) -> bool:
         """Answer a request the ledger already settles; ``True`` when there is nothing more to do.
 

@@ -61,7 +61,7 @@ from bft.core.evidence import Evidence, EvidenceError, find_signer
 from bft.core.interface import CoreContext, LedgerState, serve_block_request
 from bft.core.messages import BlockRequest, BlockResponse
 from bft.core.ready import BROADCAST, Ready, Reply
-from bft.core.requests import Request, RequestId
+from bft.core.requests import Request, RequestId, Status
 from bft.protocols import spec as protocol_spec
 from crypto import MerkleTree
 from crypto.codec import CodecError, Record
@@ -121,6 +121,12 @@ BACKFILL_AHEAD_BYTES = 4 << 20
 the ledger is read as fast as the subscriber takes it, not faster."""
 SESSION_REPEATS = 4096  # settled requests a client connection was answered again, remembered
 REPEAT_WINDOW_S = 1.0  # the same settled request again within this costs the refusal allowance
+FREE_ANSWER_BLOCKS = 256
+"""A settled request submitted again is answered without charge when its block is one of the
+last this many (a lagging replica receives an honest client's requests after the others committed
+them; a client retries a lost answer within seconds). One settled in an older block costs the
+connection's refusal allowance: its answer is a read of that block from the ledger, and a flood
+of distinct old transactions, each sent once, would otherwise read the ledger at no charge."""
 INDEX_BATCH_ROWS = 20_000  # index entries written together (see _index_writer)
 INDEX_EVERY_S = 5.0  # ... or whatever has accumulated, this often
 INDEX_PAUSE_S = 0.02  # between chunks of a sealed segment's run (see _index_writer)
@@ -818,18 +824,25 @@ class Replica:
             if items:
                 session.send(Refused(items=tuple(items)))
         if admitted:
-            # Requests the ledger already settles are answered again and counted. Only one
-            # repeated on this connection within a second of the last time costs the allowance:
-            # a replica that lags receives an honest client's requests once each, after the
-            # others committed them (throttling it would slow that client down), and an honest
-            # client retries seconds apart; a flood of replays repeats itself at once.
+            # Requests the ledger already settles are answered again and counted. One costs the
+            # allowance when it repeats on this connection within a second of the last time, or
+            # when its block is older than FREE_ANSWER_BLOCKS (a ledger read): a replica that
+            # lags receives an honest client's requests once each, after the others committed
+            # them (throttling it would slow that client down), and an honest client retries
+            # seconds apart; a flood of replays repeats itself at once, or reaches back.
             repeats, now = session.repeats, time.monotonic()
+            clients = self.core.clients
+            free_from = (self.store.height if self.store is not None else 0) - FREE_ANSWER_BLOCKS
             for request in admitted:
-                if not self.core.settled_already(request):
+                status, place = clients.status(request.client, request.seq)
+                if status is Status.NEW:
                     continue
                 self.stats["client_txs_settled_again"] += 1
                 seen = repeats.pop(request.id, None)
-                if seen is not None and now - seen < REPEAT_WINDOW_S:
+                if place is not None and place[0] <= free_from:
+                    self.stats["client_txs_settled_long_ago"] += 1
+                    wasted += 1
+                elif seen is not None and now - seen < REPEAT_WINDOW_S:
                     wasted += 1
                 repeats[request.id] = now
             while len(repeats) > SESSION_REPEATS:

@@ -335,3 +335,39 @@ async def test_answers_from_the_ledger_do_not_hold_up_ordering(tmp_path: Path) -
                 await fresh.submit(b"new")
                 assert trio.current_time() - began < 1.5
             nursery.cancel_scope.cancel()
+
+
+async def test_replaying_transactions_from_old_blocks_costs_the_refusal_allowance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each answer for a block older than FREE_ANSWER_BLOCKS is a ledger read: a connection
+    replaying old transactions, even each only once, is charged for them and throttled; the
+    same replay of recent blocks (a lagging replica's backlog, a prompt retry) is free."""
+    from bft.node import replica as replica_module
+
+    monkeypatch.setattr(replica_module, "FREE_ANSWER_BLOCKS", 5)
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    path = tmp_path / "replica-0.toml"
+    path.write_text(
+        path.read_text().replace("[limits]\n", "[limits]\nclient_refusals_per_s = 10\n")
+    )
+    config = ClientConfig.from_cluster(tmp_path, timeout=30, client_id=b"replayer", first_seq=1)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nodes = InProcessCluster(nodes_cluster(tmp_path), nursery)
+            await nodes.start_all()
+            async with open_client(config) as client:
+                old = [await client.submit(b"old %d" % i) for i in range(40)]
+            assert len({r.header.height for r in old}) == 40
+            target = nodes.replicas[0]
+            async with open_client(ClientConfig.from_cluster(tmp_path, timeout=30)) as again:
+                await again._send(0, [Submit(txs=tuple(r.tx for r in old[-3:])).encode()])
+                while target.stats["client_txs_settled_again"] < 3:
+                    await trio.sleep(0.01)
+                assert target.stats["client_txs_settled_long_ago"] == 0
+                await again._send(0, [Submit(txs=tuple(r.tx for r in old[:-3])).encode()])
+                while target.stats["client_txs_settled_again"] < 40:
+                    await trio.sleep(0.01)
+                assert target.stats["client_txs_settled_long_ago"] >= 30
+                assert target.stats["client_throttled"] == 1
+            nursery.cancel_scope.cancel()
