@@ -74,12 +74,13 @@ def nodes_cluster(directory: Path):  # type: ignore[no-untyped-def]
     return load_cluster(directory)
 
 
-async def test_new_requests_wait_within_the_client_window(cluster_dir: Path) -> None:
-    # Nobody answers: the first requests stay unfinished, and later ones must not be numbered
-    # a window or more above them (the replicas would refuse those as stale).
-    config = ClientConfig.from_cluster(
-        cluster_dir, client_window=5, timeout=0.5, connect_timeout=0.2
-    )
+@pytest.mark.parametrize("limit", ["client_window", "max_inflight"])
+async def test_requests_beyond_the_client_limits_wait(cluster_dir: Path, limit: str) -> None:
+    """Nobody answers, so the first requests stay unfinished until their deadline. Later ones
+    must not be numbered a window or more above them (``client_window``: the replicas would
+    refuse those as stale), nor be more than ``max_inflight`` outstanding; they wait, and a
+    submit cancelled while it waits leaves nothing behind."""
+    config = ClientConfig.from_cluster(cluster_dir, **{limit: 5}, timeout=0.5, connect_timeout=0.2)
     outcomes: list[str] = []
     with trio.fail_after(20):
         async with open_client(config, wait=0) as client:
@@ -95,36 +96,13 @@ async def test_new_requests_wait_within_the_client_window(cluster_dir: Path) -> 
                     nursery.start_soon(one)
                 await trio.sleep(0.2)
                 assert sorted(client._pending) == [1, 2, 3, 4, 5]
-            assert client._seq == 12 and outcomes == ["indeterminate"] * 12
-            assert client.stats["window_waits"] > 0
-
-
-async def test_at_most_max_inflight_requests_are_outstanding(cluster_dir: Path) -> None:
-    # Nobody answers: three requests take the three slots, the others wait for one to be
-    # freed (at its deadline); a submit cancelled while it waits for a slot gives none back.
-    config = ClientConfig.from_cluster(
-        cluster_dir, max_inflight=3, timeout=0.5, connect_timeout=0.2
-    )
-    outcomes: list[str] = []
-    with trio.fail_after(20):
-        async with open_client(config, wait=0) as client:
-
-            async def one() -> None:
-                try:
-                    await client.submit(b"x")
-                except NotCommitted:
-                    outcomes.append("indeterminate")
-
-            async with trio.open_nursery() as nursery:
-                for _ in range(7):
-                    nursery.start_soon(one)
-                await trio.sleep(0.2)
-                assert sorted(client._pending) == [1, 2, 3]
                 with trio.move_on_after(0.05) as waiting:
-                    await client.submit(b"cancelled while waiting for a slot")
+                    await client.submit(b"cancelled while it waits")
                 assert waiting.cancelled_caught
-            assert outcomes == ["indeterminate"] * 7 and client._seq == 7
-            assert client._slots.value == 3 and not client._pending
+            assert client._seq == 12 and outcomes == ["indeterminate"] * 12
+            assert client._slots.value == config.max_inflight and not client._pending
+            if limit == "client_window":
+                assert client.stats["window_waits"] > 0
 
 
 async def test_a_lone_request_leaves_at_once_and_requests_under_load_share_frames(
