@@ -13,7 +13,7 @@ from bft.client import ClientConfig, ClientError, ClusterUnreachable, NotCommitt
 from bft.client.client import Rejected
 from bft.client.protocol import Submit
 from bft.testbed import init_cluster
-from ledger import Transaction
+from ledger import Receipt, Transaction
 
 from .harness import InProcessCluster, running
 
@@ -274,6 +274,19 @@ async def test_a_copy_of_a_request_does_not_take_its_replies(tmp_path: Path) -> 
             nursery.cancel_scope.cancel()
 
 
+def replayer(directory: Path) -> ClientConfig:
+    """A client that numbers from 1 under a fixed id, so its transactions can be sent again."""
+    return ClientConfig.from_cluster(directory, timeout=30, client_id=b"replayer", first_seq=1)
+
+
+async def one_block_each(config: ClientConfig, count: int) -> list[Receipt]:
+    """Commit ``count`` transactions one at a time: each in a block of its own."""
+    async with open_client(config) as client:
+        receipts = [await client.submit(b"old %d" % i) for i in range(count)]
+    assert len({r.header.height for r in receipts}) == count
+    return receipts
+
+
 async def test_answers_from_the_ledger_do_not_hold_up_ordering(tmp_path: Path) -> None:
     """Transactions settled long ago, submitted again, are answered from their blocks in the
     ledger. Those reads must not stall ordering: here each takes 50 ms, and 60 old transactions
@@ -282,14 +295,10 @@ async def test_answers_from_the_ledger_do_not_hold_up_ordering(tmp_path: Path) -
     import time
 
     init_cluster(tmp_path, protocol="pbft", n=4)
-    config = ClientConfig.from_cluster(tmp_path, timeout=30, client_id=b"replayer", first_seq=1)
+    config = replayer(tmp_path)
     with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            nodes = InProcessCluster(nodes_cluster(tmp_path), nursery)
-            await nodes.start_all()
-            async with open_client(config) as client:
-                old = [await client.submit(b"old %d" % i) for i in range(60)]
-            assert len({r.header.height for r in old}) == 60
+        async with running(tmp_path) as nodes:
+            old = await one_block_each(config, 60)
             top = max(r.header.height for r in old)
             for node in nodes.replicas.values():
                 store = node.store
@@ -312,7 +321,6 @@ async def test_answers_from_the_ledger_do_not_hold_up_ordering(tmp_path: Path) -
                 began = trio.current_time()
                 await fresh.submit(b"new")
                 assert trio.current_time() - began < 1.5
-            nursery.cancel_scope.cancel()
 
 
 async def test_replaying_transactions_from_old_blocks_costs_the_refusal_allowance(
@@ -329,14 +337,9 @@ async def test_replaying_transactions_from_old_blocks_costs_the_refusal_allowanc
     path.write_text(
         path.read_text().replace("[limits]\n", "[limits]\nclient_refusals_per_s = 10\n")
     )
-    config = ClientConfig.from_cluster(tmp_path, timeout=30, client_id=b"replayer", first_seq=1)
     with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            nodes = InProcessCluster(nodes_cluster(tmp_path), nursery)
-            await nodes.start_all()
-            async with open_client(config) as client:
-                old = [await client.submit(b"old %d" % i) for i in range(40)]
-            assert len({r.header.height for r in old}) == 40
+        async with running(tmp_path) as nodes:
+            old = await one_block_each(replayer(tmp_path), 40)
             target = nodes.replicas[0]
             async with open_client(ClientConfig.from_cluster(tmp_path, timeout=30)) as again:
                 await again._send(0, [Submit(txs=tuple(r.tx for r in old[-3:])).encode()])
@@ -348,4 +351,3 @@ async def test_replaying_transactions_from_old_blocks_costs_the_refusal_allowanc
                     await trio.sleep(0.01)
                 assert target.stats["client_txs_settled_long_ago"] >= 30
                 assert target.stats["client_throttled"] == 1
-            nursery.cancel_scope.cancel()
