@@ -4,22 +4,32 @@ Theory of operation
 -------------------
 A :class:`Client` keeps one authenticated connection to every replica (reconnecting as needed).
 ``submit`` gives a payload the next sequence number of this client, signs it if the client has a
-key, and queues it; a batcher sends queued transactions to every replica in one ``Submit`` frame
-once ``batch_max`` are waiting or ``linger`` has passed (as a Kafka producer does; with nothing
-else in flight, at once), so a faulty leader cannot silently drop a request. At most
+key, and queues it; a batcher sends queued transactions in one ``Submit`` frame once
+``batch_max`` are waiting or ``linger`` has passed (as a Kafka producer does; with nothing else
+in flight, at once). In PBFT and Raft the frame goes to the leader alone once the client knows
+it (the proposer of the newest certified block it verified; ``leader_first``), as PBFT's
+clients do: the other replicas learn each request from the leader's proposal instead of
+admitting it twice. A request the leader has not answered after ``leader_timeout``, or that the
+leader alone refuses or places where another transaction is, goes to every replica at once, so
+a faulty or replaced leader cannot silently drop it: the backups' timers then run, and a new
+leader proposes it. Before the first verified block, with the leader not connected, and in
+HotStuff (whose leader changes every view), frames go to every replica. At most
 ``max_inflight`` requests are outstanding, and a new one is numbered less than
 ``client_window`` above the oldest unfinished one (the replicas refuse as stale a request a
 window behind the client's newest committed one); more ``submit`` calls wait (backpressure, not
 unbounded memory).
 
-A transaction is committed for the client when ``ack_quorum`` replicas (f+1 in the BFT modes,
-so at least one honest; one in Raft mode) report the same place in the ledger, and the receipt
-built from a report verifies against the committee file (the certificate is checked once per
-block). Then ``submit`` returns the :class:`~ledger.Receipt`. Requests not committed after
+A transaction is committed for the client when a replica reports its place in the ledger and
+the receipt built from the report verifies against the committee file (the certificate, a
+Byzantine quorum's signatures in the BFT modes, is checked once per block): that is proof on its
+own. A replica that once sent evidence that does not verify is suspect: its reports count only
+when ``ack_quorum`` replicas (f+1 in the BFT modes, so at least one honest) make the same one,
+so it cannot make the client check certificates over and over. Then ``submit`` returns the
+:class:`~ledger.Receipt`. Requests not committed after
 ``retry_after`` are sent to every replica again with the same sequence number (the replicas
 deduplicate); after ``timeout`` the client gives up with :class:`NotCommitted`: the outcome is
 *indeterminate*, the request may still commit, but never twice. A request refused by
-``ack_quorum`` replicas raises :class:`Rejected` with the reason.
+``ack_quorum`` replicas raises :class:`Rejected` with the reason (a refusal carries no proof).
 
 The replicas deduplicate by ``(client, seq)``. An unsigned client is a new identity with every
 client object and numbers from 1; a signing client's identity is its key, which outlives the
@@ -35,6 +45,7 @@ certificate) before it is yielded; a replica that sends an invalid block is left
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import ssl
@@ -120,6 +131,17 @@ class ClientConfig:
     request is numbered less than this above the oldest unfinished one, or waits: however many
     are in flight, one stuck behind the others is never refused as stale."""
     retry_after: float = 3.0
+    leader_first: bool = True
+    """In the modes with a stable leader (PBFT's primary, Raft's leader), send a new request to
+    the replica that proposed the newest block this client verified, as PBFT's clients do; the
+    others receive it when the leader's answer is not enough (a refusal, evidence that does not
+    verify), after ``leader_timeout``, or when it is not connected. Every other replica is then
+    spared the admission of each request. ``False``, before the first verified block, and in
+    HotStuff (whose leader changes every view): to every replica at once."""
+    leader_timeout: float = 1.0
+    """How long a request sent to the leader alone waits for its receipt before it is sent to
+    every replica (a leader that lost it, or that was replaced: the others then start their
+    timers, and a new leader proposes it)."""
     timeout: float = 30.0
     connect_timeout: float = 5.0
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -175,6 +197,8 @@ class _Pending:
     first_sent: float = 0.0
     last_sent: float = 0.0
     attempts: int = 0
+    narrow: bool = False
+    """Sent to the leader alone (so far)."""
     votes: dict[tuple[int, int, bytes] | str, set[int]] = field(default_factory=dict)
     voted: dict[int, tuple[int, int, bytes] | str] = field(default_factory=dict)
     receipt: Receipt | None = None
@@ -195,6 +219,11 @@ class _Pending:
         voters.add(replica)
         return len(voters)
 
+
+log = logging.getLogger(__name__)
+
+STABLE_LEADER = frozenset({"pbft", "raft"})
+"""The modes whose leader stays until it fails (HotStuff's changes every view)."""
 
 STREAM_STALL_S = 5.0
 """``blocks()`` moves to the next replica after this long without a new block from the one it
@@ -255,6 +284,11 @@ class Client:
         tls = client_context(config.tls) if config.tls is not None else None
         self._endpoint = Endpoint(self.committee, config.protocol, None, tls, config.network)
         self._rng = random.Random()
+        self._leader: int | None = None
+        self._leader_height = 0
+        self._suspects: set[int] = set()
+        """Replicas that sent evidence that did not verify: their reports count only when f+1
+        replicas make the same one (so each costs the client at most one failed check)."""
 
     # ------------------------------------------------------------------------------ connections
 
@@ -346,17 +380,43 @@ class Client:
         finally:
             scope.cancel()  # closed or broken: stop writing too, and reconnect
 
-    async def _send(self, replica: int, frames: Sequence[bytes]) -> bool:
+    def _put(self, replica: int, frames: Sequence[bytes]) -> bool:
         """Queue ``frames`` for ``replica`` (``False`` if it is not connected)."""
-        conn = self._conns[replica]
-        if conn.framed is None:
+        conn = self._conns.get(replica)
+        if conn is None or conn.framed is None:
             return False
         conn.outbox.put(frames)
         return True
 
+    async def _send(self, replica: int, frames: Sequence[bytes]) -> bool:
+        return self._put(replica, frames)
+
     async def _broadcast(self, frames: Sequence[bytes]) -> int:
         """Queue ``frames`` for every connected replica; return how many."""
-        return sum([await self._send(replica, frames) for replica in self._conns])
+        return sum([self._put(replica, frames) for replica in self._conns])
+
+    def _leader_target(self) -> int | None:
+        """The replica new requests go to alone, or ``None``: to every replica."""
+        leader = self._leader
+        if leader is None or leader in self._suspects or not self.config.leader_first:
+            return None
+        return leader
+
+    def _widen(self, pendings: Sequence[_Pending]) -> None:
+        """Send requests that only the leader has to every replica, now."""
+        wide = [p for p in pendings if p.narrow and not p.done.is_set()]
+        if not wide:
+            return
+        now = trio.current_time()
+        for p in wide:
+            p.narrow = False
+            p.last_sent = now
+        for i in range(0, len(wide), self.config.batch_max):
+            chunk = wide[i : i + self.config.batch_max]
+            frame = Submit(txs=tuple(p.raw for p in chunk)).encode()
+            for replica in self._conns:
+                self._put(replica, [frame])
+        self.stats["widened"] += len(wide)
 
     async def wait_connected(self, count: int | None = None, timeout: float | None = None) -> None:
         """Wait until ``count`` replicas (default: all) are connected."""
@@ -475,7 +535,13 @@ class Client:
             now = trio.current_time()
             for pending in batch:
                 pending.first_sent = pending.last_sent = now
-            if await self._broadcast([Submit(txs=tuple(p.raw for p in batch)).encode()]) == 0:
+            frames = [Submit(txs=tuple(p.raw for p in batch)).encode()]
+            leader = self._leader_target()
+            if leader is not None and self._put(leader, frames):
+                for pending in batch:
+                    pending.narrow = True
+                self.stats["batches_to_leader"] += 1
+            elif await self._broadcast(frames) == 0:
                 self.stats["send_failures"] += 1
             self.stats["batches_sent"] += 1
 
@@ -497,8 +563,16 @@ class Client:
     async def _retrier(self) -> None:
         config = self.config
         while True:
-            await trio.sleep(min(config.retry_after / 4, 0.5))
+            await trio.sleep(min(config.retry_after / 4, config.leader_timeout / 4, 0.5))
             now = trio.current_time()
+            # What the leader alone has and has not answered in time goes to the others.
+            self._widen(
+                [
+                    p
+                    for p in self._pending.values()
+                    if p.narrow and now - p.first_sent >= config.leader_timeout
+                ]
+            )
             # Each request waits twice as long before each re-send: a slow cluster is not
             # flooded with copies of what it is already working on.
             due = [
@@ -513,6 +587,7 @@ class Client:
             for p in due:
                 p.last_sent = now
                 p.attempts += 1
+                p.narrow = False
             for i in range(0, len(due), config.batch_max):
                 chunk = due[i : i + config.batch_max]
                 await self._broadcast([Submit(txs=tuple(p.raw for p in chunk)).encode()])
@@ -536,6 +611,10 @@ class Client:
         if len(self._verified_blocks) >= 4096:
             self._verified_blocks.clear()
         self._verified_blocks.add(key)
+        if header.height > self._leader_height and header.protocol in STABLE_LEADER:
+            # The newest certified block names the leader that proposed it: PBFT's primary (a
+            # view change makes another one, whose blocks then name it), Raft's leader.
+            self._leader, self._leader_height = header.proposer, header.height
         return True
 
     def _leaf_tree(self, message: Committed, block_hash: bytes) -> MerkleTree | None:
@@ -561,6 +640,7 @@ class Client:
         header = message.header
         block_hash = header.hash()
         quorum = self.config.ack_quorum
+        trusted = replica not in self._suspects
         mine = self.client_id
         certified: bool | None = None
         for i, (client, seq, index) in enumerate(
@@ -571,19 +651,31 @@ class Client:
             pending = self._pending.get(seq)
             if pending is None or pending.done.is_set():
                 continue
-            if pending.vote(replica, (header.height, index, block_hash)) < quorum:
+            # A receipt that verifies is proof on its own (the certificate is a Byzantine
+            # quorum's); a replica that sent evidence that did not verify must be joined by f+1.
+            votes = pending.vote(replica, (header.height, index, block_hash))
+            if votes < quorum and not trusted:
                 continue
             if certified is None:  # once per frame, so a bad one costs one check, not one per tx
                 certified = self._block_ok(header, block_hash, message.certificate)
+                if not certified:
+                    self._suspect(replica)
             if not certified:
+                self._widen([pending])
                 continue
             if message.leaves:
                 tree = self._leaf_tree(message, block_hash)
                 if tree is None:
-                    self.stats["bad_receipts"] += 1
+                    self._suspect(replica)
+                    self._widen([pending])
                     continue
                 if leaf_hash(pending.raw) != tree.levels[0][index]:
-                    self._taken(pending, header.height, index)
+                    # The place holds another transaction: a used sequence number, if f+1 say
+                    # so (one faulty replica could name any place).
+                    if votes >= quorum:
+                        self._taken(pending, header.height, index)
+                    else:
+                        self._widen([pending])
                     continue
                 path = tree.proof(index)
             else:
@@ -606,10 +698,22 @@ class Client:
                     # include an honest one: the position holds another transaction.
                     if pending.vote(replica, f"bad path {header.height}/{index}") >= quorum:
                         self._taken(pending, header.height, index)
+                    else:
+                        self._widen([pending])
                     continue
             pending.receipt = receipt
             pending.done.set()
             self.stats["committed"] += 1
+
+    def _suspect(self, replica: int) -> None:
+        if replica not in self._suspects:
+            self._suspects.add(replica)
+            self.stats["suspect_replicas"] += 1
+            log.warning(
+                "client: replica %d sent evidence that does not verify; its reports now count "
+                "only with f+1 others",
+                replica,
+            )
 
     def _taken(self, pending: _Pending, height: int, index: int) -> None:
         """A quorum places this client's sequence number at a certified position that holds
@@ -637,6 +741,8 @@ class Client:
                 pending.error = Rejected(item.seq, item.reason)
                 pending.done.set()
                 self.stats["rejected"] += 1
+            else:
+                self._widen([pending])  # the leader's word alone: ask the others
 
     # ------------------------------------------------------------------------- reading the order
 

@@ -1,9 +1,10 @@
 """Client signatures checked once per replica, wherever the transaction arrives first.
 
-A client sends its transaction to every replica, and a backup then receives it twice at nearly
-the same moment: from the client, and inside the leader's proposal. Both paths check
-signatures on a worker thread, so each could start before the other has recorded its result in
-the :class:`~bft.core.admission.VerifiedCache`, and the same signature would be checked twice.
+A client sends its transaction to every replica in HotStuff (and in PBFT or Raft when the leader
+did not answer it in time), and a backup then receives it twice at nearly the same moment: from
+the client, and inside the leader's proposal. Both paths check signatures on a worker thread, so
+each could start before the other has recorded its result in the
+:class:`~bft.core.admission.VerifiedCache`, and the same signature would be checked twice.
 
 :class:`SignatureChecks` records which transactions a batch is checking *before* it leaves the
 event loop. A later batch that holds some of them waits for that batch to finish, then finds

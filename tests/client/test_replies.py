@@ -1,5 +1,8 @@
-"""How a client turns replicas' Committed frames into receipts: f+1 matching reports, the block's
-certificate checked once, and the Merkle evidence as leaves or as paths; tampering is refused."""
+"""How a client turns replicas' Committed frames into receipts: one report whose evidence verifies
+(f+1 matching ones from a replica that sent evidence that did not), the block's certificate
+checked once, the Merkle evidence as leaves or as paths; tampering is refused, and what one
+replica alone says against a request (a refusal, another transaction at its place) sends it to
+every replica instead of ending it."""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ import dataclasses
 
 import trio
 
-from bft.client.client import Client, ClientConfig, _Pending
-from bft.client.protocol import Committed
+from bft.client.client import Client, ClientConfig, Rejected, _Pending
+from bft.client.protocol import Committed, Refusal, Refused, Submit
 from crypto import MerkleTree
 from ledger import Transaction
 from tests.ledger.chain import CHAIN, COMMITTEE, build_chain, certify
@@ -53,8 +56,6 @@ def test_leaves_or_paths_give_the_same_valid_receipt() -> None:
         client = client_with(seq, raw)
         client._on_committed(0, committed(index, leaves=leaves))
         pending = client._pending[seq]
-        assert not pending.done.is_set(), "one report is not f+1"
-        client._on_committed(1, committed(index, leaves=leaves))
         assert pending.done.is_set() and pending.receipt is not None
         pending.receipt.verify(COMMITTEE)
         assert pending.receipt.path == MerkleTree(BLOCK.txs).proof(index)
@@ -86,16 +87,19 @@ def test_a_certificate_that_does_not_verify_is_refused() -> None:
         paths=good.paths,
         leaves=good.leaves,
     )
-    for replica in (0, 1):
-        client._on_committed(replica, bad)
+    for _ in range(3):
+        client._on_committed(0, bad)
     assert client._pending[seq].receipt is None and client.stats["bad_certificates"] == 1
+    assert client._suspects == {0}, "checked once, then f+1 must make the same report"
+    client._on_committed(1, bad)  # f+1 now: checked again
+    assert client._pending[seq].receipt is None and client.stats["bad_certificates"] == 2
     assert COMMITTEE.chain_id == CHAIN
 
 
 def test_a_faulty_replicas_bad_certificate_does_not_spoil_the_block() -> None:
-    """One faulty replica reports the right place with a certificate that does not verify, just
-    after an honest one (so its report completes f+1). The next honest report must still give
-    the receipt: a bad certificate says nothing about the block."""
+    """One faulty replica reports the right place with a certificate that does not verify. The
+    next honest report must still give the receipt: a bad certificate says nothing about the
+    block."""
     raw = BLOCK.txs[4]
     seq = Transaction.decode(raw).seq
     client = client_with(seq, raw)
@@ -109,11 +113,10 @@ def test_a_faulty_replicas_bad_certificate_does_not_spoil_the_block() -> None:
         paths=good.paths,
         leaves=good.leaves,
     )
-    client._on_committed(0, good)
     client._on_committed(3, bad)
     pending = client._pending[seq]
     assert pending.receipt is None and client.stats["bad_certificates"] == 1
-    client._on_committed(1, good)
+    client._on_committed(0, good)
     assert pending.done.is_set() and pending.receipt is not None
     pending.receipt.verify(COMMITTEE)
 
@@ -138,17 +141,18 @@ def test_a_bad_certificate_costs_one_check_per_frame() -> None:
         "paths": (),
         "leaves": b"".join(MerkleTree(BLOCK.txs).levels[0]),
     }
-    client._on_committed(0, Committed(certificate=BLOCK.certificate, **frame))  # type: ignore[arg-type]
     forged = certify(BLOCK.header, signers=(0, 1))
     client._on_committed(3, Committed(certificate=forged, **frame))  # type: ignore[arg-type]
     assert client.stats["bad_certificates"] == 1
+    assert all(client._pending[decoded[i].seq].receipt is None for i in indexes)
     client._on_committed(1, Committed(certificate=BLOCK.certificate, **frame))  # type: ignore[arg-type]
     assert all(client._pending[decoded[i].seq].receipt is not None for i in indexes)
 
 
 def test_a_replica_counts_once_and_cannot_fill_memory_with_reports() -> None:
     """A faulty replica reporting a thousand places that do not exist holds one entry in the
-    client's tally, and its reports count as one: f+1 takes another replica."""
+    client's tally and costs one certificate check; its reports count as one: f+1 takes
+    another replica."""
     raw = BLOCK.txs[5]
     seq = Transaction.decode(raw).seq
     client = client_with(seq, raw)
@@ -158,6 +162,7 @@ def test_a_replica_counts_once_and_cannot_fill_memory_with_reports() -> None:
         client._on_committed(3, dataclasses.replace(good, header=header))
     pending = client._pending[seq]
     assert len(pending.votes) == 1 and not pending.done.is_set()
+    assert client.stats["bad_certificates"] == 1
     client._on_committed(3, good)
     client._on_committed(3, good)
     assert not pending.done.is_set(), "one replica's report twice is not f+1"
@@ -192,3 +197,84 @@ def test_committed_frames_are_checked_when_decoded() -> None:
             leaves=good.leaves,
         )
     assert Committed.decode(good.encode()) == good
+
+
+def connected(client: Client, replicas: range) -> None:
+    """Give ``client`` connections to ``replicas`` whose queued frames the test can read."""
+    from bft.client.client import _Connection
+
+    for replica in replicas:
+        conn = client._conns[replica] = _Connection(replica)
+        conn.framed = object()  # type: ignore[assignment]  # only "connected" is looked at
+
+
+def queued(client: Client, replica: int) -> list[tuple[bytes, ...]]:
+    return [Submit.decode(frame).txs for frame in client._conns[replica].outbox.queue]
+
+
+def test_what_one_replica_says_against_a_request_sends_it_to_every_replica() -> None:
+    """A request only the leader has, which the leader alone refuses or places where another
+    transaction is, goes to every replica at once (a faulty leader could say anything); only
+    f+1 replicas saying so end it."""
+
+    async def main() -> None:
+        index = 6
+        tx = Transaction.decode(BLOCK.txs[index])
+        mine = Transaction(client=tx.client, seq=tx.seq, payload=b"not that one", signature=b"")
+        for against in ("refused", "placed elsewhere"):
+            client = client_with(tx.seq, mine.encode())
+            connected(client, range(4))
+            pending = client._pending[tx.seq]
+            pending.narrow = True
+
+            def report(replica: int, client: Client = client, against: str = against) -> None:
+                if against == "refused":
+                    refusal = Refusal(client=tx.client, seq=tx.seq, reason="mempool full")
+                    client._on_refused(replica, Refused(items=(refusal,)))
+                else:
+                    client._on_committed(replica, committed(index, leaves=True))
+
+            report(0)
+            assert not pending.done.is_set(), against
+            assert not pending.narrow and client.stats["widened"] == 1, against
+            assert all(queued(client, r) == [(mine.encode(),)] for r in range(4)), against
+            report(0)
+            assert client.stats["widened"] == 1, "sent to every replica once"
+            report(1)
+            assert isinstance(pending.error, Rejected), against
+
+    trio.run(main)
+
+
+def test_new_requests_go_to_the_leader_of_the_newest_verified_block() -> None:
+    """PBFT and Raft: the proposer of the newest certified block the client verified. Not a
+    replica that sent evidence that did not verify, not with ``leader_first`` off, not in
+    HotStuff (its leader changes every view)."""
+    raw = BLOCK.txs[7]
+    seq = Transaction.decode(raw).seq
+    client = client_with(seq, raw)
+    assert client._leader_target() is None, "no block verified yet: every replica"
+    client._on_committed(2, committed(7, leaves=False))
+    assert client._pending[seq].receipt is not None
+    assert client._leader_target() == BLOCK.header.proposer
+    client._suspects.add(BLOCK.header.proposer)
+    assert client._leader_target() is None
+    client._suspects.clear()
+    client.config.leader_first = False
+    assert client._leader_target() is None
+
+    client.config.leader_first = True
+    first = BLOCK.header.proposer
+    other = dataclasses.replace(BLOCK.header, tx_count=0, proposer=(first + 1) % 4)
+    assert client._block_ok(other, other.hash(), certify(other))
+    assert client._leader_target() == first, "a block no newer than the newest moves nothing"
+    newer = dataclasses.replace(other, height=BLOCK.header.height + 1)
+    assert client._block_ok(newer, newer.hash(), certify(newer))
+    assert client._leader_target() == newer.proposer, "a view change: the new primary's block"
+
+    rotating = dataclasses.replace(
+        BLOCK.header, height=BLOCK.header.height + 1, protocol="hotstuff"
+    )
+    hotstuff = client_with(seq, raw)
+    assert hotstuff._block_ok(rotating, rotating.hash(), certify(rotating))
+    assert hotstuff._leader_target() is None

@@ -351,3 +351,60 @@ async def test_replaying_transactions_from_old_blocks_costs_the_refusal_allowanc
                     await trio.sleep(0.01)
                 assert target.stats["client_txs_settled_long_ago"] >= 30
                 assert target.stats["client_throttled"] == 1
+
+
+@pytest.mark.parametrize("protocol", ["pbft", "raft", "hotstuff"])
+async def test_requests_go_to_the_leader_alone_once_the_client_knows_it(
+    tmp_path: Path, protocol: str
+) -> None:
+    """PBFT and Raft: once a block names the leader, the other replicas receive no request from
+    the client (they learn each from the leader's proposal), and every receipt still verifies.
+    HotStuff's leader changes every view: every replica receives every request."""
+    init_cluster(tmp_path, protocol=protocol, n=3 if protocol == "raft" else 4)
+    config = ClientConfig.from_cluster(tmp_path, timeout=30)
+    with trio.fail_after(90):
+        async with running(tmp_path) as nodes, open_client(config) as client:
+            await client.submit(b"first")  # to every replica: no leader known yet
+            received = {i: r.stats["client_txs_received"] for i, r in nodes.replicas.items()}
+            receipts = []
+            for start in range(0, 200, 50):
+                receipts += await client.submit_many(
+                    [b"tx %d" % i for i in range(start, start + 50)]
+                )
+            for receipt in receipts:
+                receipt.verify(client.committee)  # type: ignore[union-attr]
+            more = {
+                i: r.stats["client_txs_received"] - received[i] for i, r in nodes.replicas.items()
+            }
+            if protocol == "hotstuff":
+                assert all(count >= 200 for count in more.values()), more
+                assert client.stats["batches_to_leader"] == 0
+            else:
+                leader = client._leader
+                assert leader is not None and more[leader] == 200, (leader, more)
+                assert sum(more.values()) == 200, more
+                assert client.stats["widened"] == 0 and client.stats["retries"] == 0
+
+
+async def test_a_leader_that_stops_proposing_is_left_before_the_retry(tmp_path: Path) -> None:
+    """The PBFT primary keeps its client connections but stops sending to its peers. Requests
+    it alone received go to every replica after ``leader_timeout``, long before ``retry_after``:
+    the backups' timers run out, a view change makes a new primary, and the client then sends
+    to it."""
+    init_cluster(tmp_path, protocol="pbft", n=4)
+    config = ClientConfig.from_cluster(tmp_path, timeout=40, retry_after=60, leader_timeout=1.0)
+    with trio.fail_after(90):
+        async with running(tmp_path) as nodes, open_client(config) as client:
+            await client.submit(b"before")
+            assert client._leader == 0
+            nodes.replicas[0].byzantine = "silent"
+            began = trio.current_time()
+            receipts = await client.submit_many([b"during %d" % i for i in range(20)])
+            waited = trio.current_time() - began
+            failed = [r for r in receipts if isinstance(r, ClientError)]
+            assert not failed, failed[:3]
+            assert waited < 30, waited
+            assert client.stats["widened"] >= 20 and client.stats["retries"] == 0
+            assert client._leader not in (None, 0)
+            after = await client.submit(b"after")
+            assert after.header.proposer == client._leader
