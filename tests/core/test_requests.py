@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bft.core.requests import BatchPolicy, ClientTable, Mempool, Request, Status
+from crypto.codec import CodecError
 from ledger import Transaction
+from tests.strategies import transactions
 
 
 def req(client: int, seq: int, size: int = 10) -> Request:
@@ -233,3 +237,34 @@ def test_batch_policy(waiting: int, size: int, oldest: int | None, now: int, due
 def test_adaptive_batching(waiting: int, in_flight: int, partial_in_flight: int, due: bool) -> None:
     policy = BatchPolicy(max_txs=10, partial_in_flight=partial_in_flight)
     assert policy.due(waiting, 100 * waiting, 0, 0, in_flight) is due
+
+
+@settings(max_examples=300, deadline=None)
+@given(transactions(), st.integers(min_value=0), st.integers(min_value=0, max_value=7))
+def test_a_request_decodes_as_its_transaction_or_not_at_all(
+    tx: Transaction, where: int, bit: int
+) -> None:
+    """``Request.from_raw`` (every replica, every transaction) parses the canonical form in
+    place: the same identity as the strict decoder's, and a CodecError exactly where it fails."""
+    raw = tx.encode()
+    request = Request.from_raw(raw)
+    assert (request.raw, request.client, request.seq, request.signed) == (
+        raw,
+        tx.client,
+        tx.seq,
+        tx.is_signed,
+    )
+    spoiled = bytearray(raw)
+    spoiled[where % len(raw)] ^= 1 << bit
+    try:
+        strict = Transaction.decode(bytes(spoiled))
+    except CodecError:
+        with pytest.raises(CodecError):
+            Request.from_raw(bytes(spoiled))
+    else:
+        again = Request.from_raw(bytes(spoiled))
+        assert (again.client, again.seq, again.signed) == (
+            strict.client,
+            strict.seq,
+            strict.is_signed,
+        )
