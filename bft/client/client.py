@@ -380,7 +380,7 @@ class Client:
         finally:
             scope.cancel()  # closed or broken: stop writing too, and reconnect
 
-    def _put(self, replica: int, frames: Sequence[bytes]) -> bool:
+    def _send(self, replica: int, frames: Sequence[bytes]) -> bool:
         """Queue ``frames`` for ``replica`` (``False`` if it is not connected)."""
         conn = self._conns.get(replica)
         if conn is None or conn.framed is None:
@@ -388,12 +388,15 @@ class Client:
         conn.outbox.put(frames)
         return True
 
-    async def _send(self, replica: int, frames: Sequence[bytes]) -> bool:
-        return self._put(replica, frames)
-
-    async def _broadcast(self, frames: Sequence[bytes]) -> int:
+    def _broadcast(self, frames: Sequence[bytes]) -> int:
         """Queue ``frames`` for every connected replica; return how many."""
-        return sum([self._put(replica, frames) for replica in self._conns])
+        return sum([self._send(replica, frames) for replica in self._conns])
+
+    def _send_to_all(self, pendings: Sequence[_Pending]) -> None:
+        """Queue ``pendings`` for every connected replica, ``batch_max`` to a frame."""
+        step = self.config.batch_max
+        for i in range(0, len(pendings), step):
+            self._broadcast([Submit(txs=tuple(p.raw for p in pendings[i : i + step])).encode()])
 
     def _leader_target(self) -> int | None:
         """The replica new requests go to alone, or ``None``: to every replica."""
@@ -411,11 +414,7 @@ class Client:
         for p in wide:
             p.narrow = False
             p.last_sent = now
-        for i in range(0, len(wide), self.config.batch_max):
-            chunk = wide[i : i + self.config.batch_max]
-            frame = Submit(txs=tuple(p.raw for p in chunk)).encode()
-            for replica in self._conns:
-                self._put(replica, [frame])
+        self._send_to_all(wide)
         self.stats["widened"] += len(wide)
 
     async def wait_connected(self, count: int | None = None, timeout: float | None = None) -> None:
@@ -537,11 +536,11 @@ class Client:
                 pending.first_sent = pending.last_sent = now
             frames = [Submit(txs=tuple(p.raw for p in batch)).encode()]
             leader = self._leader_target()
-            if leader is not None and self._put(leader, frames):
+            if leader is not None and self._send(leader, frames):
                 for pending in batch:
                     pending.narrow = True
                 self.stats["batches_to_leader"] += 1
-            elif await self._broadcast(frames) == 0:
+            elif self._broadcast(frames) == 0:
                 self.stats["send_failures"] += 1
             self.stats["batches_sent"] += 1
 
@@ -588,9 +587,7 @@ class Client:
                 p.last_sent = now
                 p.attempts += 1
                 p.narrow = False
-            for i in range(0, len(due), config.batch_max):
-                chunk = due[i : i + config.batch_max]
-                await self._broadcast([Submit(txs=tuple(p.raw for p in chunk)).encode()])
+            self._send_to_all(due)
             self.stats["retries"] += len(due)
 
     # ------------------------------------------------------------------------------ replies
@@ -643,6 +640,7 @@ class Client:
         trusted = replica not in self._suspects
         mine = self.client_id
         certified: bool | None = None
+        widen: list[_Pending] = []  # what this replica alone cannot settle: ask the others
         for i, (client, seq, index) in enumerate(
             zip(message.clients, message.seqs, message.indexes, strict=True)
         ):
@@ -661,13 +659,13 @@ class Client:
                 if not certified:
                     self._suspect(replica)
             if not certified:
-                self._widen([pending])
+                widen.append(pending)
                 continue
             if message.leaves:
                 tree = self._leaf_tree(message, block_hash)
                 if tree is None:
                     self._suspect(replica)
-                    self._widen([pending])
+                    widen.append(pending)
                     continue
                 if leaf_hash(pending.raw) != tree.levels[0][index]:
                     # The place holds another transaction: a used sequence number, if f+1 say
@@ -675,7 +673,7 @@ class Client:
                     if votes >= quorum:
                         self._taken(pending, header.height, index)
                     else:
-                        self._widen([pending])
+                        widen.append(pending)
                     continue
                 path = tree.proof(index)
             else:
@@ -699,11 +697,12 @@ class Client:
                     if pending.vote(replica, f"bad path {header.height}/{index}") >= quorum:
                         self._taken(pending, header.height, index)
                     else:
-                        self._widen([pending])
+                        widen.append(pending)
                     continue
             pending.receipt = receipt
             pending.done.set()
             self.stats["committed"] += 1
+        self._widen(widen)
 
     def _suspect(self, replica: int) -> None:
         if replica not in self._suspects:
@@ -731,6 +730,7 @@ class Client:
 
     def _on_refused(self, replica: int, message: Refused) -> None:
         quorum = self.config.ack_quorum
+        widen: list[_Pending] = []
         for item in message.items:
             if item.client != self.client_id:
                 continue
@@ -742,7 +742,8 @@ class Client:
                 pending.done.set()
                 self.stats["rejected"] += 1
             else:
-                self._widen([pending])  # the leader's word alone: ask the others
+                widen.append(pending)  # the leader's word alone: ask the others
+        self._widen(widen)
 
     # ------------------------------------------------------------------------- reading the order
 
@@ -760,7 +761,7 @@ class Client:
             self._block_streams.append(entry)
             try:
                 subscribed_on = self._conns[replica].framed
-                if not await self._send(replica, [Subscribe(start=expected).encode()]):
+                if not self._send(replica, [Subscribe(start=expected).encode()]):
                     await trio.sleep(0.1)
                     continue
                 progress = trio.current_time()
@@ -814,7 +815,7 @@ class Client:
         with trio.move_on_after(timeout):
             # Right after open_client only a quorum may be connected: wait for this replica.
             await self._conns[replica].connected.wait()
-            if await self._send(replica, [frame]):
+            if self._send(replica, [frame]):
                 return await receive.receive()
         self._status_waiters.pop(replica, None)
         return None

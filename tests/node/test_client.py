@@ -262,7 +262,7 @@ async def test_a_copy_of_a_request_does_not_take_its_replies(tmp_path: Path) -> 
                     await trio.sleep(0.01)
                 raw = next(iter(victim._pending.values())).raw
                 await trio.sleep(0.2)  # admitted by replicas 0 and 1, not committed (no quorum)
-                await copier._broadcast([Submit(txs=(raw,)).encode()])
+                copier._broadcast([Submit(txs=(raw,)).encode()])
                 await trio.sleep(0.2)
                 await nodes.start(2)
                 await nodes.start(3)
@@ -315,7 +315,7 @@ async def test_answers_from_the_ledger_do_not_hold_up_ordering(tmp_path: Path) -
                 open_client(config) as again,
             ):
                 await fresh.submit(b"pad")
-                await again._broadcast([Submit(txs=tuple(r.tx for r in old)).encode()])
+                again._broadcast([Submit(txs=tuple(r.tx for r in old)).encode()])
                 while not all(n.stats["client_txs_settled_again"] for n in nodes.replicas.values()):
                     await trio.sleep(0.01)
                 began = trio.current_time()
@@ -342,11 +342,11 @@ async def test_replaying_transactions_from_old_blocks_costs_the_refusal_allowanc
             old = await one_block_each(replayer(tmp_path), 40)
             target = nodes.replicas[0]
             async with open_client(ClientConfig.from_cluster(tmp_path, timeout=30)) as again:
-                await again._send(0, [Submit(txs=tuple(r.tx for r in old[-3:])).encode()])
+                again._send(0, [Submit(txs=tuple(r.tx for r in old[-3:])).encode()])
                 while target.stats["client_txs_settled_again"] < 3:
                     await trio.sleep(0.01)
                 assert target.stats["client_txs_settled_long_ago"] == 0
-                await again._send(0, [Submit(txs=tuple(r.tx for r in old[:-3])).encode()])
+                again._send(0, [Submit(txs=tuple(r.tx for r in old[:-3])).encode()])
                 while target.stats["client_txs_settled_again"] < 40:
                     await trio.sleep(0.01)
                 assert target.stats["client_txs_settled_long_ago"] >= 30
