@@ -386,25 +386,42 @@ async def test_requests_go_to_the_leader_alone_once_the_client_knows_it(
                 assert client.stats["widened"] == 0 and client.stats["retries"] == 0
 
 
-async def test_a_leader_that_stops_proposing_is_left_before_the_retry(tmp_path: Path) -> None:
-    """The PBFT primary keeps its client connections but stops sending to its peers. Requests
-    it alone received go to every replica after ``leader_timeout``, long before ``retry_after``:
+@pytest.mark.parametrize("fault", ["silent", "stopped"])
+async def test_a_leader_that_fails_is_left_before_the_retry(tmp_path: Path, fault: str) -> None:
+    """The PBFT primary fails after the client learned it. *silent*: it keeps its client
+    connections but sends nothing to its peers; requests it alone received go to every replica
+    after ``leader_timeout``. *stopped*: its connection is gone; requests go to every replica
+    at once (``leader_timeout`` here outlasts the test). Either way long before ``retry_after``:
     the backups' timers run out, a view change makes a new primary, and the client then sends
     to it."""
     init_cluster(tmp_path, protocol="pbft", n=4)
-    config = ClientConfig.from_cluster(tmp_path, timeout=40, retry_after=60, leader_timeout=1.0)
+    leader_timeout = 1.0 if fault == "silent" else 60.0
+    config = ClientConfig.from_cluster(
+        tmp_path, timeout=40, retry_after=60, leader_timeout=leader_timeout
+    )
     with trio.fail_after(90):
         async with running(tmp_path) as nodes, open_client(config) as client:
             await client.submit(b"before")
             assert client._leader == 0
-            nodes.replicas[0].byzantine = "silent"
+            if fault == "silent":
+                nodes.replicas[0].byzantine = "silent"
+            else:
+                await nodes.stop(0)
+                while client._conns[0].framed is not None:
+                    await trio.sleep(0.01)  # the client sees the connection close
+            to_leader = client.stats["batches_to_leader"]
             began = trio.current_time()
             receipts = await client.submit_many([b"during %d" % i for i in range(20)])
             waited = trio.current_time() - began
             failed = [r for r in receipts if isinstance(r, ClientError)]
             assert not failed, failed[:3]
             assert waited < 30, waited
-            assert client.stats["widened"] >= 20 and client.stats["retries"] == 0
+            assert client.stats["retries"] == 0
+            if fault == "silent":
+                assert client.stats["widened"] >= 20
+            else:
+                assert client.stats["widened"] == 0
+                assert client.stats["batches_to_leader"] == to_leader
             assert client._leader not in (None, 0)
             after = await client.submit(b"after")
             assert after.header.proposer == client._leader
