@@ -1,21 +1,25 @@
-"""What every core has in common: the Ready contract, rejections, and verified catch-up."""
+"""What every core has in common: the Ready contract, rejections, verified catch-up, and relaying
+client requests to the leader."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from crypto import Committee
 from crypto.codec import Record
 from ledger import Block, BlockError, CommitteeSchedule, verify_block
 
-from .admission import VerifiedCache
+from .admission import AdmissionPolicy, VerifiedCache, check_transactions
 from .errors import LocalMisuse, Rejections
 from .interface import CoreContext, LedgerState
-from .messages import BlockResponse
+from .messages import MAX_RELAY_BYTES, MAX_RELAY_TXS, BlockResponse, Relay
 from .ready import BROADCAST, Outbound, Ready, Reply
-from .requests import ClientTable, Request, Status
+from .requests import ClientTable, Mempool, Request, Status
 
 STALE = "stale request: sequence number too far behind"
+MAX_RELAY_PENDING = 4_096
+"""Requests a replica gathers for the leader between two ``ready`` calls; more stay with it
+alone (the client's own timeout then sends them to every replica)."""
 
 
 class CoreBase:
@@ -43,6 +47,11 @@ class CoreBase:
         self._messages: list[Outbound] = []
         self._replies: list[Reply] = []
         self._outstanding: Ready | None = None
+        self._relay: list[bytes] = []
+        self.relayed = 0
+        """Client requests this replica handed to a leader."""
+        self.relayed_in = 0
+        """Client requests this replica, leading, took from others' relays."""
 
     # -- outputs
 
@@ -88,6 +97,8 @@ class CoreBase:
     def ready(self) -> Ready | None:
         if self._outstanding is None:
             self.before_ready()
+            if self._relay:
+                self._send_relay()
         if not self.has_ready():
             return None
         ready = Ready(
@@ -152,6 +163,57 @@ class CoreBase:
             self.reply(Reply(request.client, request.seq, error=STALE))
             return True
         return False
+
+    # -- relaying client requests to the leader (protocols with a stable leader)
+
+    def relay_target(self) -> int | None:
+        """The leader this replica hands client requests to; ``None`` while it leads itself or
+        knows no leader (protocols whose leader changes every view never relay)."""
+        return None
+
+    def relay(self, raws: Iterable[bytes]) -> None:
+        """Hand these requests to the leader with the next ``ready`` (up to
+        ``MAX_RELAY_PENDING``; the rest stay here, as they would without a relay)."""
+        for raw in raws:
+            if len(self._relay) >= MAX_RELAY_PENDING:
+                return
+            self._relay.append(raw)
+
+    def relay_pending(self, mempool: Mempool) -> None:
+        """A new leader: hand it what waits here for ordering (the client may have sent it to
+        this replica alone, or to the old leader, which is this one)."""
+        self.relay(r.raw for r in mempool.requests())
+
+    def _send_relay(self) -> None:
+        raws, self._relay = self._relay, []
+        to = self.relay_target()
+        if to is None or to == self.replica:
+            return  # when a leader comes, relay_pending hands it what still waits
+        chunk: list[bytes] = []
+        size = 0
+        for raw in raws:
+            if chunk and (len(chunk) >= MAX_RELAY_TXS or size + len(raw) > MAX_RELAY_BYTES):
+                self.send(to, Relay(txs=tuple(chunk)))
+                chunk, size = [], 0
+            chunk.append(raw)
+            size += len(raw)
+        self.send(to, Relay(txs=tuple(chunk)))
+        self.relayed += len(raws)
+
+    def relayed_requests(
+        self, sender: int, relay: Relay, *, max_tx_bytes: int, require_signatures: bool
+    ) -> list[Request]:
+        """The requests of ``relay`` that pass the admission a client's would (size, form,
+        signatures); a replica relays only what it admitted, so any other is recorded as
+        refused."""
+        policy = AdmissionPolicy(self.chain_id, max_tx_bytes, require_signatures)
+        admitted, refused = check_transactions(relay.txs, policy, self.verified)
+        for _, reason in refused:
+            # One reason per kind of fault (a count per distinct text would grow without bound).
+            kind = "oversized" if reason.startswith("transaction of") else reason.split(":")[0]
+            self.reject(sender, relay, f"relayed transaction refused: {kind}")
+        self.relayed_in += len(admitted)
+        return admitted
 
     def committee_for(self, height: int) -> Committee:
         """The committee that certified (or certifies) the block at ``height``."""

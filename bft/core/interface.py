@@ -110,10 +110,12 @@ class Core(Protocol):
     def step(self, sender: int, message: Record) -> None:
         """Take a message from authenticated peer ``sender``. Never raises on bad input."""
 
-    def propose(self, request: Request) -> str:
+    def propose(self, request: Request, *, alone: bool = False) -> str:
         """Take a client request that passed admission. Returns ``""``, or why the request was
         dropped (the pending pool is full, or holds as many of this client's as it may): it is
-        not pending here, and the client's retry is what brings it back."""
+        not pending here, and the client's retry is what brings it back. ``alone``: the client
+        sent it to this replica alone, taking it for the leader (a core with a stable leader
+        that does not lead relays it to the one that does)."""
 
     def tick(self) -> None:
         """Advance logical time by one tick."""

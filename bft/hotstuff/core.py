@@ -339,7 +339,8 @@ class HotStuffCore(CoreBase):
         handler(self, sender, message)
         self.after_input()
 
-    def propose(self, request: Request) -> str:
+    def propose(self, request: Request, *, alone: bool = False) -> str:
+        # ``alone`` does not matter here: the leader changes every view, clients send to all.
         if self.answer_if_known(request, self.clients, self.ledger_height):
             return ""
         if request.id in self.mempool:

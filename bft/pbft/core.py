@@ -22,6 +22,14 @@ quorum of matching CHECKPOINTs is both the block's certificate, which makes it a
 a checkpoint certificate; every ``K`` blocks the checkpoint becomes *stable*, the log below it is
 garbage-collected, and the watermarks move to ``(s, s + L]``.
 
+Requests (4.1). A client sends a request to the primary it knows. A backup that admits a request
+its client sent to it alone (a client that has not yet heard of a view change) relays it to the
+primary of its view (:class:`~bft.core.messages.Relay`), and a backup that installs a new view
+relays the requests it holds to the new primary: they reach the primary that can order them
+without the client's timeout, and a backup's request timer runs only for requests its primary
+was given. The primary admits relayed requests as it admits its clients' (size, form,
+signatures); the relaying replica answers the client when the request commits.
+
 View changes (4.4). A backup whose oldest pending request waited ``request_timeout`` ticks, or
 that sees f+1 replicas ask for a higher view, moves to view ``v+1``: it broadcasts a signed
 VIEW-CHANGE with its last certified block and a prepared certificate for every request it
@@ -53,7 +61,7 @@ from bft.core.admission import UNSIGNED_UNDER_A_KEY, unsigned_under_a_key
 from bft.core.base import CoreBase
 from bft.core.errors import LocalMisuse, SafetyViolation
 from bft.core.interface import CoreContext, CoreStatus
-from bft.core.messages import BlockRequest, BlockResponse
+from bft.core.messages import BlockRequest, BlockResponse, Relay
 from bft.core.quorum import VoteTally
 from bft.core.ready import Reply
 from bft.core.requests import ClientTable, Mempool, Request, RequestId, Status, requests_of
@@ -238,7 +246,7 @@ class PbftCore(CoreBase):
             self.retransmit()
         self.maybe_fetch()
 
-    def propose(self, request: Request) -> str:
+    def propose(self, request: Request, *, alone: bool = False) -> str:
         if self.answer_if_known(request, self.clients, self.cert_height):
             return ""
         if request.id in self.in_flight or request.id in self.mempool:
@@ -248,6 +256,8 @@ class PbftCore(CoreBase):
         dropped = self.mempool.add(request, self.now)
         if dropped:
             return dropped  # full: the client retries
+        if alone and not self.is_primary:
+            self.relay((request.raw,))
         # Batches are cut when the driver next asks for work (before_ready), so requests that
         # arrive together (a client's frame, a busy inbox) share a batch.
         self.propose_due = True
@@ -273,7 +283,27 @@ class PbftCore(CoreBase):
         # Only a proposal this replica may act on: any other replica's would spend its CPU.
         if isinstance(message, PrePrepare) and sender == self.leader(message.view):
             return message.proposal.txs
+        if isinstance(message, Relay) and self.is_primary:
+            return message.txs
         return ()
+
+    def relay_target(self) -> int | None:
+        return None if self.in_view_change else self.leader(self.view)
+
+    def on_relay(self, sender: int, relay: Relay) -> None:
+        """Requests a backup relays (4.1). Only the primary orders them; one that arrives
+        during a view change or after it is dropped: the relaying backup relays what it still
+        holds to the new primary when it installs the new view."""
+        if not self.is_primary:
+            return
+        cfg = self.cfg
+        for request in self.relayed_requests(
+            sender,
+            relay,
+            max_tx_bytes=cfg.max_tx_bytes,
+            require_signatures=cfg.require_signatures,
+        ):
+            self.propose(request)
 
     # ================================================================ normal case (4.2)
 
@@ -1006,6 +1036,10 @@ class PbftCore(CoreBase):
             slot = self.accept_slot(pp, digest, requests)
             if not primary and self.safe_to_sign("prepare", pp.view, pp.seq, digest):
                 self.send_prepare(slot)
+        if not primary:
+            # What waits here, the new primary may never have been given (4.1).
+            in_flight = self.in_flight
+            self.relay(r.raw for r in self.mempool.requests() if r.id not in in_flight)
         self.next_seq = max(self.exec_height, min_s, *(pp.seq for pp in nv.preprepares)) + 1
         if min_s > self.cert_height:
             peers = [
@@ -1190,6 +1224,8 @@ class PbftCore(CoreBase):
                 "watermarks": (self.low, self.high),
                 "evidence": self.evidence_total,
                 "rejected": self.rejections.total,
+                "relayed": self.relayed,
+                "relayed_in": self.relayed_in,
             },
         )
 
@@ -1201,4 +1237,5 @@ class PbftCore(CoreBase):
         ViewChange: on_view_change,
         NewView: on_new_view,
         BlockResponse: on_block_response,
+        Relay: on_relay,
     }

@@ -53,6 +53,13 @@ Requests commit once. A leader never puts into an entry a request that is commit
 its log (the whole uncommitted suffix: after a change of leader that suffix holds entries of
 earlier leaders). Every log is the log of some leader at the time it appended its last entry, so
 no log, and no ledger, ever holds a request twice.
+
+Requests reach the leader. A client sends a request to the leader it knows. A follower that admits
+a request its client sent to it alone (a client that has not yet heard of a new leader) relays it
+to the leader of its term (:class:`~bft.core.messages.Relay`, as etcd's followers forward
+proposals), and a follower that learns of a new leader relays the requests it holds to it. The
+leader admits relayed requests as it admits its clients' (size, form, signatures); the relaying
+replica answers the client when the request commits.
 """
 
 from __future__ import annotations
@@ -65,7 +72,7 @@ from dataclasses import dataclass, field
 from bft.core.base import CoreBase
 from bft.core.errors import LocalMisuse, SafetyViolation
 from bft.core.interface import CoreContext, CoreStatus
-from bft.core.messages import MAX_BLOCKS_PER_RESPONSE, BlockRequest, BlockResponse
+from bft.core.messages import MAX_BLOCKS_PER_RESPONSE, BlockRequest, BlockResponse, Relay
 from bft.core.ready import Ready, Reply
 from bft.core.requests import (
     ClientTable,
@@ -245,7 +252,7 @@ class RaftCore(CoreBase):
             self.tick_election()
         self.maybe_compact_wal()
 
-    def propose(self, request: Request) -> str:
+    def propose(self, request: Request, *, alone: bool = False) -> str:
         if self.answer_if_known(request, self.clients, self.applied):
             return ""
         if request.id in self.mempool:
@@ -255,7 +262,32 @@ class RaftCore(CoreBase):
             return dropped  # full: the client retries
         if self.role == LEADER:
             self.maybe_append()
+        elif alone:
+            self.relay((request.raw,))
         return ""
+
+    def relay_target(self) -> int | None:
+        return self.leader if self.role == FOLLOWER else None
+
+    def transactions_to_verify(self, sender: int, message: Record) -> Sequence[bytes]:
+        if isinstance(message, Relay) and self.role == LEADER:
+            return message.txs
+        return ()
+
+    def on_relay(self, sender: int, relay: Relay) -> None:
+        """Requests a follower relays. Only the leader appends them; one that arrives at a
+        replica that no longer leads (or does not yet) is dropped: the follower relays what it
+        still holds to the leader it learns of next."""
+        if self.role != LEADER:
+            return
+        cfg = self.cfg
+        for request in self.relayed_requests(
+            sender,
+            relay,
+            max_tx_bytes=cfg.max_tx_bytes,
+            require_signatures=cfg.require_signatures,
+        ):
+            self.propose(request)
 
     def step(self, sender: int, message: Record) -> None:
         if not 0 <= sender < self.n or sender == self.replica:
@@ -263,6 +295,9 @@ class RaftCore(CoreBase):
             return
         if isinstance(message, BlockResponse):
             self.on_block_response(sender, message)
+            return
+        if isinstance(message, Relay):  # not of a term: whoever leads when it arrives takes it
+            self.on_relay(sender, message)
             return
         handler = self._handlers.get(type(message))
         if handler is None:
@@ -323,11 +358,13 @@ class RaftCore(CoreBase):
             self.voted_for = None
             self.persist_term()
         self.role = FOLLOWER
-        self.leader = leader
+        known, self.leader = self.leader, leader
         self.reset_timer()
         self.votes = {}
         self.progress = {}
         self.transfer = None
+        if leader is not None and leader != known:
+            self.relay_pending(self.mempool)  # the new leader may never have been given them
 
     def follow(self, sender: int) -> None:
         """A message from the leader of our term: follow it and restart the election timer."""
@@ -1035,6 +1072,8 @@ class RaftCore(CoreBase):
                 "duplicates": self.duplicates,
                 "blocks_fetched": self.blocks_fetched,
                 "rejected": self.rejections.total,
+                "relayed": self.relayed,
+                "relayed_in": self.relayed_in,
             },
         )
 

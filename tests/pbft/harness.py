@@ -110,10 +110,12 @@ class Cluster:
         self.cores[i] = self.make(i, self.persisted[i], self.ledgers[i])
         self.collect(i)
 
-    def propose(self, req: Request, to: Iterable[int] | None = None) -> None:
+    def propose(
+        self, req: Request, to: Iterable[int] | None = None, *, alone: bool = False
+    ) -> None:
         for i in to if to is not None else range(self.n):
             if i not in self.down:
-                self.cores[i].propose(req)
+                self.cores[i].propose(req, alone=alone)
                 self.collect(i)
 
     def tick(self, times: int = 1) -> None:

@@ -10,14 +10,76 @@ import pytest
 
 from bft.core.admission import UNSIGNED_UNDER_A_KEY
 from bft.core.errors import SafetyViolation
+from bft.core.messages import Relay
 from bft.core.requests import Status
 from bft.pbft import PbftConfig
 from bft.pbft.messages import Checkpoint, Commit, NewView, Prepare, PrePrepare, ViewChange
 from bft.pbft.state import VoteRecord
+from ledger import Transaction
 from tests.pbft.harness import Cluster, drain, request
 
 TX = [request(1, 1).raw]
 TX2 = [request(2, 1).raw]
+
+
+# -------------------------------------------------------------------------------- 4.1 requests
+
+
+def relays(c: Cluster) -> list[tuple[int, int, tuple[bytes, ...]]]:
+    return [(src, dst, m.txs) for src, dst, m in c.queue if isinstance(m, Relay)]
+
+
+def test_a_request_sent_to_a_backup_alone_is_relayed_to_the_primary() -> None:
+    c = Cluster(4)
+    req = request(1, 1)
+    c.propose(req, to=[2], alone=True)
+    assert relays(c) == [(2, 0, (req.raw,))]
+    c.run()
+    assert c.heights() == [1, 1, 1, 1]
+    assert (c.cores[2].relayed, c.cores[0].relayed_in) == (1, 1)
+    # Sent to every replica, or to the primary alone, a request is not relayed.
+    c.propose(request(1, 2), to=[1, 2, 3])
+    c.propose(request(1, 3), to=[0], alone=True)
+    assert relays(c) == []
+    c.run()
+    assert c.heights() == [2, 2, 2, 2]  # 1#2 waits with the backups: their request timers'
+    assert all(len(c.cores[i].mempool) == 1 for i in (1, 2, 3))
+
+
+def test_a_backup_installing_a_new_view_relays_the_requests_it_holds_to_the_new_primary() -> None:
+    """The primary took a request its client sent to it alone, and the view changed before the
+    request was ordered (its pre-prepare was lost). As a backup of view 1 the old primary
+    hands the request to the new primary, which orders it: nobody else ever had it."""
+    c = Cluster(4)
+    req = request(1, 1)
+    c.propose(req, to=[0], alone=True)
+    c.run(keep=lambda src, dst, m: not isinstance(m, PrePrepare))
+    assert c.heights() == [0, 0, 0, 0] and relays(c) == []
+    for i in (1, 2, 3):
+        c.cores[i].start_view_change(1)
+        c.collect(i)
+    c.run()
+    assert all(core.view == 1 and not core.in_view_change for core in c.cores)
+    assert (c.cores[0].relayed, c.cores[1].relayed_in) == (1, 1)
+    assert c.heights() == [1, 1, 1, 1] and c.ledgers[1][0].txs == (req.raw,)
+
+
+def test_the_primary_admits_relayed_requests_as_it_admits_a_clients_and_only_the_primary() -> None:
+    c = Cluster(4)
+    good = request(1, 1)
+    unsigned_under_a_key = Transaction(client=b"k" * 32, seq=1, payload=b"x", signature=b"")
+    primary = c.cores[0]
+    primary.step(2, Relay(txs=(b"\x00not a transaction", unsigned_under_a_key.encode(), good.raw)))
+    assert primary.rejections.count("relayed transaction refused: malformed") == 1
+    assert primary.rejections.count("relayed transaction refused: " + UNSIGNED_UNDER_A_KEY) == 1
+    assert primary.relayed_in == 1
+    c.collect(0)
+    c.run()
+    assert c.heights() == [1, 1, 1, 1] and c.ledgers[0][0].txs == (good.raw,)
+    backup = c.cores[1]
+    backup.step(2, Relay(txs=(request(1, 2).raw,)))
+    assert len(backup.mempool) == 0 and backup.relayed_in == 0
+    assert not drain(backup).messages
 
 
 # -------------------------------------------------------------------------------- 4.2 normal case

@@ -194,11 +194,13 @@ class Cluster:
             self.tick()
             self.deliver(keep)
 
-    def propose(self, req: Request, to: Iterable[int] | None = None) -> None:
+    def propose(
+        self, req: Request, to: Iterable[int] | None = None, *, alone: bool = False
+    ) -> None:
         for i in to if to is not None else range(self.n):
             node = self.nodes[i]
             if node.alive:
-                self.core(i).propose(req)
+                self.core(i).propose(req, alone=alone)
                 self.drain(node)
 
     def campaign(self, i: int) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bft.core.errors import LocalMisuse
-from bft.core.messages import BlockRequest
+from bft.core.messages import BlockRequest, Relay
 from bft.core.requests import Request
 from bft.protocols import spec
 from bft.raft import (
@@ -329,6 +329,62 @@ def test_stale_requests_are_refused() -> None:
     c.replies.clear()
     c.propose(request(1, 2, payload=b"late"), to=[0])
     assert [r.error for _, r in c.replies] == ["stale request: sequence number too far behind"]
+
+
+# -------------------------------------------------------------------------------- requests reach the leader
+
+
+def relayed(c: Cluster, src: int) -> list[tuple[bytes, ...]]:
+    return [m.txs for m in c.sent(Relay, src=src)]  # type: ignore[attr-defined]
+
+
+def test_a_request_sent_to_a_follower_alone_is_relayed_to_the_leader() -> None:
+    c = Cluster(3, MANUAL)
+    c.elect(0)
+    req = request(1, 1)
+    c.propose(req, to=[1], alone=True)
+    assert relayed(c, 1) == [(req.raw,)]
+    c.run(3)
+    assert c.heights() == [1, 1, 1] and count_in_ledger(c, 2, req) == 1
+    assert (c.core(1).relayed, c.core(0).relayed_in) == (1, 1)
+    # Sent to every replica, a request is not relayed: the leader has it.
+    c.propose(request(1, 2))
+    c.run(3)
+    assert c.heights() == [2, 2, 2] and relayed(c, 1) == [(req.raw,)] and not relayed(c, 2)
+
+
+def test_a_replica_that_learns_of_a_new_leader_relays_the_requests_it_holds() -> None:
+    """The leader took a request its client sent to it alone and was cut off before anyone
+    stored the entry; a new leader was elected without it. When the old leader hears from the
+    new one it hands over the request, which commits once: nobody else ever had it."""
+    c = Cluster(3, MANUAL)
+    c.elect(0)
+    c.isolate(0)
+    req = request(1, 1)
+    c.propose(req, to=[0], alone=True)
+    c.run(2)
+    assert c.core(0).log.last_index == 1 and c.core(0).commit == 0
+    c.elect(1)
+    c.heal()
+    c.run(5)
+    assert c.core(0).role != LEADER and relayed(c, 0) == [(req.raw,)]
+    assert [count_in_ledger(c, i, req) for i in range(3)] == [1, 1, 1]
+
+
+def test_only_the_leader_takes_relayed_requests_and_it_checks_them_as_a_clients() -> None:
+    c = Cluster(3, MANUAL)
+    c.elect(0)
+    follower = c.core(2)
+    follower.step(1, Relay(txs=(request(1, 1).raw,)))
+    assert len(follower.mempool) == 0 and follower.relayed_in == 0
+    leader = c.core(0)
+    good = request(1, 2)
+    leader.step(1, Relay(txs=(b"\x00not a transaction", good.raw)))
+    assert leader.rejections.count("relayed transaction refused: malformed") == 1
+    assert leader.relayed_in == 1
+    c.drain(c.nodes[0])
+    c.run(3)
+    assert c.heights() == [1, 1, 1] and count_in_ledger(c, 1, good) == 1
 
 
 # -------------------------------------------------------------------------------- status, records
