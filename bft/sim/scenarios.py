@@ -75,6 +75,10 @@ def random_scenario(
         max_inflight=rng.randint(1, 6),
         submit_every=rng.choice([5 * MS, 30 * MS, 80 * MS]),
     )
+    if spec.name in ("pbft", "raft"):
+        # Their clients send to the leader they know alone (drawn last: the faults of a seed
+        # stay what they were).
+        workload = replace(workload, alone=rng.choice([0.0, 0.5, 1.0]))
     return SimConfig(
         spec=spec,
         n=n,

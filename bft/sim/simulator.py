@@ -348,13 +348,26 @@ class Simulation:
         for node in self.nodes:
             if node.alive:
                 self._guarded(node, node.core.tick)
+        share = self.config.workload.alone
         for request in self.workload.poll(self.now):
-            self._note("client sends", f"{request.client!r}#{request.seq}")
-            for node in self.nodes:
+            targets = self.nodes
+            alone = (
+                share > 0
+                and self.workload.submissions[request.id].attempts == 1
+                and self.rng.random() < share
+            )
+            if alone:
+                targets = [self.rng.choice(self.nodes)]
+                self._note(
+                    "client sends alone", f"{request.client!r}#{request.seq} to n{targets[0].index}"
+                )
+            else:
+                self._note("client sends", f"{request.client!r}#{request.seq}")
+            for node in targets:
                 self._push(
                     self.now + self.config.network.delay.sample(self.rng),
                     _CLIENT,
-                    (node.index, request),
+                    (node.index, request, alone),
                 )
 
     def _handle(self, kind: int, payload: Any) -> None:
@@ -364,10 +377,10 @@ class Simulation:
             self._tick()
             self._push(self.now + self.config.tick_us, _TICK, None)
         elif kind == _CLIENT:
-            index, request = payload
+            index, request, alone = payload
             node = self.nodes[index]
             if node.alive:
-                self._guarded(node, lambda: node.core.propose(request))
+                self._guarded(node, lambda: node.core.propose(request, alone=alone))
         elif kind == _REPLY:
             identity, reply = payload
             self.workload.on_reply(identity, reply, self.now)

@@ -1,6 +1,8 @@
 """Simulated clients: they submit, retry on timeout, and record what was acknowledged.
 
-A client sends each request to every replica (so a faulty leader cannot silently drop it) and
+A client sends each request to every replica (so a faulty leader cannot silently drop it), or,
+for a share ``alone`` of new requests, to one replica alone, as a client does to the leader it
+believes in (which may have been replaced, or never have led); a retry goes to every replica. It
 keeps at most ``max_inflight`` outstanding. A request is *acknowledged* once ``ack_quorum``
 distinct replicas (f+1 in the BFT modes, one in Raft) report the same place in the ledger, and
 *refused* once as many report the same error. A request still unanswered after ``max_attempts``
@@ -51,6 +53,8 @@ class WorkloadConfig:
     payload_size: int = 32
     signed: bool = False
     """Clients sign with real Ed25519 (slow; for the share of runs that check S4 signatures)."""
+    alone: float = 0.0
+    """Share of new requests sent to one replica (chosen at random) alone."""
     client_prefix: bytes = b"client"
     """Unsigned clients are ``<prefix>-<i>``: give runs that share a ledger different prefixes
     (a client that reused an identity and sequence numbers would be answered from old commits)."""

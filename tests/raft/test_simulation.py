@@ -63,6 +63,17 @@ def test_normal_operation(n: int) -> None:
     assert report.stats["acked"] == 120 and report.stats["view_changes"] == 1
 
 
+def test_requests_sent_to_one_replica_alone_reach_the_leader() -> None:
+    """Every request goes to one replica chosen at random, and is never sent again: each one
+    that does not reach the leader itself commits only because a replica relays it."""
+    workload = WorkloadConfig(
+        clients=3, requests_per_client=30, submit_every=20 * MS, alone=1.0, max_attempts=1
+    )
+    report = check_run(SimConfig(spec=RAFT, n=3, seed=11, workload=workload, encode_messages=True))
+    check(report)
+    assert report.stats["acked"] == 90
+
+
 def test_normal_operation_with_real_ed25519_client_signatures() -> None:
     workload = WorkloadConfig(clients=2, requests_per_client=15, submit_every=20 * MS, signed=True)
     report = check_run(
