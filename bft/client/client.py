@@ -9,10 +9,12 @@ key, and queues it; a batcher sends queued transactions in one ``Submit`` frame 
 in flight, at once). In PBFT and Raft the frame goes to the leader alone once the client knows
 it (the proposer of the newest certified block it verified; ``leader_first``), as PBFT's
 clients do: the other replicas learn each request from the leader's proposal instead of
-admitting it twice. A request the leader has not answered after ``leader_timeout``, or that the
-leader alone refuses or places where another transaction is, goes to every replica at once, so
-a faulty or replaced leader cannot silently drop it: the backups' timers then run, and a new
-leader proposes it. Before the first verified block, with the leader not connected, and in
+admitting it twice. The frame says it went to that replica alone: a replica that no longer
+leads (the client has not yet seen a block of the new leader) relays it to the one that does.
+A request the leader has not answered after ``leader_timeout``, or that the leader alone
+refuses or places where another transaction is, goes to every replica at once, so a faulty
+leader cannot silently drop it: the backups' timers then run, and a new leader proposes it.
+Before the first verified block, with the leader not connected, and in
 HotStuff (whose leader changes every view), frames go to every replica. At most
 ``max_inflight`` requests are outstanding, and a new one is numbered less than
 ``client_window`` above the oldest unfinished one (the replicas refuse as stale a request a
@@ -534,13 +536,13 @@ class Client:
             now = trio.current_time()
             for pending in batch:
                 pending.first_sent = pending.last_sent = now
-            frames = [Submit(txs=tuple(p.raw for p in batch)).encode()]
+            txs = tuple(p.raw for p in batch)
             leader = self._leader_target()
-            if leader is not None and self._send(leader, frames):
+            if leader is not None and self._send(leader, [Submit(txs=txs, alone=True).encode()]):
                 for pending in batch:
                     pending.narrow = True
                 self.stats["batches_to_leader"] += 1
-            elif self._broadcast(frames) == 0:
+            elif self._broadcast([Submit(txs=txs).encode()]) == 0:
                 self.stats["send_failures"] += 1
             self.stats["batches_sent"] += 1
 

@@ -1,6 +1,8 @@
 """What clients and replicas say to each other on a replica's client port (tags 0xa0-0xaf).
 
-* :class:`Submit` - a batch of encoded transactions.
+* :class:`Submit` - a batch of encoded transactions; ``alone`` when the client sent it to this
+  replica only, taking it for the leader (a replica that does not lead relays it to the one
+  that does).
 * :class:`Refused` - requests the replica will not order, with the reason (final: not committed).
 * :class:`Committed` - for one block: its header and certificate, and for each of this client's
   transactions in it, the position and the Merkle evidence. With the client's own transaction
@@ -41,6 +43,7 @@ class Submit(Record):
     txs: tuple[bytes, ...] = wire(
         Seq(Bytes(min_size=1, max_size=MAX_TX_SIZE), min_len=1, max_len=MAX_SUBMIT)
     )
+    alone: bool = wire(Bool(), default=False)
 
 
 @record(tag=0xA1)

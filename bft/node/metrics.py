@@ -39,6 +39,8 @@ catchup_requests_total                 counter    block requests sent to peers
 rejected_total{reason}                 counter    remote input refused, by reason
 client_sessions                        gauge      connected clients
 client_transactions_total{outcome}     counter    received, refused, malformed, settled_again
+client_transactions_relayed_total      counter    {direction} sent to the leader, received from
+                                                 others (PBFT, Raft)
 client_throttled_total                 counter    pauses of a connection over its allowance
 client_rate_limited_total              counter    pauses of a connection over its tx or byte rate
 evidence_total                         counter    equivocations seen and saved
@@ -317,6 +319,14 @@ class ReplicaCollector:
         txs.add_metric(["malformed"], stats["client_txs_malformed"])
         txs.add_metric(["settled_again"], stats["client_txs_settled_again"])
         yield txs
+        relayed = CounterMetricFamily(
+            "bft_client_transactions_relayed",
+            "Client requests handed to the leader (sent) or taken from others' relays (received)",
+            labels=["direction"],
+        )
+        relayed.add_metric(["sent"], int(extra.get("relayed", 0)))
+        relayed.add_metric(["received"], int(extra.get("relayed_in", 0)))
+        yield relayed
         yield counter(
             "client_throttled",
             "Pauses in reading from a client connection over its refusal allowance",

@@ -490,8 +490,9 @@ class Replica:
         if kind == "step":
             core.step(event[1], event[2])
         elif kind == "propose":
+            alone = event[2]
             for request in event[1]:
-                dropped = core.propose(request)
+                dropped = core.propose(request, alone=alone)
                 if dropped:
                     self._dropped(request, dropped)
         elif kind == "tick":
@@ -875,7 +876,7 @@ class Replica:
         ):
             routes.popitem(last=False)
         self.core.verified.add(txid_of(r.raw) for r in admitted if r.signed)
-        await self._inbox.send(("propose", admitted))
+        await self._inbox.send(("propose", admitted, message.alone))
 
     def _reply(self, ready: Ready) -> None:
         """One ``Committed`` (or ``Refused``) frame per client session per block."""

@@ -425,3 +425,44 @@ async def test_a_leader_that_fails_is_left_before_the_retry(tmp_path: Path, faul
             assert client._leader not in (None, 0)
             after = await client.submit(b"after")
             assert after.header.proposer == client._leader
+
+
+@pytest.mark.parametrize("protocol", ["pbft", "raft"])
+async def test_requests_sent_to_a_replaced_leader_are_relayed_to_the_new_one(
+    tmp_path: Path, protocol: str
+) -> None:
+    """The leader changes while a client is idle (PBFT: a view change while the primary is
+    silent; Raft: a leadership transfer), so the client still sends to the old leader alone.
+    That replica relays the requests to the new leader: they commit without the client's
+    ``leader_timeout`` or ``retry_after`` (both outlast the test), and the client then sends to
+    the new leader."""
+    init_cluster(tmp_path, protocol=protocol, n=3 if protocol == "raft" else 4)
+    config = ClientConfig.from_cluster(tmp_path, timeout=40, retry_after=60, leader_timeout=60)
+    with trio.fail_after(90):
+        async with running(tmp_path) as nodes, open_client(config) as client:
+            await client.submit(b"before")
+            assert client._leader == 0
+            old = nodes.replicas[0]
+            if protocol == "pbft":
+                old.byzantine = "silent"
+                others = dataclasses.replace(config, leader_first=False)
+                async with open_client(others) as other:
+                    await other.submit(b"through a view change")
+                old.byzantine = ""
+            else:
+                old._inbox.send_nowait(("transfer", 1))
+            while old.core.status().leader in (None, 0):
+                await trio.sleep(0.01)
+            new = old.core.status().leader
+            to_leader = client.stats["batches_to_leader"]
+            began = trio.current_time()
+            receipts = await client.submit_many([b"after %d" % i for i in range(20)])
+            waited = trio.current_time() - began
+            assert all(isinstance(r, Receipt) for r in receipts), receipts[:3]
+            assert waited < 10, waited
+            assert client.stats["widened"] == 0 and client.stats["retries"] == 0
+            assert client.stats["batches_to_leader"] > to_leader
+            assert old.core.status().extra["relayed"] >= 20
+            assert nodes.replicas[new].core.status().extra["relayed_in"] >= 20
+            assert {r.header.proposer for r in receipts} == {new}  # type: ignore[union-attr]
+            assert client._leader == new

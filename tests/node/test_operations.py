@@ -224,6 +224,9 @@ async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
             assert then[("bft_python_blocks", ())] > 0
             assert then[("bft_client_table_places", ())] == 400  # one client, 400 committed
             assert then[("bft_client_table_forgotten_total", ())] == 0
+            relayed = "bft_client_transactions_relayed_total"  # replica 1 never took one alone
+            assert then[(relayed, (("direction", "sent"),))] == 0
+            assert then[(relayed, (("direction", "received"),))] == 0
             # Latency is measured where the client's request was admitted: some replica has it.
             latencies = []
             for replica in nodes.replicas.values():
