@@ -185,6 +185,8 @@ class PbftCore(CoreBase):
         self.last_progress = 0
         self.last_certified = 0
         self.propose_due = False
+        self.came_alone: list[bytes] = []
+        """Requests admitted since the last ``ready`` that their client sent here alone."""
         self.evidence: deque[tuple[Record, Record]] = deque(maxlen=cfg.evidence_kept)
         self.evidence_total = 0
         # (kind, view, seq, sender) -> the digest its first vote named: a second vote for
@@ -256,14 +258,19 @@ class PbftCore(CoreBase):
         dropped = self.mempool.add(request, self.now)
         if dropped:
             return dropped  # full: the client retries
-        if alone and not self.is_primary:
-            self.relay((request.raw,))
+        if alone:
+            self.came_alone.append(request.raw)  # relayed by before_ready unless primary
         # Batches are cut when the driver next asks for work (before_ready), so requests that
         # arrive together (a client's frame, a busy inbox) share a batch.
         self.propose_due = True
         return ""
 
     def before_ready(self) -> None:
+        if self.came_alone:
+            # Checked once per batch of input: a primary takes nearly every request alone.
+            if not self.is_primary:
+                self.relay(self.came_alone)
+            self.came_alone = []
         if self.propose_due:
             self.propose_due = False
             if self.is_primary:
