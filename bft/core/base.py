@@ -4,6 +4,7 @@ client requests to the leader."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from crypto import Committee
 from crypto.codec import Record
@@ -200,20 +201,21 @@ class CoreBase:
         self.send(to, Relay(txs=tuple(chunk)))
         self.relayed += len(raws)
 
-    def relayed_requests(
-        self, sender: int, relay: Relay, *, max_tx_bytes: int, require_signatures: bool
-    ) -> list[Request]:
-        """The requests of ``relay`` that pass the admission a client's would (size, form,
-        signatures); a replica relays only what it admitted, so any other is recorded as
-        refused."""
-        policy = AdmissionPolicy(self.chain_id, max_tx_bytes, require_signatures)
+    def take_relay(self, sender: int, relay: Relay, limits: Any) -> None:
+        """Propose the requests of ``relay`` that pass the admission a client's would (size,
+        form, signatures; ``limits`` has the protocol config's ``max_tx_bytes`` and
+        ``require_signatures``). A replica relays only what it admitted, so any other is
+        recorded as refused."""
+        policy = AdmissionPolicy(self.chain_id, limits.max_tx_bytes, limits.require_signatures)
         admitted, refused = check_transactions(relay.txs, policy, self.verified)
         for _, reason in refused:
             # One reason per kind of fault (a count per distinct text would grow without bound).
             kind = "oversized" if reason.startswith("transaction of") else reason.split(":")[0]
             self.reject(sender, relay, f"relayed transaction refused: {kind}")
         self.relayed_in += len(admitted)
-        return admitted
+        propose = self.propose  # type: ignore[attr-defined]
+        for request in admitted:
+            propose(request)
 
     def committee_for(self, height: int) -> Committee:
         """The committee that certified (or certifies) the block at ``height``."""

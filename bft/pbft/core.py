@@ -303,14 +303,7 @@ class PbftCore(CoreBase):
         holds to the new primary when it installs the new view."""
         if not self.is_primary:
             return
-        cfg = self.cfg
-        for request in self.relayed_requests(
-            sender,
-            relay,
-            max_tx_bytes=cfg.max_tx_bytes,
-            require_signatures=cfg.require_signatures,
-        ):
-            self.propose(request)
+        self.take_relay(sender, relay, self.cfg)
 
     # ================================================================ normal case (4.2)
 

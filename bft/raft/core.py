@@ -280,14 +280,7 @@ class RaftCore(CoreBase):
         still holds to the leader it learns of next."""
         if self.role != LEADER:
             return
-        cfg = self.cfg
-        for request in self.relayed_requests(
-            sender,
-            relay,
-            max_tx_bytes=cfg.max_tx_bytes,
-            require_signatures=cfg.require_signatures,
-        ):
-            self.propose(request)
+        self.take_relay(sender, relay, self.cfg)
 
     def step(self, sender: int, message: Record) -> None:
         if not 0 <= sender < self.n or sender == self.replica:
