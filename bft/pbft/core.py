@@ -38,8 +38,10 @@ view changes and, for each sequence number between the highest checkpoint and th
 prepared request among them, a pre-prepare for the request prepared in the highest view, or a
 null request. Every replica checks NEW-VIEW by recomputing that set before it acts on it. A
 replica that waited ``view_change_timeout`` (doubling each time) for NEW-VIEW moves on to the next
-view. A replica that learns of a later view from f+1 replicas asks to join it, and any replica in
-that view answers a VIEW-CHANGE for it with the NEW-VIEW it installed.
+view; the wait starts once 2f+1 replicas ask for the view (4.5.2), so a replica that asked alone
+stays where the others can join it rather than moving up ahead of them for good. A replica that
+learns of a later view from f+1 replicas asks to join it, and any replica in that view answers a
+VIEW-CHANGE for it with the NEW-VIEW it installed.
 
 State transfer (4.5, with ledger blocks as the state). A replica that sees f+1 replicas
 checkpoint heights it has not reached, or whose NEW-VIEW starts above its ledger, fetches the
@@ -142,7 +144,10 @@ class PbftCore(CoreBase):
         self.in_view_change = False
         self.view_changes_started = 0
         self.backoff = 0
-        self.vc_deadline = 0
+        self.vc_deadline: int | None = None
+        """When the view change under way gives up on its NEW-VIEW; ``None`` until 2f+1
+        replicas ask for that view (4.5.2)."""
+        self.vc_timeout = 0
 
         ledger = context.ledger
         self.cert_height = self.exec_height = self.stable = ledger.height
@@ -238,7 +243,7 @@ class PbftCore(CoreBase):
     def tick(self) -> None:
         self.now += 1
         if self.in_view_change:
-            if self.now >= self.vc_deadline:
+            if self.vc_deadline is not None and self.now >= self.vc_deadline:
                 self.start_view_change(self.view + 1)
         elif not self.is_primary and self.request_timer_expired():
             self.start_view_change(self.view + 1)
@@ -771,10 +776,10 @@ class PbftCore(CoreBase):
         if not resume:
             self.durable.view = new_view
             self.persist(ViewRecord(view=new_view))
-        timeout = min(
+        self.vc_timeout = min(
             self.cfg.view_change_timeout << self.backoff, self.cfg.max_view_change_timeout
         )
-        self.vc_deadline = self.now + timeout
+        self.vc_deadline = None  # runs once 2f+1 ask for this view (start_vc_timer)
         self.backoff += 1
         prepared = tuple(
             p for s, p in sorted(self.durable.prepared.items()) if s > self.cert_height
@@ -800,7 +805,19 @@ class PbftCore(CoreBase):
         self.in_flight.clear()
         self.mempool.release(self.now)
         self.broadcast(vc)
+        self.start_vc_timer()
         self.try_new_view()
+
+    def start_vc_timer(self) -> None:
+        """Start waiting for NEW-VIEW once 2f+1 replicas (this one included) ask for the view
+        (4.5.2): a replica that asks alone does not move on to later views by itself, where
+        the others, moving up at the same pace, would never catch it up; it stays, re-sending
+        its VIEW-CHANGE, until others join it or it joins them."""
+        if not self.in_view_change or self.vc_deadline is not None:
+            return
+        asking = sum(1 for vc in self.latest_vc.values() if vc.new_view == self.view)
+        if asking >= self.quorum:
+            self.vc_deadline = self.now + self.vc_timeout
 
     def validate_view_change(self, vc: ViewChange) -> str:
         """``""`` when ``vc`` is well signed and every proof in it holds, else the reason."""
@@ -873,6 +890,7 @@ class PbftCore(CoreBase):
                 self.send(sender, self.last_new_view)  # it missed the NEW-VIEW we installed
             return
         self.join_if_asked()
+        self.start_vc_timer()
         self.try_new_view()
 
     def join_if_asked(self) -> None:

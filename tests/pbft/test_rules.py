@@ -504,22 +504,52 @@ def test_request_timer_starts_a_view_change_with_backoff() -> None:
     cfg = PbftConfig(request_timeout=10, view_change_timeout=5)
     c = Cluster(4, cfg, down={0})
     c.propose(request(1, 1))
-    core = c.cores[1]
+    core = c.cores[3]
     for _ in range(11):
         core.tick()
     got = drain(core)
     (vc,) = got.sent(ViewChange)
     assert vc.new_view == 1 and core.in_view_change
     assert any(getattr(r, "view", None) == 1 for r in got.persist), "the view is durable first"
-    # No NEW-VIEW: after the timeout it moves on, and waits twice as long next time.
+    # 2f+1 ask for view 1 and its primary (1) sends no NEW-VIEW: after the timeout it moves on,
+    # and waits twice as long next time.
+    for r in (0, 2):
+        core.step(r, c.view_change(r, 1))
+    drain(core)
     for _ in range(5):
         core.tick()
     assert drain(core).sent(ViewChange)[0].new_view == 2
+    for r in (0, 2):
+        core.step(r, c.view_change(r, 2))
+    drain(core)
     for _ in range(9):
         core.tick()
     assert all(vc.new_view == 2 for vc in drain(core).sent(ViewChange))  # only re-sends
     core.tick()
     assert [vc.new_view for vc in drain(core).sent(ViewChange)] == [3]
+
+
+def test_a_replica_that_asks_for_a_view_alone_waits_there_for_the_others() -> None:
+    """4.5.2: the wait for NEW-VIEW starts once 2f+1 replicas ask for the view. One that asked
+    alone (its timer ran out, the others' did not) stays in that view, re-sending its
+    VIEW-CHANGE, so the others, should they change views too, find it there; moving on by
+    itself it would stay ahead of them for good (each side moving up at the same pace)."""
+    cfg = PbftConfig(request_timeout=10, view_change_timeout=5)
+    c = Cluster(4, cfg)
+    core = c.cores[2]
+    core.propose(request(1, 1))
+    for _ in range(11):
+        core.tick()
+    assert core.view == 1 and core.in_view_change
+    drain(core)
+    core.step(3, c.view_change(3, 1))  # f+1 of 2f+1
+    for _ in range(500):
+        core.tick()
+    assert core.view == 1 and {vc.new_view for vc in drain(core).sent(ViewChange)} == {1}
+    core.step(0, c.view_change(0, 1))  # 2f+1: now it waits for NEW-VIEW, then moves on
+    for _ in range(5):
+        core.tick()
+    assert core.view == 2
 
 
 def test_a_replica_joins_a_view_change_on_f_plus_one_requests_not_on_one() -> None:
