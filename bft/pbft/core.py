@@ -779,7 +779,10 @@ class PbftCore(CoreBase):
         self.vc_timeout = min(
             self.cfg.view_change_timeout << self.backoff, self.cfg.max_view_change_timeout
         )
-        self.vc_deadline = None  # runs once 2f+1 ask for this view (start_vc_timer)
+        # The wait runs once 2f+1 ask for this view (start_vc_timer); after a restart it runs at
+        # once: the replica does not know what the others did meanwhile, and its own request
+        # for the view it was in may not count (it may hold certificates prepared in it).
+        self.vc_deadline = self.now + self.vc_timeout if resume else None
         self.backoff += 1
         prepared = tuple(
             p for s, p in sorted(self.durable.prepared.items()) if s > self.cert_height
