@@ -749,6 +749,23 @@ def test_a_restarted_replica_resumes_its_view_change() -> None:
     assert c.heights()[1:] == [1, 1, 1]
 
 
+def test_a_view_change_resumed_after_a_restart_moves_on_without_a_quorum_asking() -> None:
+    """After a restart a replica does not know what the others did, and its own request for the
+    view it was in may not count (it may hold certificates prepared in that view): its wait for
+    NEW-VIEW runs at once, where a fresh view change waits for 2f+1 (4.5.2)."""
+    cfg = PbftConfig(request_timeout=3, view_change_timeout=5)
+    c = Cluster(4, cfg)
+    c.propose(request(1, 1), to=[2])
+    c.tick(5)
+    assert c.cores[2].view == 1 and c.cores[2].vc_deadline is None  # asked alone: waits
+    c.restart(2)
+    core = c.cores[2]
+    assert core.view == 1 and core.in_view_change
+    for _ in range(5):
+        core.tick()
+    assert core.view == 2
+
+
 def test_prepared_certificates_survive_a_restart_and_reach_the_view_change() -> None:
     c = Cluster(4)
     pp = c.preprepare(0, 1, TX)
