@@ -3,7 +3,7 @@ client requests to the leader."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
 from crypto import Committee
@@ -15,7 +15,7 @@ from .errors import LocalMisuse, Rejections
 from .interface import CoreContext, LedgerState
 from .messages import MAX_RELAY_BYTES, MAX_RELAY_TXS, BlockResponse, Relay
 from .ready import BROADCAST, Outbound, Ready, Reply
-from .requests import ClientTable, Mempool, Request, Status
+from .requests import ClientTable, Mempool, Request, RequestId, Status
 
 STALE = "stale request: sequence number too far behind"
 MAX_RELAY_PENDING = 4_096
@@ -180,10 +180,10 @@ class CoreBase:
                 return
             self._relay.append(raw)
 
-    def relay_pending(self, mempool: Mempool) -> None:
+    def relay_pending(self, mempool: Mempool, skip: Container[RequestId] = ()) -> None:
         """A new leader: hand it what waits here for ordering (the client may have sent it to
-        this replica alone, or to the old leader, which is this one)."""
-        self.relay(r.raw for r in mempool.requests())
+        this replica alone, or to the old leader, which is this one), but ``skip``."""
+        self.relay(r.raw for r in mempool.requests() if r.id not in skip)
 
     def _send_relay(self) -> None:
         raws, self._relay = self._relay, []

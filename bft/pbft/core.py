@@ -1059,8 +1059,7 @@ class PbftCore(CoreBase):
                 self.send_prepare(slot)
         if not primary:
             # What waits here, the new primary may never have been given (4.1).
-            in_flight = self.in_flight
-            self.relay(r.raw for r in self.mempool.requests() if r.id not in in_flight)
+            self.relay_pending(self.mempool, skip=self.in_flight)
         self.next_seq = max(self.exec_height, min_s, *(pp.seq for pp in nv.preprepares)) + 1
         if min_s > self.cert_height:
             peers = [

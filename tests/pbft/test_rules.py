@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 
 from bft.core.admission import UNSIGNED_UNDER_A_KEY
+from bft.core.base import MAX_RELAY_PENDING
 from bft.core.errors import SafetyViolation
-from bft.core.messages import Relay
+from bft.core.messages import MAX_RELAY_BYTES, MAX_RELAY_TXS, Relay
 from bft.core.requests import Status
 from bft.pbft import PbftConfig
 from bft.pbft.messages import Checkpoint, Commit, NewView, Prepare, PrePrepare, ViewChange
@@ -80,6 +81,32 @@ def test_the_primary_admits_relayed_requests_as_it_admits_a_clients_and_only_the
     backup.step(2, Relay(txs=(request(1, 2).raw,)))
     assert len(backup.mempool) == 0 and backup.relayed_in == 0
     assert not drain(backup).messages
+
+
+def test_relays_are_cut_to_their_limits_and_a_backup_holds_a_bounded_number_for_the_primary() -> (
+    None
+):
+    core = Cluster(4).cores[2]
+    for i in range(MAX_RELAY_PENDING + 100):
+        core.propose(request(i, 1), alone=True)
+    sent = drain(core).sent(Relay)
+    assert [len(r.txs) for r in sent] == [MAX_RELAY_TXS] * (MAX_RELAY_PENDING // MAX_RELAY_TXS)
+    assert core.relayed == MAX_RELAY_PENDING and len(core.mempool) == MAX_RELAY_PENDING + 100
+    big = Cluster(4).cores[2]
+    for i in range(60):
+        big.propose(request(i, 1, b"p" * 40_000), alone=True)
+    sent = drain(big).sent(Relay)
+    assert sum(len(r.txs) for r in sent) == 60 and len(sent) == 3
+    for relay in sent:
+        assert sum(map(len, relay.txs)) <= MAX_RELAY_BYTES
+        assert Relay.decode(relay.encode()) == relay
+
+
+def test_only_the_primary_has_a_relays_signatures_checked_ahead() -> None:
+    c = Cluster(4)
+    relay = Relay(txs=tuple(TX))
+    assert list(c.cores[0].transactions_to_verify(1, relay)) == TX
+    assert list(c.cores[1].transactions_to_verify(2, relay)) == []
 
 
 # -------------------------------------------------------------------------------- 4.2 normal case

@@ -375,7 +375,10 @@ def test_only_the_leader_takes_relayed_requests_and_it_checks_them_as_a_clients(
     c = Cluster(3, MANUAL)
     c.elect(0)
     follower = c.core(2)
-    follower.step(1, Relay(txs=(request(1, 1).raw,)))
+    relay = Relay(txs=(request(1, 1).raw,))
+    assert not follower.transactions_to_verify(1, relay)
+    assert list(c.core(0).transactions_to_verify(1, relay)) == list(relay.txs)
+    follower.step(1, relay)
     assert len(follower.mempool) == 0 and follower.relayed_in == 0
     leader = c.core(0)
     good = request(1, 2)
