@@ -39,26 +39,39 @@ class Rejected:
     reason: str
 
 
-class Rejections:
-    """Counts of refused remote input by reason, and the most recent ones (bounded)."""
+MAX_REASONS = 256
+"""Distinct reasons :class:`Rejections` counts one by one. Some reasons carry what a peer sent (a
+height, a decoder's message), so a hostile peer could otherwise grow the table for ever."""
 
-    __slots__ = ("_recent", "by_reason")
+OTHER_REASONS = f"other reasons (more than {MAX_REASONS} distinct ones)"
+
+
+class Rejections:
+    """Counts of refused remote input by reason, and the most recent ones (both bounded).
+
+    At most :data:`MAX_REASONS` reasons are counted apart; later new ones are counted together
+    under :data:`OTHER_REASONS` (the recent ones still keep their own text). ``total`` counts all.
+    """
+
+    __slots__ = ("_recent", "by_reason", "total")
 
     def __init__(self, keep: int = 64) -> None:
         self.by_reason: Counter[str] = Counter()
         self._recent: deque[Rejected] = deque(maxlen=keep)
+        self.total = 0
 
     def record(self, sender: int, kind: str, reason: str) -> None:
-        self.by_reason[reason] += 1
+        self.total += 1
+        counts = self.by_reason
+        if reason in counts or len(counts) < MAX_REASONS:
+            counts[reason] += 1
+        else:
+            counts[OTHER_REASONS] += 1
         self._recent.append(Rejected(sender, kind, reason))
 
     @property
     def recent(self) -> tuple[Rejected, ...]:
         return tuple(self._recent)
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_reason.values())
 
     def count(self, reason_prefix: str) -> int:
         return sum(n for r, n in self.by_reason.items() if r.startswith(reason_prefix))

@@ -12,7 +12,7 @@ from bft.core.admission import (
     verify_signatures,
 )
 from bft.core.base import CoreBase
-from bft.core.errors import LocalMisuse
+from bft.core.errors import MAX_REASONS, OTHER_REASONS, LocalMisuse, Rejections
 from bft.core.interface import CoreContext, LedgerState
 from bft.core.quorum import VoteTally
 from bft.core.ready import BROADCAST, Reply
@@ -205,3 +205,20 @@ def test_propose_says_why_a_request_was_dropped(protocol: str) -> None:
     assert core.propose(request(1)) == ""
     assert core.propose(request(1)) == ""  # already pending
     assert core.propose(request(2)) == "mempool full"
+
+
+def test_rejections_count_a_bounded_number_of_reasons_and_every_rejection() -> None:
+    rejections = Rejections(keep=8)
+    for height in range(MAX_REASONS + 500):  # a peer's made-up heights, each its own text
+        rejections.record(1, "BlockResponse", f"fetched block {height}: bad certificate")
+    rejections.record(2, "Prepare", "fetched block 3: bad certificate")  # an old reason
+    assert len(rejections.by_reason) == MAX_REASONS + 1
+    assert rejections.by_reason[OTHER_REASONS] == 500
+    assert rejections.by_reason["fetched block 3: bad certificate"] == 2
+    assert rejections.total == MAX_REASONS + 501 == sum(rejections.by_reason.values())
+    assert rejections.count("fetched block") == MAX_REASONS + 1
+    recent = rejections.recent
+    assert (
+        len(recent) == 8
+        and recent[-2].reason == f"fetched block {MAX_REASONS + 499}: bad certificate"
+    )
