@@ -173,6 +173,7 @@ class PbftCore(CoreBase):
         self.claims: dict[int, int] = {}
         self.latest_vc: dict[int, ViewChange] = {}
         self.seen_views: dict[int, int] = {}
+        self.new_view_resent: dict[int, int] = {}  # replica -> tick the NEW-VIEW was resent
         self.last_new_view: NewView | None = None
         self.next_seq = (
             max(
@@ -784,8 +785,12 @@ class PbftCore(CoreBase):
         # for the view it was in may not count (it may hold certificates prepared in it).
         self.vc_deadline = self.now + self.vc_timeout if resume else None
         self.backoff += 1
+        # Certificates from earlier views only (4.4): resumed after a restart, the request is
+        # for the view the replica was in, and it may have prepared in that view.
         prepared = tuple(
-            p for s, p in sorted(self.durable.prepared.items()) if s > self.cert_height
+            p
+            for s, p in sorted(self.durable.prepared.items())
+            if s > self.cert_height and p.preprepare.view < new_view
         )
         unsigned = ViewChange(
             new_view=new_view,
@@ -877,6 +882,9 @@ class PbftCore(CoreBase):
         if vc.replica != sender:
             self.reject(sender, vc, "view change relayed for another replica")
             return
+        if vc.new_view == self.view and not self.in_view_change:
+            self.resend_new_view(sender, vc)
+            return
         known = self.latest_vc.get(sender)
         if known is not None and known.new_view >= vc.new_view:
             return
@@ -888,13 +896,26 @@ class PbftCore(CoreBase):
             return
         self.latest_vc[sender] = vc
         self.note_view(sender, vc.new_view, vc)
-        if vc.new_view == self.view and not self.in_view_change and self.last_new_view is not None:
-            if self.last_new_view.view == self.view:
-                self.send(sender, self.last_new_view)  # it missed the NEW-VIEW we installed
-            return
         self.join_if_asked()
         self.start_vc_timer()
         self.try_new_view()
+
+    def resend_new_view(self, sender: int, vc: ViewChange) -> None:
+        """``sender`` asks for the view this replica is in: it missed the NEW-VIEW, or restarted
+        and asks again (its request may repeat the one it sent before the restart, and need
+        not validate: it may list certificates prepared in this very view). Send it the NEW-VIEW
+        installed here, at most once per view-change timeout per replica, on its signature."""
+        nv = self.last_new_view
+        if nv is None or nv.view != self.view:
+            return
+        last = self.new_view_resent.get(sender)
+        if last is not None and self.now - last < self.cfg.view_change_timeout:
+            return
+        if not self.sig_ok(sender, self.st.view_change.digest(vc.body()), vc.signature):
+            self.reject(sender, vc, "bad view-change signature")
+            return
+        self.new_view_resent[sender] = self.now
+        self.send(sender, nv)
 
     def join_if_asked(self) -> None:
         """Join a view change that f+1 replicas ask for (the smallest such view above ours)."""

@@ -793,6 +793,65 @@ def test_a_view_change_resumed_after_a_restart_moves_on_without_a_quorum_asking(
     assert core.view == 2
 
 
+def test_a_replica_restarted_after_preparing_in_its_view_is_sent_that_views_new_view() -> None:
+    """A replica that installed view 1 and prepared in it, then restarted, asks to join view 1
+    again; its VIEW-CHANGE must be one the others accept (a prepared certificate from view 1
+    itself is not, 4.4), so that they send it the NEW-VIEW they installed and it takes part in
+    view 1 again rather than waiting, outside the protocol, for the next view change."""
+    c = Cluster(4, PbftConfig(request_timeout=3))
+    c.down = {0}
+    c.propose(request(1, 1))
+    c.tick(5)
+    c.run()
+    c.tick(1)
+    c.run()
+    assert all(c.cores[i].view == 1 and not c.cores[i].in_view_change for i in (1, 2, 3))
+    # A request prepared everywhere in view 1, its commits lost; then replica 2 restarts.
+    c.propose(request(2, 1), to=[1])
+    c.run(keep=lambda s, d, m: not isinstance(m, Commit))
+    assert any(p.preprepare.view == 1 for p in c.cores[2].durable.prepared.values())
+    c.restart(2)
+    core = c.cores[2]
+    assert core.view == 1 and core.in_view_change
+    (vc,) = [m for s, d, m in c.queue if s == 2 and d == 1 and isinstance(m, ViewChange)]
+    assert vc.new_view == 1 and vc.prepared == ()  # it holds one from view 1: left out
+    assert c.cores[1].validate_view_change(vc) == ""
+    c.run()
+    for i in (1, 3):
+        assert c.cores[i].rejections.total == 0, c.cores[i].rejections.by_reason
+    assert core.view == 1 and not core.in_view_change and core.view_changes_started == 0
+    # It takes part in view 1: without it, 1 and 3 are no quorum.
+    c.propose(request(3, 1), to=[1])
+    c.run()
+    for _ in range(3):
+        c.tick(c.config.retransmit_interval)
+        c.run()
+    for i in (1, 3):
+        assert [list(b.txs) for b in c.ledgers[i]] == [TX, [request(2, 1).raw], [request(3, 1).raw]]
+    assert core.exec_height == 3
+
+
+def test_new_view_is_resent_on_a_signed_request_at_most_once_per_view_change_timeout() -> None:
+    cfg = PbftConfig(request_timeout=3, view_change_timeout=5)
+    c = Cluster(4, cfg, down={0})
+    c.propose(request(1, 1))
+    c.tick(5)
+    c.run()
+    core = c.cores[1]
+    assert core.view == 1 and not core.in_view_change and core.last_new_view is not None
+    ask = c.view_change(2, 1)
+    forged = ViewChange(new_view=1, replica=2, checkpoint=None, prepared=(), signature=bytes(64))
+    core.step(2, forged)
+    assert not drain(core).sent(NewView)
+    assert core.rejections.count("bad view-change signature") == 1
+    sent = []
+    for _ in range(11):
+        core.step(2, ask)
+        sent += drain(core).sent(NewView)
+        core.tick()
+    assert sent == [core.last_new_view] * 3  # at ticks 0, 5 and 10
+
+
 def test_prepared_certificates_survive_a_restart_and_reach_the_view_change() -> None:
     c = Cluster(4)
     pp = c.preprepare(0, 1, TX)
