@@ -447,6 +447,18 @@ class Mempool:
                 break
         return oldest
 
+    def waiting_between(self, after: int, upto: int, limit: int) -> list[Request]:
+        """Waiting requests that arrived after tick ``after`` and by tick ``upto``, oldest first;
+        at most ``limit``, found among the ``limit`` oldest. Arrival ticks must not decrease along
+        the waiting order: ``add`` is given the present tick, ``release`` is given it too."""
+        out: list[Request] = []
+        for looked, (request, tick) in enumerate(self._waiting.values()):
+            if tick > upto or looked >= limit:
+                break
+            if tick > after:
+                out.append(request)
+        return out
+
     def requests(self) -> Iterator[Request]:
         """Held then waiting requests, oldest first, without copying the pool (stop early)."""
         for request, _ in self._held.values():

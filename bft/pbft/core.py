@@ -60,7 +60,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bft.core.admission import UNSIGNED_UNDER_A_KEY, unsigned_under_a_key
-from bft.core.base import CoreBase
+from bft.core.base import MAX_RELAY_PENDING, CoreBase
 from bft.core.errors import LocalMisuse, SafetyViolation
 from bft.core.interface import CoreContext, CoreStatus
 from bft.core.messages import BlockRequest, BlockResponse, Relay
@@ -192,6 +192,7 @@ class PbftCore(CoreBase):
         self.last_certified = 0
         self.propose_due = False
         self.came_alone: list[bytes] = []
+        self.relayed_upto = -1  # requests that arrived by this tick were relayed once they aged
         """Requests admitted since the last ``ready`` that their client sent here alone."""
         self.evidence: deque[tuple[Record, Record]] = deque(maxlen=cfg.evidence_kept)
         self.evidence_total = 0
@@ -246,8 +247,11 @@ class PbftCore(CoreBase):
         if self.in_view_change:
             if self.vc_deadline is not None and self.now >= self.vc_deadline:
                 self.start_view_change(self.view + 1)
-        elif not self.is_primary and self.request_timer_expired():
-            self.start_view_change(self.view + 1)
+        elif not self.is_primary:
+            if self.request_timer_expired():
+                self.start_view_change(self.view + 1)
+            elif self.now % self.cfg.retransmit_interval == 0:
+                self.relay_aged()
         if self.is_primary:
             self.maybe_propose()
         if self.now % self.cfg.retransmit_interval == 0:
@@ -748,6 +752,19 @@ class PbftCore(CoreBase):
             self.maybe_propose()
 
     # ================================================================ view changes (4.4)
+
+    def relay_aged(self) -> None:
+        """Relay to the primary, once each, the requests that have waited here half a request
+        timeout without appearing in a pre-prepare (4.1: a backup relays a request the client
+        sent to all; the primary may not have it: the client's frame to it was lost, or this
+        replica holds what it was sent while it lagged). Suspecting the primary before it had
+        the request would take this replica out of the protocol by itself."""
+        cutoff = self.now - self.cfg.request_timeout // 2
+        if cutoff <= self.relayed_upto:
+            return
+        aged = self.mempool.waiting_between(self.relayed_upto, cutoff, MAX_RELAY_PENDING)
+        self.relayed_upto = cutoff
+        self.relay(r.raw for r in aged)
 
     def request_timer_expired(self) -> bool:
         """The primary is suspected (and not because this replica is behind) when a request has

@@ -201,6 +201,17 @@ def test_mempool_take_hold_release_remove() -> None:
     assert len(pool) == 0 and pool.bytes == 0 and pool.oldest_tick() is None
 
 
+def test_waiting_between_finds_the_aged_waiting_requests_looking_at_a_bounded_few() -> None:
+    pool = Mempool()
+    for seq in range(1, 9):
+        pool.add(req(1, seq), tick=seq)
+    pool.hold([(b"c1", 3)])  # in a proposal: not waiting
+    assert [r.seq for r in pool.waiting_between(1, 5, 100)] == [2, 4, 5]
+    assert [r.seq for r in pool.waiting_between(-1, 100, 100)] == [1, 2, 4, 5, 6, 7, 8]
+    assert pool.waiting_between(5, 5, 100) == []
+    assert [r.seq for r in pool.waiting_between(2, 100, 4)] == [4, 5]  # looked at 1, 2, 4, 5
+
+
 def test_take_respects_the_byte_limit_but_always_makes_progress() -> None:
     pool = Mempool()
     for seq in range(1, 4):

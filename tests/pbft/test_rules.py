@@ -47,6 +47,34 @@ def test_a_request_sent_to_a_backup_alone_is_relayed_to_the_primary() -> None:
     assert all(len(c.cores[i].mempool) == 1 for i in (1, 2, 3))
 
 
+def test_a_request_the_primary_lacks_is_relayed_once_after_half_a_request_timeout() -> None:
+    """4.1: a backup relays to the primary a request its client sent to all; here once it has
+    waited half a request timeout, so that the primary is not suspected (and this replica taken
+    out of the protocol by its own view change) for a request it never had."""
+    cfg = PbftConfig(request_timeout=100, retransmit_interval=25)
+    c = Cluster(4, cfg)
+    late = request(1, 2)
+    c.propose(request(1, 1), to=[0, 1, 2, 3])
+    c.propose(late, to=[2, 3])  # its frame to the primary was lost
+    c.run()
+    assert c.heights() == [1, 1, 1, 1]
+    c.tick(49)
+    assert relays(c) == []  # fresh requests stay (the primary has them, nearly always)
+    c.tick(1)
+    assert relays(c) == [(2, 0, (late.raw,)), (3, 0, (late.raw,))]
+    c.run()
+    assert c.heights() == [2, 2, 2, 2] and all(core.view == 0 for core in c.cores)
+    # With the primary away, each backup relays what it holds once, then suspects it.
+    c.down = {0}
+    c.propose(request(2, 1), to=[1, 2, 3])
+    c.queue.clear()
+    c.tick(75)
+    assert sorted(src for src, _, _ in relays(c)) == [1, 2, 3]
+    c.queue.clear()
+    c.tick(26)
+    assert relays(c) == [] and all(c.cores[i].in_view_change for i in (1, 2, 3))
+
+
 def test_a_backup_installing_a_new_view_relays_the_requests_it_holds_to_the_new_primary() -> None:
     """The primary took a request its client sent to it alone, and the view changed before the
     request was ordered (its pre-prepare was lost). As a backup of view 1 the old primary
