@@ -170,7 +170,8 @@ class PbftCore(CoreBase):
         self.early_block: tuple[Proposal, bytes, Executed, int] | None = None
         self.early_checkpoints = 0
         self.checkpoints: dict[int, dict[tuple[int, bytes], dict[int, bytes]]] = {}
-        self.claims: dict[int, int] = {}
+        self.claims: dict[int, int] = {}  # replica -> height it claims its ledger reaches
+        self.checkpoint_heights: dict[int, int] = {}  # replica -> its highest checkpoint seen
         self.latest_vc: dict[int, ViewChange] = {}
         self.seen_views: dict[int, int] = {}
         self.new_view_resent: dict[int, int] = {}  # replica -> tick the NEW-VIEW was resent
@@ -680,8 +681,13 @@ class PbftCore(CoreBase):
     def on_checkpoint(self, sender: int, msg: Checkpoint) -> None:
         if msg.height <= self.cert_height:
             return
-        if msg.height > self.claims.get(sender, 0):
-            self.claims[sender] = msg.height
+        if msg.height > self.checkpoint_heights.get(sender, 0):
+            # A new checkpoint claims the block. Its re-sends do not claim it again once the
+            # sender's ledger showed it uncertified (a block its signers executed, or prepared
+            # and signed early, that never gathered a quorum): else f+1 such re-sends would keep
+            # this replica "behind", and so from suspecting the primary, for good.
+            self.checkpoint_heights[sender] = msg.height
+            self.claims[sender] = max(self.claims.get(sender, 0), msg.height)
         if msg.height > self.cert_height + 2 * self.cfg.window:
             return  # far ahead: only counts as a claim (bounded memory); state transfer follows
         statement = self.checkpoint_statement(msg)

@@ -927,6 +927,41 @@ def test_a_replica_behind_fetches_certified_blocks_and_verifies_them() -> None:
     assert lagging.stable == 4
 
 
+def test_re_sent_checkpoints_of_a_block_never_certified_do_not_keep_a_replica_behind() -> None:
+    """f+1 replicas signed a checkpoint for a block that never gathered a quorum (signed early,
+    at prepare, then the primary was cut off). Their ledgers show it uncertified; their re-sent
+    checkpoints must not make this replica "behind" again, which would keep its request timer
+    from ever suspecting the primary (a testbed soak stalled for two minutes so)."""
+    from bft.core.messages import BlockRequest, BlockResponse
+
+    c = Cluster(4)
+    c.propose(request(1, 1))
+    c.run()
+    core = c.cores[3]
+
+    def checkpoint(replica: int, height: int) -> Checkpoint:
+        unsigned = Checkpoint(height=height, view=0, block_hash=b"\x11" * 32, signature=bytes(64))
+        signature = c.sign(replica, core.checkpoint_statement(unsigned))
+        return Checkpoint(height=height, view=0, block_hash=b"\x11" * 32, signature=signature)
+
+    for p in (1, 2):
+        core.step(p, checkpoint(p, 2))
+    for _ in range(c.config.retransmit_interval + 1):
+        core.tick()
+    assert core.behind()
+    (ask,) = [m for _, m in drain(core).messages if isinstance(m, BlockRequest)]
+    assert ask.start == 2
+    for p in (1, 2):
+        core.step(p, BlockResponse(start=2, height=1, blocks=()))
+    assert not core.behind()
+    for p in (1, 2):
+        core.step(p, checkpoint(p, 2))  # re-sent
+    assert not core.behind()
+    for p in (1, 2):
+        core.step(p, checkpoint(p, 3))  # a new one claims again
+    assert core.behind()
+
+
 def test_signatures_cannot_be_replayed_under_another_height_view_or_chain() -> None:
     """Scenario 4: a signature reused under another height, view or chain is refused."""
     from bft.pbft.messages import Statements
