@@ -262,13 +262,19 @@ class PbftCore(CoreBase):
     def propose(self, request: Request, *, alone: bool = False) -> str:
         if self.answer_if_known(request, self.clients, self.cert_height):
             return ""
-        if request.id in self.in_flight or request.id in self.mempool:
+        rid = request.id
+        if rid in self.mempool:
             return ""
         if request.signed:
             self.verified.add([txid_of(request.raw)])
         dropped = self.mempool.add(request, self.now)
         if dropped:
             return dropped  # full: the client retries
+        if rid in self.in_flight:
+            # Known so far from the primary's pre-prepare alone: pooled, held, so that a view
+            # change that loses that pre-prepare proposes it again.
+            self.mempool.hold([rid])
+            return ""
         if alone:
             self.came_alone.append(request.raw)  # relayed by before_ready unless primary
         # Batches are cut when the driver next asks for work (before_ready), so requests that
@@ -778,6 +784,16 @@ class PbftCore(CoreBase):
         a request executes, as in section 4.4), or ``starvation_factor`` times that in any
         case (a primary that serves others but never this one)."""
         oldest = self.mempool.oldest_tick(include_held=True)
+        # A request known only from the primary's pre-prepare waits too (its client's copy,
+        # sent here later, finds it in flight and is not pooled).
+        exec_height = self.exec_height
+        for seq, slot in self.slots.items():
+            if (
+                seq > exec_height
+                and slot.requests
+                and (oldest is None or slot.accepted_at < oldest)
+            ):
+                oldest = slot.accepted_at
         if oldest is None:
             return False
         timeout = self.cfg.request_timeout

@@ -584,6 +584,37 @@ def test_request_timer_starts_a_view_change_with_backoff() -> None:
     assert [vc.new_view for vc in drain(core).sent(ViewChange)] == [3]
 
 
+@pytest.mark.parametrize("client_copies", [False, True])
+def test_a_request_known_from_a_pre_prepare_runs_the_request_timer(client_copies: bool) -> None:
+    """4.4: a backup waits for a request it received and has not executed, whether its client's
+    copy came first or the primary's pre-prepare did. Here the client sent to the primary alone;
+    the pre-prepare reached the backups, then the primary was cut off (a testbed soak stalled two
+    minutes in view 1 so: every backup held the requests in flight and none timed out). The
+    client's copies, should they come later, are pooled (held), and the next primary orders
+    them."""
+    cfg = PbftConfig(request_timeout=10, view_change_timeout=5)
+    c = Cluster(4, cfg)
+    req = request(1, 1)
+    c.propose(req, to=[0], alone=True)
+    c.run(keep=lambda s, d, m: isinstance(m, PrePrepare))
+    c.down = {0}
+    c.queue.clear()
+    c.tick(3)
+    if client_copies:
+        c.propose(req, to=[1, 2, 3])
+        assert all(
+            (c.cores[i].mempool.waiting, len(c.cores[i].mempool)) == (0, 1) for i in (1, 2, 3)
+        )
+    c.tick(cfg.request_timeout - 3)
+    assert not any(c.cores[i].in_view_change for i in (1, 2, 3))
+    c.tick(1)
+    assert all(c.cores[i].in_view_change and c.cores[i].view == 1 for i in (1, 2, 3))
+    c.run()
+    c.tick(1)
+    c.run()
+    assert c.heights()[1:] == ([1, 1, 1] if client_copies else [0, 0, 0])
+
+
 def test_a_replica_that_asks_for_a_view_alone_waits_there_for_the_others() -> None:
     """4.5.2: the wait for NEW-VIEW starts once 2f+1 replicas ask for the view. One that asked
     alone (its timer ran out, the others' did not) stays in that view, re-sending its
