@@ -852,11 +852,9 @@ def test_a_view_change_resumed_after_a_restart_moves_on_without_a_quorum_asking(
     assert core.view == 2
 
 
-def test_a_replica_restarted_after_preparing_in_its_view_is_sent_that_views_new_view() -> None:
-    """A replica that installed view 1 and prepared in it, then restarted, asks to join view 1
-    again; its VIEW-CHANGE must be one the others accept (a prepared certificate from view 1
-    itself is not, 4.4), so that they send it the NEW-VIEW they installed and it takes part in
-    view 1 again rather than waiting, outside the protocol, for the next view change."""
+def in_view_one() -> Cluster:
+    """Four replicas that moved to view 1 (primary 1) without replica 0, request 1#1 ordered in
+    view 1; replica 0 stays down."""
     c = Cluster(4, PbftConfig(request_timeout=3))
     c.down = {0}
     c.propose(request(1, 1))
@@ -864,6 +862,15 @@ def test_a_replica_restarted_after_preparing_in_its_view_is_sent_that_views_new_
     c.run()
     c.tick(1)
     c.run()
+    return c
+
+
+def test_a_replica_restarted_after_preparing_in_its_view_is_sent_that_views_new_view() -> None:
+    """A replica that installed view 1 and prepared in it, then restarted, asks to join view 1
+    again; its VIEW-CHANGE must be one the others accept (a prepared certificate from view 1
+    itself is not, 4.4), so that they send it the NEW-VIEW they installed and it takes part in
+    view 1 again rather than waiting, outside the protocol, for the next view change."""
+    c = in_view_one()
     assert all(c.cores[i].view == 1 and not c.cores[i].in_view_change for i in (1, 2, 3))
     # A request prepared everywhere in view 1, its commits lost; then replica 2 restarts.
     c.propose(request(2, 1), to=[1])
@@ -1142,13 +1149,7 @@ def test_a_restarted_primary_does_not_reuse_a_sequence_it_proposed_at_before() -
     there would be a second pre-prepare for one (view, sequence). It hands the view on instead,
     and commits resume under the next primary (found by the testbed's crash loop: the replica
     used to stop on its own safety check)."""
-    c = Cluster(4, PbftConfig(request_timeout=3))
-    c.down = {0}
-    c.propose(request(1, 1))
-    c.tick(5)
-    c.run()
-    c.tick(1)
-    c.run()
+    c = in_view_one()
     assert [c.cores[i].view for i in (1, 2, 3)] == [1, 1, 1]
     assert c.cores[1].is_primary
     start = c.heights()[1]
