@@ -193,8 +193,8 @@ class PbftCore(CoreBase):
         self.last_certified = 0
         self.propose_due = False
         self.came_alone: list[bytes] = []
-        self.relayed_upto = -1  # requests that arrived by this tick were relayed once they aged
         """Requests admitted since the last ``ready`` that their client sent here alone."""
+        self.relayed_upto = -1  # requests that arrived by this tick were relayed once they aged
         self.evidence: deque[tuple[Record, Record]] = deque(maxlen=cfg.evidence_kept)
         self.evidence_total = 0
         # (kind, view, seq, sender) -> the digest its first vote named: a second vote for
