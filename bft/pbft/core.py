@@ -820,8 +820,8 @@ class PbftCore(CoreBase):
             self.cfg.view_change_timeout << self.backoff, self.cfg.max_view_change_timeout
         )
         # The wait runs once 2f+1 ask for this view (start_vc_timer); after a restart it runs at
-        # once: the replica does not know what the others did meanwhile, and its own request
-        # for the view it was in may not count (it may hold certificates prepared in it).
+        # once: the replica does not know what the others did meanwhile (those in the view send
+        # its NEW-VIEW back; if none answers, it moves on rather than wait for askers).
         self.vc_deadline = self.now + self.vc_timeout if resume else None
         self.backoff += 1
         # Certificates from earlier views only (4.4): resumed after a restart, the request is

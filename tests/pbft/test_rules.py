@@ -836,9 +836,9 @@ def test_a_restarted_replica_resumes_its_view_change() -> None:
 
 
 def test_a_view_change_resumed_after_a_restart_moves_on_without_a_quorum_asking() -> None:
-    """After a restart a replica does not know what the others did, and its own request for the
-    view it was in may not count (it may hold certificates prepared in that view): its wait for
-    NEW-VIEW runs at once, where a fresh view change waits for 2f+1 (4.5.2)."""
+    """After a restart a replica does not know what the others did (any replica in the view
+    sends its NEW-VIEW back; here none is): its wait for NEW-VIEW runs at once, where a fresh
+    view change waits for 2f+1 (4.5.2)."""
     cfg = PbftConfig(request_timeout=3, view_change_timeout=5)
     c = Cluster(4, cfg)
     c.propose(request(1, 1), to=[2])
