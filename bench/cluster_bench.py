@@ -540,11 +540,11 @@ def run_point(
 
 
 def kept_up(phase: dict[str, Any]) -> bool:
-    """Whether the cluster kept up with an open-loop phase's offered rate: every submitted
-    transaction committed, and over the last three quarters of the run transactions committed
+    """Whether the cluster kept up with an open-loop phase's offered rate: every transaction due
+    was sent and committed, and over the last three quarters of the run transactions committed
     at (95 % of) the offered rate. A cluster that falls behind commits at its own capacity
     while its queue, and the latency of later transactions, grows."""
-    if phase["unfinished"] or phase["indeterminate"]:
+    if phase["unfinished"] or phase.get("not_sent") or phase["indeterminate"]:
         return False
     if phase.get("ledger_committed", 0) < 0.99 * phase["submitted"]:
         return False

@@ -17,7 +17,8 @@ Two disciplines (as ``bft testbed load``):
   slot let it go, so a saturated cluster shows its queueing (no coordinated omission).
 
 A run lasts ``--duration`` seconds from ``go``; then no new transaction is submitted and the
-outstanding ones get ``--drain`` seconds to finish (the rest are *unfinished*). Every payload
+outstanding ones, and in open loop those due that wait for a client slot, get ``--drain`` seconds
+to finish (the rest are *unfinished*, or *not sent* if still waiting). Every payload
 starts with ``--tag``, so the benchmark can find this run's transactions in the ledgers.
 
 Run by hand: ``python -m bench.load_worker --cluster DIR --window 1 --duration 3 --tag t1``,
@@ -36,12 +37,14 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import trio
 
 from bft.client import ClientError, NotCommitted, Rejected, open_client
 from bft.client.client import Client, ClientConfig
+from bft.testbed.load import open_loop
 from crypto import SigningKey
 
 PER_CLIENT_INFLIGHT = 1000
@@ -186,23 +189,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             outer.start_soon(stop_at_end)
             async with trio.open_nursery() as nursery:
                 if args.rate is not None:
-                    index = 0
-                    while True:
-                        now = trio.current_time()
-                        while t0 + index / args.rate <= now:
-                            due = t0 + index / args.rate
-                            if due >= t_end:
-                                break
-                            client = clients[index % len(clients)]
-                            nursery.start_soon(
-                                _submit, client, make_payload(tag, index, args.size), due, t_end,
-                                tally,
-                            )  # fmt: skip
-                            index += 1
-                        due = t0 + index / args.rate
-                        if due >= t_end:
-                            break
-                        await trio.sleep_until(due)
+
+                    async def submit(index: int, due: float) -> None:
+                        await _submit(
+                            clients[index % len(clients)], make_payload(tag, index, args.size),
+                            due, t_end, tally,
+                        )  # fmt: skip
+
+                    nursery.start_soon(
+                        partial(
+                            open_loop,
+                            submit,
+                            rate=args.rate,
+                            start=t0,
+                            until=t_end,
+                            slots=PER_CLIENT_INFLIGHT * len(clients),
+                        )
+                    )
                 else:
                     counter = iter(range(sys.maxsize))
 
@@ -219,6 +222,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             outer.cancel_scope.cancel()
         finished = tally.acked_total + tally.refused + tally.indeterminate
         unfinished = tally.submitted - finished
+        not_sent = 0
+        if args.rate is not None:
+            # Due in the run but still waiting for a client slot when the drain ran out.
+            due = math.ceil(args.duration * args.rate)
+            while due > 0 and t0 + (due - 1) / args.rate >= t_end:
+                due -= 1
+            while t0 + due / args.rate < t_end:
+                due += 1
+            not_sent = due - tally.submitted
         if not cpu_window:
             cpu_window = time.process_time() - cpu0
         stats: Counter[str] = Counter()
@@ -231,6 +243,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "refused": tally.refused,
         "indeterminate": tally.indeterminate,
         "unfinished": unfinished,
+        "not_sent": not_sent,
         "inflight_at_end": tally.inflight_at_end,
         "duration": args.duration,
         "last_ack_s": round(tally.last_ack - t0, 4) if tally.acked_total else None,

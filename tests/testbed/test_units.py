@@ -4,6 +4,7 @@ on a virtual clock), fault plans, and how statuses become the cluster's picture.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,21 +13,24 @@ import trio
 from bft.client import NotCommitted, Rejected
 from bft.testbed import LoadResult, assess, drive, init_cluster, load_cluster
 from bft.testbed.faults import parse_groups, plan_byzantine, plan_cut, plan_link, plan_partition
-from bft.testbed.load import payload
+from bft.testbed.load import open_loop, payload
 from bft.testbed.processes import TestbedError
 
 
 class FakeClient:
     """Commits after ``delay`` (virtual) seconds; refuses or times out on chosen payloads."""
 
-    def __init__(self, delay: float = 0.05) -> None:
+    def __init__(self, delay: float = 0.05, max_inflight: int = 1000) -> None:
         self.delay = delay
+        self.config = SimpleNamespace(max_inflight=max_inflight)
         self.outstanding = 0
         self.most_outstanding = 0
         self.started: list[float] = []
+        self.tasks: set[trio.lowlevel.Task] = set()
 
     async def submit(self, data: bytes) -> Any:
         self.started.append(trio.current_time())
+        self.tasks.add(trio.lowlevel.current_task())
         self.outstanding += 1
         self.most_outstanding = max(self.most_outstanding, self.outstanding)
         try:
@@ -63,6 +67,45 @@ async def test_open_loop_submits_on_schedule_whatever_the_replies(autojump_clock
     assert len(offsets) == 50
     assert all(abs(offset - i / 100) < 0.011 for i, offset in enumerate(offsets))
     assert client.most_outstanding == 50 and result.finished == 50
+
+
+async def test_open_loop_backlog_waits_its_turn_in_order_and_counts_from_its_due_time(
+    autojump_clock: Any,
+) -> None:
+    # The client takes 4 at a time, each for 1 s; 12 fall due in the first 0.12 s. The rest wait
+    # for a slot and go in index order, and their latency includes the wait (they were due).
+    client = FakeClient(delay=1.0, max_inflight=4)
+    begin = trio.current_time()
+    result = await drive(client, count=12, rate=100.0)  # type: ignore[arg-type]
+    offsets = [round(t - begin, 3) for t in client.started]
+    assert offsets == [0.0, 0.01, 0.02, 0.03, 1.0, 1.01, 1.02, 1.03, 2.0, 2.01, 2.02, 2.03]
+    assert client.most_outstanding == 4
+    assert len(client.tasks) == 4  # the backlog is a counter, not a task per transaction
+    # Index 4 was due at 0.04, went at 1.0 and committed at 2.0: 1.96 s.
+    committed = [i for i in range(12) if i % 10 not in (3, 7)]
+    expected = {i: (1 + i // 4) + (i % 4) / 100 - i / 100 for i in committed}
+    assert sorted(round(x, 3) for x in result.latencies) == sorted(
+        round(v, 3) for v in expected.values()
+    )
+
+
+async def test_open_loop_stops_before_the_first_due_at_its_end(autojump_clock: Any) -> None:
+    calls: list[tuple[int, float]] = []
+
+    async def submit(index: int, due: float) -> None:
+        calls.append((index, round(due - begin, 3)))
+        await trio.sleep(0.5)
+
+    begin = trio.current_time()
+    await open_loop(submit, rate=10.0, slots=3, until=begin + 0.3)
+    assert sorted(calls) == [(0, 0.0), (1, 0.1), (2, 0.2)]
+    # A start in the past: what fell due since goes at once, the rest on schedule.
+    calls.clear()
+    begin = trio.current_time()
+    await open_loop(submit, rate=10.0, slots=3, start=begin - 0.25, until=begin + 0.1)
+    assert sorted(calls) == [(0, -0.25), (1, -0.15), (2, -0.05), (3, 0.05)]
+    with pytest.raises(ValueError, match="slots"):
+        await open_loop(submit, rate=10.0, slots=0, count=1)
 
 
 @pytest.mark.parametrize(
