@@ -34,7 +34,7 @@ peer_messages_total{peer,direction}    counter    frames to / from each peer
 peer_bytes_total{peer,direction}       counter    bytes to / from each peer
 peer_connected{peer}                   gauge      1 when the outbound link is up
 peer_ledger_height{peer}               gauge      a peer's height, as it last told us
-catchup_lag_blocks                     gauge      highest peer height known minus ours
+catchup_lag_blocks                     gauge      top height f+1 peers reach (BFT; Raft: any) - ours
 catchup_requests_total                 counter    block requests sent to peers
 rejected_total{reason}                 counter    remote input refused, by reason
 client_sessions                        gauge      connected clients
@@ -58,7 +58,7 @@ import contextlib
 import gc
 import time
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -176,6 +176,15 @@ def prometheus_available() -> bool:
     return True
 
 
+def vouched_height(heights: Iterable[int], vouchers: int) -> int:
+    """The highest height that at least ``vouchers`` of ``heights`` reach (0 if fewer reported).
+
+    With ``vouchers`` = f + 1 at least one of them is a correct replica, so up to f faulty
+    peers that claim a ledger they do not have cannot make a replica look behind."""
+    ordered = sorted(heights, reverse=True)
+    return ordered[vouchers - 1] if 0 < vouchers <= len(ordered) else 0
+
+
 class ReplicaCollector:
     """A prometheus-client collector reading a live :class:`Replica`."""
 
@@ -291,10 +300,12 @@ class ReplicaCollector:
         for peer, h in sorted(r.peer_heights.items()):
             heights.add_metric([str(peer)], h)
         yield heights
+        spec = r.spec
+        vouchers = spec.faults(r.committee.n) + 1 if spec.byzantine else 1
         yield gauge(
             "catchup_lag_blocks",
-            "Highest peer height known minus this replica's",
-            max(0, max(r.peer_heights.values(), default=0) - height),
+            "Highest peer height vouched for (by f+1 peers in BFT) minus this replica's",
+            max(0, vouched_height(r.peer_heights.values(), vouchers) - height),
         )
         yield counter(
             "catchup_requests", "Block requests sent to peers", stats["block_requests_sent"]

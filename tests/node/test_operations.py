@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bft.client import ClientConfig, open_client
 from bft.node import ConfigError, load_replica_config
 from bft.node.logs import JsonFormatter, RateLimit, ReplicaContext, TextFormatter
-from bft.node.metrics import Histogram
+from bft.node.metrics import Histogram, vouched_height
 from bft.testbed import init_cluster
 from tests.testbed.helpers import run_bft as bft
 
@@ -184,6 +184,14 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
+def test_the_vouched_height_is_one_that_enough_peers_reach() -> None:
+    assert vouched_height([], 2) == 0
+    assert vouched_height([10**9], 2) == 0  # a lone claim, maybe a lie
+    assert vouched_height([7, 10**9, 5], 2) == 7
+    assert vouched_height([7, 10**9, 5], 1) == 10**9  # trusted peers (Raft)
+    assert vouched_height([7, 5], 3) == 0
+
+
 async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
     init_cluster(tmp_path, protocol="pbft", n=4)
     for i in range(4):
@@ -234,6 +242,13 @@ async def test_metrics_are_served_and_move_under_load(tmp_path: Path) -> None:
                 latencies.append(samples(text)[("bft_commit_latency_seconds_count", ())])
             assert sum(latencies) >= 400
             assert (await trio.to_thread.run_sync(scrape, port, "/nothing"))[0] == 404
+            # One peer (f = 1) claiming a ledger far ahead does not make replica 1 look behind;
+            # a second one does (one of two is correct).
+            lag = ("bft_catchup_lag_blocks", ())
+            nodes.replicas[1].peer_heights.update({0: 10**9})
+            assert samples((await trio.to_thread.run_sync(scrape, port))[1])[lag] == 0
+            nodes.replicas[1].peer_heights.update({2: 10**6})
+            assert samples((await trio.to_thread.run_sync(scrape, port))[1])[lag] > 10**6 - 10**4
 
 
 async def test_the_transaction_index_is_written_in_the_background(
