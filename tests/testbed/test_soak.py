@@ -219,7 +219,9 @@ async def test_half_of_peak_load_holds_steady(tmp_path: Path, protocol: str) -> 
                 )
                 elapsed += INTERVAL
                 rss = [_rss_mb(bed.processes.pid(r)) for r in range(n)]
-                errors = part["refused"] + part["indeterminate"] + part["unfinished"]
+                errors = (
+                    part["refused"] + part["indeterminate"] + part["unfinished"] + part["not_sent"]
+                )
                 p50, p99 = part["latency_ms"]["p50"], part["latency_ms"]["p99"]
                 rows.append((elapsed, rss, p50, p99, errors))
                 memory = await _memory(cluster, n)
