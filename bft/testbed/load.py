@@ -104,10 +104,10 @@ async def open_loop(
     A task runs one transaction and then, while the next is already due, the next: transactions
     that fall due while every slot is taken are a backlog that costs a counter. A task per
     transaction, parked on the client's slots, cost the load process more CPU the further the
-    cluster fell behind (at 8,000/s offered to a PBFT n=4 testbed that commits 6,000,
-    the load process took 80 % of a core instead of 50 %, on the same two cores as the
-    replicas, which then committed 3,500/s). Latency counted from ``due`` keeps the queueing in
-    the figures (no coordinated omission)."""
+    cluster fell behind (at 8,000/s offered to a PBFT n=4 testbed that commits 6,000, the load
+    process took 80 % of a core instead of 50 %, on the same two cores as the replicas, which
+    then committed 3,400-4,000/s). Latency counted from ``due`` keeps the queueing in the
+    figures (no coordinated omission)."""
     if rate <= 0:
         raise ValueError("rate must be positive")
     if slots < 1:
