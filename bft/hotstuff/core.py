@@ -575,11 +575,17 @@ class HotStuffCore(CoreBase):
     def make_node(self, block: HotStuffBlock, block_hash: bytes) -> Node:
         requests = []
         malformed = False
+        lookup = self.mempool.lookup
         for raw in block.txs:
-            try:
-                requests.append(Request.from_raw(raw))
-            except CodecError:
-                malformed = True
+            # Usually a client sent it here too and it was decoded at admission.
+            request = lookup(raw)
+            if request is None:
+                try:
+                    request = Request.from_raw(raw)
+                except CodecError:
+                    malformed = True
+                    continue
+            requests.append(request)
         return Node(
             hash=block_hash,
             height=block.height,
@@ -893,11 +899,17 @@ class HotStuffCore(CoreBase):
             )
         self.emit_committed(block)
         ids = []
-        for position, raw in enumerate(block.txs):
-            try:
-                request = Request.from_raw(raw)
-            except CodecError:
-                continue
+        if node is not None and node.block is not None and not node.malformed:
+            # Decoded when the block entered the tree, one request per transaction, in order.
+            positioned = list(enumerate(node.requests))
+        else:
+            positioned = []
+            for position, raw in enumerate(block.txs):
+                try:
+                    positioned.append((position, Request.from_raw(raw)))
+                except CodecError:
+                    continue
+        for position, request in positioned:
             if self.clients.status(request.client, request.seq)[0] is not Status.NEW:
                 self.duplicates += 1  # the voting rule failed; the S3 checker reports it
                 continue
