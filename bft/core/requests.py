@@ -330,6 +330,7 @@ class Mempool:
         "_held",
         "_per_client",
         "_waiting",
+        "_waiting_bytes",
         "max_bytes",
         "max_per_client",
         "max_requests",
@@ -346,6 +347,7 @@ class Mempool:
         self._per_client: dict[bytes, int] = {}
         self._by_raw: dict[bytes, Request] = {}
         self._bytes = 0
+        self._waiting_bytes = 0
 
     def lookup(self, raw: bytes) -> Request | None:
         """The pending request whose encoding is exactly ``raw`` (decoded once, at admission)."""
@@ -365,6 +367,7 @@ class Mempool:
         self._by_raw[request.raw] = request
         self._per_client[request.client] = count + 1
         self._bytes += request.size
+        self._waiting_bytes += request.size
         return ""
 
     def take(self, max_count: int, max_bytes: int) -> list[Request]:
@@ -380,25 +383,15 @@ class Mempool:
                 break
         for request in out:
             self._held[request.id] = self._waiting.pop(request.id)
+        self._waiting_bytes -= size
         return out
-
-    def peek(self, max_count: int, max_bytes: int) -> tuple[int, int]:
-        """How many waiting requests (and bytes) a ``take`` with these bounds would return."""
-        count = size = 0
-        for request, _ in self._waiting.values():
-            if count and size + request.size > max_bytes:
-                break
-            count += 1
-            size += request.size
-            if count >= max_count:
-                break
-        return count, size
 
     def hold(self, ids: Iterable[RequestId]) -> None:
         for rid in ids:
             entry = self._waiting.pop(rid, None)
             if entry is not None:
                 self._held[rid] = entry
+                self._waiting_bytes -= entry[0].size
 
     def release(self, now: int | None = None) -> None:
         """Every held request waits again, ahead of the others (restamped to ``now`` if given)."""
@@ -409,12 +402,17 @@ class Mempool:
             merged.update((rid, (r, now)) for rid, (r, _) in self._waiting.items())
         self._waiting = merged
         self._held = {}
+        self._waiting_bytes = self._bytes
 
     def remove(self, ids: Iterable[RequestId]) -> None:
         for rid in ids:
-            entry = self._waiting.pop(rid, None) or self._held.pop(rid, None)
-            if entry is None:
-                continue
+            entry = self._waiting.pop(rid, None)
+            if entry is not None:
+                self._waiting_bytes -= entry[0].size
+            else:
+                entry = self._held.pop(rid, None)
+                if entry is None:
+                    continue
             request = entry[0]
             self._by_raw.pop(request.raw, None)
             self._bytes -= request.size
@@ -433,6 +431,11 @@ class Mempool:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def waiting_bytes(self) -> int:
+        """Bytes of the waiting requests (kept as they come and go: read on every proposal)."""
+        return self._waiting_bytes
 
     @property
     def bytes(self) -> int:
@@ -493,8 +496,9 @@ class BatchPolicy:
         now: int,
         in_flight: int = 0,
     ) -> bool:
-        """Whether to cut a batch of the ``waiting`` requests now, with ``in_flight`` batches
-        ordered and not executed."""
+        """Whether to cut a batch now from the ``waiting`` requests (all of them, and all their
+        bytes: a batch that the byte limit cuts short is as full as one at ``max_txs``), with
+        ``in_flight`` batches ordered and not executed."""
         if waiting == 0 or oldest_tick is None:
             return False
         if waiting >= self.max_txs or waiting_bytes >= self.max_bytes:

@@ -333,10 +333,11 @@ class PbftCore(CoreBase):
                 or self.next_seq - 1 - self.exec_height >= cfg.max_inflight
             ):
                 return
-            count, size = self.mempool.peek(cfg.batch.max_txs, cfg.batch.max_bytes)
-            oldest = self.mempool.oldest_tick()
+            pool = self.mempool
             in_flight = self.next_seq - 1 - self.exec_height
-            if not cfg.batch.due(count, size, oldest, self.now, in_flight):
+            if not cfg.batch.due(
+                pool.waiting, pool.waiting_bytes, pool.oldest_tick(), self.now, in_flight
+            ):
                 return
             if ("pre-prepare", self.view, self.next_seq) in self.durable.votes:
                 # Restarted after proposing at this sequence in this view; that proposal was

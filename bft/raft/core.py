@@ -562,9 +562,11 @@ class RaftCore(CoreBase):
         cfg = self.cfg
         appended = False
         while self.log.last_index - self.commit < cfg.max_uncommitted:
-            count, size = self.mempool.peek(cfg.batch.max_txs, cfg.batch.max_bytes)
+            pool = self.mempool
             in_flight = self.log.last_index - self.commit
-            if not cfg.batch.due(count, size, self.mempool.oldest_tick(), self.now, in_flight):
+            if not cfg.batch.due(
+                pool.waiting, pool.waiting_bytes, pool.oldest_tick(), self.now, in_flight
+            ):
                 break
             fresh = self.fresh_requests(self.mempool.take(cfg.batch.max_txs, cfg.batch.max_bytes))
             if fresh:

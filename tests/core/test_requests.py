@@ -217,7 +217,32 @@ def test_take_respects_the_byte_limit_but_always_makes_progress() -> None:
     for seq in range(1, 4):
         pool.add(req(1, seq, size=100))
     assert len(pool.take(10, 50)) == 1  # one request even if it alone is larger
-    assert pool.peek(10, 300) == (2, 2 * req(1, 2, size=100).size)  # the waiting ones only
+    assert (pool.waiting, pool.waiting_bytes) == (2, 2 * req(1, 2, size=100).size)
+
+
+def test_waiting_bytes_follow_every_move() -> None:
+    """The bytes of the waiting requests are kept as requests are added, taken, held, released
+    and removed; proposals read them instead of walking the pool."""
+    pool = Mempool()
+
+    def check() -> None:
+        waiting = list(pool.requests())[len(pool) - pool.waiting :]  # held first, then waiting
+        assert pool.waiting_bytes == sum(r.size for r in waiting)
+
+    for seq in range(1, 9):
+        pool.add(req(1, seq, size=10 * seq))
+        check()
+    pool.take(3, 1 << 20)
+    check()
+    pool.hold([(b"c1", 5), (b"c1", 6)])
+    check()
+    pool.remove([(b"c1", 1), (b"c1", 7)])  # one held, one waiting
+    check()
+    pool.release()
+    check()
+    assert pool.waiting_bytes == pool.bytes
+    pool.remove([(b"c1", seq) for seq in range(1, 9)])
+    assert (pool.waiting, pool.waiting_bytes, pool.bytes) == (0, 0, 0)
 
 
 @pytest.mark.parametrize(

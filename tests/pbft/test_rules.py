@@ -315,6 +315,28 @@ def test_partial_batches_wait_for_the_batch_in_flight() -> None:
     assert len(eager_sent) == 3  # one block per request
 
 
+def test_a_batch_full_by_bytes_does_not_wait_for_the_batch_in_flight() -> None:
+    """Adaptive batching holds back *partial* batches only. When the waiting requests fill a
+    batch's byte limit (large transactions: the count limit is far off), the next block goes
+    out with one in flight."""
+    from bft.core.requests import BatchPolicy
+
+    size = request(9, 1, b"x" * 1000).size
+    c = Cluster(
+        4, PbftConfig(max_inflight=4, batch=BatchPolicy(max_txs=10, max_bytes=size * 3 // 2))
+    )
+    sent = []
+    for seq in range(1, 4):
+        c.cores[0].propose(request(9, seq, b"x" * 1000))
+        sent += c.collect(0).sent(PrePrepare)
+        # 1: alone, out at once; 2: waits (one block in flight, 1 of 1.5 requests' bytes);
+        # 3: 2 requests' bytes wait, more than a batch holds: request 2 goes in a full batch.
+        assert [len(pp.proposal.txs) for pp in sent] == [[1], [1], [1, 1]][seq - 1]
+    assert c.cores[0].mempool.waiting == 1
+    c.run()
+    assert [len(b.txs) for b in c.ledgers[0]] == [1, 1, 1]
+
+
 def test_batching_by_size_and_linger() -> None:
     from bft.core.requests import BatchPolicy
 

@@ -308,6 +308,23 @@ def test_partial_entries_wait_for_the_uncommitted_one() -> None:
     assert [len(b.txs) for b in c.nodes[1].ledger] == [1, 9]
 
 
+def test_entries_full_by_bytes_do_not_wait_for_the_uncommitted_one() -> None:
+    """Adaptive batching holds back partial entries only: large requests that fill an entry's
+    byte limit go out while one is uncommitted (pipelined), two to an entry here: the limit
+    holds two and a half, so two leave once three wait."""
+    size = request(1, 1, b"x" * 1000).size
+    batch = BatchPolicy(max_txs=100, max_bytes=2 * size + size // 2)
+    c = Cluster(3, RaftConfig(check_quorum=False, max_uncommitted=3, max_inflight=2, batch=batch))
+    c.elect(0)
+    c.deliver()
+    for seq in range(1, 8):
+        c.propose(request(1, seq, b"x" * 1000), to=[0])
+    assert c.core(0).log.last_index == 3  # 1 alone, then 2 and 3, 4 and 5: the pipeline is full
+    c.deliver()
+    c.run(3)
+    assert [len(b.txs) for b in c.nodes[1].ledger] == [1, 2, 2, 2]
+
+
 # -------------------------------------------------------------------------------- 5.4.1 election restriction
 
 
