@@ -320,6 +320,13 @@ class Seq(Spec):
                 if type(v) is not bytes or not lo <= len(v) <= hi:
                     item.check(v, f"{where}[{i}]")
             return value if type(value) is tuple else tuple(value)
+        if type(item) is UInt:
+            # And of integers (sequence numbers, positions): no per-item name unless one fails.
+            lo, hi = item.minimum, item.maximum
+            for i, v in enumerate(value):
+                if type(v) is not int or not lo <= v <= hi:
+                    item.check(v, f"{where}[{i}]")
+            return value if type(value) is tuple else tuple(value)
         check = item.check
         return tuple([check(v, f"{where}[{i}]") for i, v in enumerate(value)])
 

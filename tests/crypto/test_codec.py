@@ -124,6 +124,19 @@ def test_constructor_rejects_bad_fields_naming_the_field(
     assert words in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("items", "where", "words"),
+    [
+        ((1, True), "Sample.items[1]", "unsigned integer"),
+        ([0, 1, 10], "Sample.items[2]", "outside"),
+    ],
+)
+def test_a_bad_item_of_an_integer_array_is_named(items: object, where: str, words: str) -> None:
+    with pytest.raises(CodecError) as err:
+        Sample(**{**GOOD, "items": items})
+    assert err.value.where == where and words in str(err.value)
+
+
 def _sample_wire(**changes: object) -> list[object]:
     wire_value = Sample(**GOOD).to_wire()
     names = [name for name, _ in Sample.SCHEMA]
