@@ -200,6 +200,8 @@ class HotStuffCore(CoreBase):
         self.evidence_total = 0
         self._inbox: deque[Record] = deque()
         self._appended = 0
+        self.input_due = False
+        """Requests were proposed since ``after_input`` last ran."""
 
         self.recover(context.persisted)
 
@@ -350,8 +352,14 @@ class HotStuffCore(CoreBase):
         dropped = self.mempool.add(request, self.now)
         if dropped:
             return dropped  # full: the client retries
-        self.after_input()
+        # Acted on when the driver next asks for work (before_ready): once per batch of
+        # requests, not once per request.
+        self.input_due = True
         return ""
+
+    def before_ready(self) -> None:
+        if self.input_due:
+            self.after_input()
 
     def tick(self) -> None:
         self.now += 1
@@ -379,6 +387,7 @@ class HotStuffCore(CoreBase):
     def after_input(self) -> None:
         """Work that any input may have enabled: messages to self, appending certified blocks,
         voting, proposing."""
+        self.input_due = False
         while True:
             while self._inbox:
                 message = self._inbox.popleft()

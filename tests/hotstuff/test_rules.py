@@ -11,6 +11,7 @@ import pytest
 from bft.core.admission import UNSIGNED_UNDER_A_KEY
 from bft.core.messages import BlockRequest
 from bft.core.ready import BROADCAST, Reply
+from bft.core.requests import Request
 from bft.hotstuff import (
     QC,
     TC,
@@ -583,3 +584,15 @@ def test_proposals_and_votes_of_earlier_views_are_refused_and_counted() -> None:
     )
     d.step(0, late)
     assert d.core.rejections.count("vote from an earlier view") == 1
+
+
+def test_requests_proposed_together_share_one_block() -> None:
+    # The leader of view 1 (its QC, genesis, is in hand) is given a client's frame of five
+    # requests: one block holds all five, not a block for the first and a wait for the rest.
+    d = driver(replica=leader(1))
+    for seq in range(1, 6):
+        assert d.core.propose(Request.from_raw(tx(seq))) == ""
+    d.pump()
+    (proposal,) = d.sent(Proposal)
+    assert proposal.block.view == 1
+    assert list(proposal.block.txs) == [tx(seq) for seq in range(1, 6)]
