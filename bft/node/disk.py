@@ -72,11 +72,20 @@ class DiskRunner:
                 self.stats["disk_calls_on_thread"] += 1
                 return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
             self._calls_since_probe = 0
-        async with self.limiter:
+        limiter = self.limiter
+        try:
+            # Nearly always free (storage work on threads is rare): taken without the two
+            # scheduler passes of ``async with`` (2 us here against 10 us).
+            limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await limiter.acquire()
+        try:
             clock = self._clock
             before = clock.sample()
             result = fn(*args)
             blocked = clock.blocked_since(before)
+        finally:
+            limiter.release()
         self.stats["disk_calls_on_loop"] += 1
         self.observe(blocked)
         return result
