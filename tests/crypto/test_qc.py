@@ -171,3 +171,19 @@ def test_byzantine_quorums_intersect_in_an_honest_replica(n: int) -> None:
     f, q = byzantine_faults(n), byzantine_quorum(n)
     assert 2 * q - n >= f + 1, "two quorums must share more than f replicas"
     assert q <= n - f, "a quorum must be reachable with f replicas silent"
+
+
+def test_a_known_signature_is_trusted_only_byte_for_byte() -> None:
+    ours = KEYS[0].sign_digest(STATEMENT)
+    # Replica 0's slot holds a signature of another statement: known or not, it is checked.
+    other = KEYS[0].sign_digest(DOMAIN.digest(b"another"))
+    votes = [(0, other), *[(i, KEYS[i].sign_digest(STATEMENT)) for i in (1, 2)]]
+    forged = QuorumCertificate.from_votes(STATEMENT, votes, 4)
+    with pytest.raises(InvalidCertificate, match="invalid signature from replica 0"):
+        forged.verify(COMMITTEE, threshold=3, statement=STATEMENT, known={0: ours})
+    # Its own signature in its slot is taken as known; the others are still checked.
+    votes = [(0, ours), (1, KEYS[1].sign_digest(STATEMENT)), (2, other)]
+    mixed = QuorumCertificate.from_votes(STATEMENT, votes, 4)
+    with pytest.raises(InvalidCertificate, match="invalid signature from replica 2"):
+        mixed.verify(COMMITTEE, threshold=3, statement=STATEMENT, known={0: ours})
+    qc_of([0, 1, 2]).verify(COMMITTEE, threshold=3, statement=STATEMENT, known={0: ours})
