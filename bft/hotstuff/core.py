@@ -286,8 +286,18 @@ class HotStuffCore(CoreBase):
         if self._cached(qc):
             return ""
         statement = self.st.vote_digest(qc.view, qc.height, qc.block_hash)
+        # Our own vote for that block need not be checked again (the usual case: the QC in a
+        # proposal certifies the block we voted for in the view before).
+        mine = self.my_vote
+        known = None
+        if mine is not None and (mine.view, mine.height, mine.block_hash) == (
+            qc.view,
+            qc.height,
+            qc.block_hash,
+        ):
+            known = {self.replica: mine.signature}
         try:
-            qc.votes.verify(self.committee, threshold=self.quorum, statement=statement)
+            qc.votes.verify(self.committee, threshold=self.quorum, statement=statement, known=known)
         except InvalidCertificate as exc:
             return exc.reason
         self._remember(qc)
@@ -865,8 +875,14 @@ class HotStuffCore(CoreBase):
             self.claims[sender] = max(self.claims.get(sender, 0), height)
             return
         statement = self.st.commit_digest(msg.view, height, msg.block_hash)
+        mine = self.own_commits.get(height)
+        known = None
+        if mine is not None and (mine.view, mine.block_hash) == (msg.view, msg.block_hash):
+            known = {self.replica: mine.signature}  # our own commit vote
         try:
-            msg.certificate.verify(self.committee, threshold=self.quorum, statement=statement)
+            msg.certificate.verify(
+                self.committee, threshold=self.quorum, statement=statement, known=known
+            )
         except InvalidCertificate as exc:
             self.reject(sender, msg, f"commit certificate: {exc.reason}")
             return

@@ -26,7 +26,7 @@ from bft.hotstuff import (
     Timeout,
     Vote,
 )
-from crypto import Domain, QuorumCertificate
+from crypto import Committee, Domain, QuorumCertificate
 from crypto.codec import CodecError
 from ledger import Block, verify_block
 
@@ -596,3 +596,75 @@ def test_requests_proposed_together_share_one_block() -> None:
     (proposal,) = d.sent(Proposal)
     assert proposal.block.view == 1
     assert list(proposal.block.txs) == [tx(seq) for seq in range(1, 6)]
+
+
+def _qc_for_b1_with_my_slot(signature: bytes | None) -> QC:
+    """QC1 signed by 0, 1 and replica 3 (the core under test), 3's slot holding ``signature``
+    (its real vote when ``None``)."""
+    h = B1.header.hash()
+    statement = ST.vote_digest(1, 1, h)
+    votes = [(i, KEYS[i].sign_digest(statement)) for i in (0, 1)]
+    votes.append((3, KEYS[3].sign_digest(statement) if signature is None else signature))
+    return QC(
+        view=1, height=1, block_hash=h, votes=QuorumCertificate.from_votes(statement, votes, N)
+    )
+
+
+def test_a_qc_holding_our_own_vote_is_checked_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    d = driver()
+    d.step(leader(1), propose(B1))
+    assert d.votes()[-1].view == 1  # replica 3 voted for B1
+    checked: list[int] = []
+    verify = Committee.verify_signature
+
+    def counting(self: Committee, replica: int, digest: bytes, signature: bytes) -> bool:
+        checked.append(replica)
+        return verify(self, replica, digest, signature)
+
+    monkeypatch.setattr(Committee, "verify_signature", counting)
+    d.step(leader(2), propose(block_on(_qc_for_b1_with_my_slot(None), 2)))
+    assert d.votes()[-1].view == 2
+    # The proposal's signature, then the QC's votes of 0 and 1: ours is the one we signed.
+    assert sorted(checked) == [0, 1, leader(2)]
+
+
+def test_a_qc_with_another_signature_in_our_slot_is_refused() -> None:
+    d = driver()
+    d.step(leader(1), propose(B1))
+    # Replica 3's slot holds its signature of another statement: checked, and refused.
+    wrong = KEYS[3].sign_digest(ST.vote_digest(1, 1, B2.header.hash()))
+    d.step(leader(2), propose(block_on(_qc_for_b1_with_my_slot(wrong), 2)))
+    assert d.core.rejections.count("justify QC: invalid signature from replica 3") == 1
+    assert [v.view for v in d.votes()] == [1]
+
+
+@pytest.mark.parametrize("mine", ["ours", "another"])
+def test_a_commit_certificate_holding_our_commit_vote_is_checked_without_it(
+    mine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = driver()
+    for block in (B1, B2, B3, B4):
+        d.step(leader(block.view), propose(block))
+    assert 1 in d.core.own_commits  # replica 3 committed B1 and signed its commit vote
+    h = B1.header.hash()
+    statement = B1.header.commit_statement(h)
+    other = B2.header.commit_statement(B2.header.hash())
+    votes = [(i, KEYS[i].sign_digest(statement)) for i in (0, 1)]
+    votes.append((3, KEYS[3].sign_digest(statement if mine == "ours" else other)))
+    certificate = QuorumCertificate.from_votes(statement, votes, N)
+    checked: list[int] = []
+    verify = Committee.verify_signature
+
+    def counting(self: Committee, replica: int, digest: bytes, signature: bytes) -> bool:
+        checked.append(replica)
+        return verify(self, replica, digest, signature)
+
+    monkeypatch.setattr(Committee, "verify_signature", counting)
+    d.step(0, CommitCertificate(height=1, view=1, block_hash=h, certificate=certificate))
+    if mine == "ours":
+        assert sorted(checked) == [0, 1]
+        assert [b.height for b in d.committed] == [1]
+    else:
+        assert sorted(checked) == [0, 1, 3]
+        assert not d.committed
+        assert d.core.rejections.count("commit certificate: invalid signature from replica 3") == 1
