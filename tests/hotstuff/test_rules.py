@@ -598,6 +598,19 @@ def test_requests_proposed_together_share_one_block() -> None:
     assert list(proposal.block.txs) == [tx(seq) for seq in range(1, 6)]
 
 
+def _count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the replica of every signature a committee verifies, in order."""
+    checked: list[int] = []
+    verify = Committee.verify_signature
+
+    def counting(self: Committee, replica: int, digest: bytes, signature: bytes) -> bool:
+        checked.append(replica)
+        return verify(self, replica, digest, signature)
+
+    monkeypatch.setattr(Committee, "verify_signature", counting)
+    return checked
+
+
 def _qc_for_b1_with_my_slot(signature: bytes | None) -> QC:
     """QC1 signed by 0, 1 and replica 3 (the core under test), 3's slot holding ``signature``
     (its real vote when ``None``)."""
@@ -614,14 +627,7 @@ def test_a_qc_holding_our_own_vote_is_checked_without_it(monkeypatch: pytest.Mon
     d = driver()
     d.step(leader(1), propose(B1))
     assert d.votes()[-1].view == 1  # replica 3 voted for B1
-    checked: list[int] = []
-    verify = Committee.verify_signature
-
-    def counting(self: Committee, replica: int, digest: bytes, signature: bytes) -> bool:
-        checked.append(replica)
-        return verify(self, replica, digest, signature)
-
-    monkeypatch.setattr(Committee, "verify_signature", counting)
+    checked = _count_verifications(monkeypatch)
     d.step(leader(2), propose(block_on(_qc_for_b1_with_my_slot(None), 2)))
     assert d.votes()[-1].view == 2
     # The proposal's signature, then the QC's votes of 0 and 1: ours is the one we signed.
@@ -652,14 +658,7 @@ def test_a_commit_certificate_holding_our_commit_vote_is_checked_without_it(
     votes = [(i, KEYS[i].sign_digest(statement)) for i in (0, 1)]
     votes.append((3, KEYS[3].sign_digest(statement if mine == "ours" else other)))
     certificate = QuorumCertificate.from_votes(statement, votes, N)
-    checked: list[int] = []
-    verify = Committee.verify_signature
-
-    def counting(self: Committee, replica: int, digest: bytes, signature: bytes) -> bool:
-        checked.append(replica)
-        return verify(self, replica, digest, signature)
-
-    monkeypatch.setattr(Committee, "verify_signature", counting)
+    checked = _count_verifications(monkeypatch)
     d.step(0, CommitCertificate(height=1, view=1, block_hash=h, certificate=certificate))
     if mine == "ours":
         assert sorted(checked) == [0, 1]
