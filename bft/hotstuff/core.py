@@ -288,13 +288,9 @@ class HotStuffCore(CoreBase):
         statement = self.st.vote_digest(qc.view, qc.height, qc.block_hash)
         # Our own vote for that block need not be checked again (the usual case: the QC in a
         # proposal certifies the block we voted for in the view before).
-        mine = self.my_vote
+        mine, voted = self.my_vote, (qc.view, qc.height, qc.block_hash)
         known = None
-        if mine is not None and (mine.view, mine.height, mine.block_hash) == (
-            qc.view,
-            qc.height,
-            qc.block_hash,
-        ):
+        if mine is not None and (mine.view, mine.height, mine.block_hash) == voted:
             known = {self.replica: mine.signature}
         try:
             qc.votes.verify(self.committee, threshold=self.quorum, statement=statement, known=known)

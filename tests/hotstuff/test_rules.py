@@ -23,6 +23,7 @@ from bft.hotstuff import (
     HotStuffConfig,
     Proposal,
     SafetyState,
+    Status,
     Timeout,
     Vote,
 )
@@ -642,6 +643,22 @@ def test_a_qc_with_another_signature_in_our_slot_is_refused() -> None:
     d.step(leader(2), propose(block_on(_qc_for_b1_with_my_slot(wrong), 2)))
     assert d.core.rejections.count("justify QC: invalid signature from replica 3") == 1
     assert [v.view for v in d.votes()] == [1]
+
+
+def test_our_vote_stands_for_its_own_statement_only() -> None:
+    # A QC naming B1 at another height: 0 and 1 signed that statement, and replica 3's slot
+    # holds its real vote, which is over B1's true height. Its bytes are ours, but not for
+    # this statement: checked, and refused.
+    d = driver()
+    d.step(leader(1), propose(B1))
+    h = B1.header.hash()
+    claimed = ST.vote_digest(1, 2, h)
+    votes = [(i, KEYS[i].sign_digest(claimed)) for i in (0, 1)]
+    votes.append((3, d.votes()[-1].signature))
+    qc = QC(view=1, height=2, block_hash=h, votes=QuorumCertificate.from_votes(claimed, votes, N))
+    d.step(0, Status(height=0, view=2, high_qc=qc, high_tc=None))
+    assert d.core.rejections.count("status QC: invalid signature from replica 3") == 1
+    assert d.core.high_qc.view == 0
 
 
 @pytest.mark.parametrize("mine", ["ours", "another"])
