@@ -18,7 +18,11 @@ class HotStuffConfig:
     row are expected), up to ``max_view_timeout``."""
     max_view_timeout: int = 160
     retransmit_interval: int = 3
-    """Ticks between re-sends of the messages of unfinished work (for lossy links)."""
+    """Fewest ticks between re-sends of the messages of unfinished work (for lossy links). The
+    interval adapts: a replica re-sends once its unfinished work has waited twice as long as its
+    recent views took, at least this and at most ``max_retransmit_interval``."""
+    max_retransmit_interval: int = 20
+    """Most ticks between re-sends (``retransmit_interval`` here too: a fixed interval)."""
     status_interval: int = 20
     """Ticks between gossips of the ledger height, view and highest certificates."""
     fetch_timeout: int = 6
@@ -47,3 +51,5 @@ class HotStuffConfig:
             raise ValueError("need 1 <= view_timeout <= max_view_timeout")
         if self.retransmit_interval < 1 or self.status_interval < 1 or self.fetch_timeout < 1:
             raise ValueError("intervals are at least one tick")
+        if self.max_retransmit_interval < self.retransmit_interval:
+            raise ValueError("need retransmit_interval <= max_retransmit_interval")

@@ -57,11 +57,16 @@ its durable log (safety state and the blocks it voted for), then catches up from
 
 Retransmission. Links drop and duplicate; until its block is certified, a replica re-sends what
 the others may need: the leader its proposal, a voter its vote, a replica that timed out its
-timeout, a replica with uncertified commits its commit votes.
+timeout, a replica with uncertified commits its commit votes. It re-sends what has waited twice
+as long as its recent views took (a moving average of the views it left with a QC or a vote),
+never sooner than ``retransmit_interval`` ticks nor later than ``max_retransmit_interval``:
+a view slower than usual has likely lost a message, and re-sending sooner only repeats what is
+on its way.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -106,6 +111,8 @@ COMMIT_WINDOW = 256
 VIEW_WINDOW = 1_000
 """Votes and timeouts are kept for views up to this far above the current one."""
 VERIFIED_CACHE = 1_024
+VIEW_TICKS_WEIGHT = 0.125
+"""Weight of the newest view in the moving average of view lengths (``retransmit_gap``)."""
 
 
 @dataclass(slots=True)
@@ -167,6 +174,12 @@ class HotStuffCore(CoreBase):
         self.view = 1
         self.consecutive_timeouts = 0
         self.view_deadline = cfg.view_timeout
+        self.view_entered = 0
+        """Tick the current view was entered."""
+        self.view_ticks = 0.0
+        """Moving average of the ticks views took that ended with a QC or a vote (not a TC)."""
+        self.commits_resent_at = 0
+        self.view_resent_at = 0
         self.timeouts_sent = 0
         self.proposals: dict[int, tuple[Proposal, bytes]] = {}
         self.refused_view = 0
@@ -374,8 +387,7 @@ class HotStuffCore(CoreBase):
             self.view_deadline = max(self.view_deadline, self.now + self.view_timeout())
         elif self.now >= self.view_deadline:
             self.local_timeout()
-        if self.now % cfg.retransmit_interval == 0:
-            self.retransmit()
+        self.retransmit()
         if (self.now + self.replica) % cfg.status_interval == 0:
             self.broadcast(self.status_message())
         if self.asked and self.now % cfg.fetch_timeout == 0:
@@ -454,6 +466,10 @@ class HotStuffCore(CoreBase):
             self.consecutive_timeouts += 1
         elif by == "qc":
             self.consecutive_timeouts = 0
+        if by != "tc" and view == self.view + 1:
+            took = self.now - self.view_entered
+            self.view_ticks += VIEW_TICKS_WEIGHT * (took - self.view_ticks)
+        self.view_entered = self.now
         self.view = view
         self.view_deadline = self.now + self.view_timeout()
         for table in (self.proposals, self.votes, self.timeouts):
@@ -1256,10 +1272,24 @@ class HotStuffCore(CoreBase):
 
     # ================================================================ retransmission
 
+    def retransmit_gap(self) -> int:
+        """Ticks unfinished work waits before its messages go again: twice what recent views
+        took (a view slower than that has likely lost a message; links are reliable streams, so
+        a loss means a dropped connection), within ``retransmit_interval`` and
+        ``max_retransmit_interval``. Under load a view takes several ticks, and re-sending at
+        the fixed minimum multiplied the messages per block, mostly commit votes to every peer
+        for blocks whose certificate was on its way."""
+        cfg = self.cfg
+        adaptive = math.ceil(2 * self.view_ticks)
+        return max(cfg.retransmit_interval, min(cfg.max_retransmit_interval, adaptive))
+
     def retransmit(self) -> None:
-        """Re-send our part of unfinished work, so lost messages do not stall it."""
-        if self.own_commits:
-            since = self.now - self.cfg.retransmit_interval
+        """Re-send our part of work unfinished for ``retransmit_gap`` ticks (and not re-sent for
+        as long), so lost messages do not stall it."""
+        gap = self.retransmit_gap()
+        now = self.now
+        if self.own_commits and now - self.commits_resent_at >= gap:
+            since = now - gap
             stale = [
                 v
                 for h, v in sorted(self.own_commits.items())
@@ -1269,16 +1299,20 @@ class HotStuffCore(CoreBase):
             ]
             if stale:
                 self.broadcast(CommitVotes(votes=tuple(stale[:MAX_COMMIT_VOTES])))
-        if not self.pending_work():
+                self.commits_resent_at = now
+        if now - max(self.view_entered, self.view_resent_at) < gap or not self.pending_work():
             return
         view = self.view
         if self.my_timeout is not None and self.my_timeout.view == view:
             self.broadcast(self.refreshed_timeout())
+            self.view_resent_at = now
             return
         if self.my_proposal is not None and self.my_proposal.view == view:
             self.broadcast(self.my_proposal)
+            self.view_resent_at = now
         if self.my_vote is not None and self.my_vote.view + 1 == view:
             self.send_vote()
+            self.view_resent_at = now
 
     # ================================================================ status
 
@@ -1294,6 +1328,8 @@ class HotStuffCore(CoreBase):
             pending=len(self.mempool),
             extra={
                 "view_changes": self.timeouts_sent,
+                "view_ticks": round(self.view_ticks, 1),
+                "retransmit_gap": self.retransmit_gap(),
                 "high_qc_view": self.high_qc.view,
                 "lock_view": self.safety.lock.view,
                 "last_voted_view": self.safety.last_voted_view,

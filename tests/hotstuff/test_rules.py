@@ -36,7 +36,9 @@ from .chain import (
     CONFIG,
     GENESIS,
     KEYS,
+    LEADERS,
     ST,
+    Driver,
     N,
     block_on,
     driver,
@@ -684,3 +686,77 @@ def test_a_commit_certificate_holding_our_commit_vote_is_checked_without_it(
         assert sorted(checked) == [0, 1, 3]
         assert not d.committed
         assert d.core.rejections.count("commit certificate: invalid signature from replica 3") == 1
+
+
+def _views_taking(d: Driver, ticks: int, views: range, justify: QC = GENESIS) -> QC:
+    """Feed replica 3 a proposal (one transaction each) every ``ticks`` ticks; it votes in each
+    and enters the next view. Returns the QC of the last block."""
+    for view in views:
+        for _ in range(ticks):
+            d.core.tick()
+            d.pump()
+        block = block_on(justify, view, txs=[tx(view)])
+        d.step(leader(view), propose(block))
+        justify = qc_of(block)
+    return justify
+
+
+def _ticks_until_vote_resent(d: Driver, limit: int = 100) -> int:
+    d.clear()
+    for waited in range(1, limit + 1):
+        d.core.tick()
+        d.pump()
+        if d.sent(Vote):
+            return waited
+    raise AssertionError(f"no vote re-sent within {limit} ticks")
+
+
+def test_a_lost_vote_is_sent_again_after_the_minimum_interval_when_views_are_quick() -> None:
+    config = HotStuffConfig(leaders=LEADERS, view_timeout=100, max_view_timeout=100)
+    d = driver(config=config)
+    _views_taking(d, 0, range(1, 9))
+    assert d.core.retransmit_gap() == config.retransmit_interval == 3
+    assert _ticks_until_vote_resent(d) == 3
+
+
+def test_retransmission_waits_twice_as_long_as_recent_views_took_within_the_bounds() -> None:
+    """Under load a view takes several ticks; re-sending after the fixed minimum only repeats
+    what is on its way (at n=10 it doubled the messages per block)."""
+    config = HotStuffConfig(
+        leaders=LEADERS, view_timeout=100, max_view_timeout=100, max_retransmit_interval=20
+    )
+    d = driver(config=config)
+    qc = _views_taking(d, 6, range(1, 41))
+    assert 5.5 < d.core.view_ticks <= 6
+    assert d.core.retransmit_gap() == 12
+    assert _ticks_until_vote_resent(d) == 12
+    # Slower views stretch it up to the bound, and not beyond.
+    d = driver(config=config)
+    _views_taking(d, 30, range(1, 41))
+    assert d.core.retransmit_gap() == 20
+    assert _ticks_until_vote_resent(d) == 20
+    # Views ended by a timeout certificate do not count: they are not how long a view takes.
+    d = driver(config=config)
+    qc = _views_taking(d, 1, range(1, 41))
+    before = d.core.view_ticks
+    for view in range(41, 45):
+        for _ in range(50):
+            d.core.tick()
+        d.pump()
+        d.step(0, timeout(0, view + 1, qc, high_tc=tc_of(view, qc)))
+    assert d.core.view_ticks == before
+
+
+def test_a_fixed_retransmit_interval_when_both_bounds_agree() -> None:
+    config = HotStuffConfig(
+        leaders=LEADERS,
+        view_timeout=100,
+        max_view_timeout=100,
+        retransmit_interval=4,
+        max_retransmit_interval=4,
+    )
+    d = driver(config=config)
+    _views_taking(d, 9, range(1, 21))
+    assert _ticks_until_vote_resent(d) == 4
+    with pytest.raises(ValueError, match="max_retransmit_interval"):
+        HotStuffConfig(retransmit_interval=5, max_retransmit_interval=4)
