@@ -6,6 +6,8 @@ commit votes, vote deduplication, equivocation evidence, and no second vote afte
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from bft.core.admission import UNSIGNED_UNDER_A_KEY
@@ -745,6 +747,29 @@ def test_retransmission_waits_twice_as_long_as_recent_views_took_within_the_boun
         d.pump()
         d.step(0, timeout(0, view + 1, qc, high_tc=tc_of(view, qc)))
     assert d.core.view_ticks == before
+
+
+def test_uncertified_commit_votes_go_to_every_peer_once_per_interval() -> None:
+    """Commit votes of decided blocks whose certificate has not come are broadcast again, but
+    each round waits the whole interval: not once per tick, nor every 3 ticks under load."""
+    config = HotStuffConfig(
+        leaders=LEADERS, view_timeout=100, max_view_timeout=100, max_retransmit_interval=20
+    )
+    d = driver(config=config)
+    _views_taking(d, 6, range(1, 41))
+    assert d.core.own_commits  # decided blocks, no certificate given
+    gap = d.core.retransmit_gap()
+    assert gap == 12
+    d.clear()
+    rounds = []
+    for t in range(1, 50):
+        d.core.tick()
+        d.pump()
+        if d.sent(CommitVotes):
+            rounds.append(t)
+            d.clear()
+    assert len(rounds) == 4 and rounds[0] <= gap
+    assert [b - a for a, b in itertools.pairwise(rounds)] == [gap] * 3
 
 
 def test_a_fixed_retransmit_interval_when_both_bounds_agree() -> None:
