@@ -315,6 +315,7 @@ async def test_answers_from_the_ledger_do_not_hold_up_ordering(tmp_path: Path) -
                 open_client(config) as again,
             ):
                 await fresh.submit(b"pad")
+                await again.wait_connected()  # a frame to a replica not yet connected is lost
                 again._broadcast([Submit(txs=tuple(r.tx for r in old)).encode()])
                 while not all(n.stats["client_txs_settled_again"] for n in nodes.replicas.values()):
                     await trio.sleep(0.01)
@@ -342,6 +343,7 @@ async def test_replaying_transactions_from_old_blocks_costs_the_refusal_allowanc
             old = await one_block_each(replayer(tmp_path), 40)
             target = nodes.replicas[0]
             async with open_client(ClientConfig.from_cluster(tmp_path, timeout=30)) as again:
+                await again.wait_connected()  # a frame to a replica not yet connected is lost
                 again._send(0, [Submit(txs=tuple(r.tx for r in old[-3:])).encode()])
                 while target.stats["client_txs_settled_again"] < 3:
                     await trio.sleep(0.01)
