@@ -728,7 +728,7 @@ def test_retransmission_waits_twice_as_long_as_recent_views_took_within_the_boun
         leaders=LEADERS, view_timeout=100, max_view_timeout=100, max_retransmit_interval=20
     )
     d = driver(config=config)
-    qc = _views_taking(d, 6, range(1, 41))
+    _views_taking(d, 6, range(1, 41))
     assert 5.5 < d.core.view_ticks <= 6
     assert d.core.retransmit_gap() == 12
     assert _ticks_until_vote_resent(d) == 12
@@ -746,6 +746,17 @@ def test_retransmission_waits_twice_as_long_as_recent_views_took_within_the_boun
             d.core.tick()
         d.pump()
         d.step(0, timeout(0, view + 1, qc, high_tc=tc_of(view, qc)))
+    assert d.core.view_ticks == before
+    # Nor does a jump over views this replica never saw (a QC of a later view).
+    d = driver(config=config)
+    qc = _views_taking(d, 1, range(1, 41))
+    before = d.core.view_ticks
+    for _ in range(50):
+        d.core.tick()
+    d.pump()
+    ahead = block_on(qc, 43, txs=[tx(43)])
+    d.step(leader(44), propose(block_on(qc_of(ahead), 44, txs=[tx(44)])))
+    assert d.core.view == 44  # from 41, by the QC of 43 (its block is fetched, not voted on)
     assert d.core.view_ticks == before
 
 
