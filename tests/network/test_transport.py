@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -27,6 +28,7 @@ from network import (
     encode_frame,
     read_frames,
 )
+from network.framing import FramedStream
 from network.tls import (
     client_context,
     client_files,
@@ -315,6 +317,80 @@ async def test_plaintext_mode_for_measuring_tls_cost() -> None:
             await receiver.arrived.wait()
             assert receiver.frames[0][0].public_key is None
             nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------------- idle readers
+
+IDLE = 5.0
+PEER = Identity("replica", 1, None)
+
+
+def _socket_pair() -> tuple[trio.SocketStream, FramedStream]:
+    a, b = trio.socket.socketpair()
+    return trio.SocketStream(a), FramedStream(trio.SocketStream(b))
+
+
+async def test_a_silent_peer_is_dropped_after_the_idle_timeout(autojump_clock: Any) -> None:
+    writer, framed = _socket_pair()
+    got: list[bytes] = []
+
+    async def handler(who: Identity, frame: bytes) -> None:
+        got.append(frame)
+
+    await writer.send_all(encode_frame(b"one"))
+    began = trio.current_time()
+    with pytest.raises(trio.TooSlowError, match=r"silent for 5\.0 s"):
+        await read_frames(framed, PEER, handler, NetworkConfig(idle_timeout=IDLE))
+    assert got == [b"one"]
+    assert IDLE <= trio.current_time() - began <= IDLE + 0.1
+
+
+async def test_each_frame_restarts_the_idle_timeout(autojump_clock: Any) -> None:
+    writer, framed = _socket_pair()
+    got: list[bytes] = []
+
+    async def handler(who: Identity, frame: bytes) -> None:
+        got.append(frame)
+
+    async def slow_writer() -> None:
+        for i in range(6):  # 6 x 0.8 x IDLE: silent for longer than IDLE in total, never at once
+            await trio.sleep(0.8 * IDLE)
+            await writer.send_all(encode_frame(b"%d" % i))
+        await writer.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_writer)
+        await read_frames(framed, PEER, handler, NetworkConfig(idle_timeout=IDLE))
+    assert got == [b"%d" % i for i in range(6)]
+
+
+async def test_time_in_the_handler_is_not_silence(autojump_clock: Any) -> None:
+    writer, framed = _socket_pair()
+    got: list[tuple[float, bytes]] = []
+    began = trio.current_time()
+
+    async def handler(who: Identity, frame: bytes) -> None:
+        got.append((trio.current_time() - began, frame))
+        if frame == b"slow":
+            await trio.sleep(3 * IDLE)  # a busy replica holding the frame, say
+
+    await writer.send_all(encode_frame(b"slow") + encode_frame(b"next"))
+    with pytest.raises(trio.TooSlowError):
+        await read_frames(framed, PEER, handler, NetworkConfig(idle_timeout=IDLE))
+    assert [frame for _, frame in got] == [b"slow", b"next"]
+    assert got[1][0] >= 3 * IDLE
+    assert trio.current_time() - began >= 4 * IDLE
+
+
+async def test_a_failing_handler_raises_its_own_error() -> None:
+    writer, framed = _socket_pair()
+
+    async def handler(who: Identity, frame: bytes) -> None:
+        raise ValueError(f"cannot take {frame!r}")
+
+    await writer.send_all(encode_frame(b"bad"))
+    with trio.fail_after(5), pytest.raises(ValueError, match="cannot take b'bad'"):
+        await read_frames(framed, PEER, handler, NetworkConfig(idle_timeout=IDLE))
 
 
 # ------------------------------------------------------------------------------------ links
