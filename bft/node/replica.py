@@ -60,7 +60,7 @@ from bft.core.errors import LocalMisuse
 from bft.core.evidence import Evidence, EvidenceError, find_signer
 from bft.core.interface import CoreContext, LedgerState, serve_block_request
 from bft.core.messages import BlockRequest, BlockResponse
-from bft.core.ready import BROADCAST, Ready, Reply
+from bft.core.ready import BROADCAST, Outbound, Ready, Reply
 from bft.core.requests import Request, RequestId, Status
 from bft.protocols import spec as protocol_spec
 from crypto import MerkleTree
@@ -539,8 +539,8 @@ class Replica:
                 if snapshot is not None:
                     self._client_snapshot = snapshot
                     self._client_snapshot_due.set()
-            for out in ready.messages:
-                self._send_peer(out.to, out.message)
+            if ready.messages:
+                self._send_peers(ready.messages)
             if ready.replies:
                 self._reply(ready)
             if ready.committed:
@@ -640,6 +640,37 @@ class Replica:
 
     # ------------------------------------------------------------------------------ peers
 
+    def _send_peers(self, messages: Sequence[Outbound]) -> None:
+        """A ``Ready``'s messages, in order per peer, each peer's in one write: PBFT's commit
+        and checkpoint, say, or HotStuff's proposal and a certificate, reach a peer together
+        and wake it once."""
+        links = self.links
+        if len(messages) == 1 or links is None or self.byzantine:
+            for out in messages:
+                self._send_peer(out.to, out.message)
+            return
+        frames: dict[int, list[bytes]] = {}
+        for out in messages:
+            message = out.message
+            if type(message) is BlockRequest:
+                self._note_block_request(out.to, message)
+            frame = message.encode()
+            self.stats["messages_sent"] += 1
+            if out.to == BROADCAST:
+                for peer in links.links:
+                    frames.setdefault(peer, []).append(frame)
+            else:
+                frames.setdefault(out.to, []).append(frame)
+        for peer, batch in frames.items():
+            links.send_many(peer, batch)
+
+    def _note_block_request(self, to: int, message: BlockRequest) -> None:
+        self.stats["block_requests_sent"] += 1
+        log.info(
+            "replica %d catching up: asking replica %s for blocks from height %d",
+            self.replica, to, message.start, extra=log_event("catch-up"),
+        )  # fmt: skip
+
     def _send_peer(self, to: int, message: Record) -> None:
         links = self.links
         if links is None or self.byzantine == "silent":
@@ -664,11 +695,7 @@ class Replica:
                 self.stats["equivocations_sent"] += 1
                 return
         if type(message) is BlockRequest:
-            self.stats["block_requests_sent"] += 1
-            log.info(
-                "replica %d catching up: asking replica %s for blocks from height %d",
-                self.replica, to, message.start, extra=log_event("catch-up"),
-            )  # fmt: skip
+            self._note_block_request(to, message)
         frame = message.encode()
         self.stats["messages_sent"] += 1
         if to == BROADCAST:

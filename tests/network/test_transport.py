@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -480,6 +481,38 @@ async def test_an_idle_link_sends_at_once_and_keeps_order_with_queued_frames(
                 big,
                 b"after the big one",
             ]
+            nursery.cancel_scope.cancel()
+
+
+async def test_frames_sent_together_leave_in_one_write_and_in_order(tls_dir: Path) -> None:
+    receiver = Receiver()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            _, port = await start_acceptor(nursery, endpoint(tls_dir, 0), receiver)
+            link = PeerLink(
+                endpoint(tls_dir, 1), 1, 0, ("127.0.0.1", port), LinkFaults(), random.Random(5)
+            )
+            link.send_many([b"q1", b"q2"])  # not connected yet: queued, in order
+            assert list(link.queue) == [b"q1", b"q2"]
+            nursery.start_soon(link.run)
+            while link._direct is None:  # connected, queue sent, the writer idle
+                await trio.sleep(0.01)
+            direct = link._direct
+            writes: list[list[bytes]] = []
+            send_nowait = direct.send_nowait
+
+            def counting(payloads: Sequence[bytes]) -> bool:
+                writes.append(list(payloads))
+                return send_nowait(payloads)
+
+            direct.send_nowait = counting  # type: ignore[method-assign]
+            sent = link.stats["frames_sent"]
+            link.send_many([b"a", b"b", b"c"])
+            assert writes == [[b"a", b"b", b"c"]]
+            assert link.stats["frames_sent"] == sent + 3 and not link.queue
+            while len(receiver.frames) < 5:
+                await trio.sleep(0.01)
+            assert [f for _, f in receiver.frames] == [b"q1", b"q2", b"a", b"b", b"c"]
             nursery.cancel_scope.cancel()
 
 
