@@ -108,6 +108,7 @@ class CoreBase:
             committed=tuple(self._committed),
             messages=tuple(self._messages),
             replies=tuple(self._replies),
+            send_first=bool(self._persist) and self.sends_before_persist(),
         )
         self._persist.clear()
         self._persist_replaces = False
@@ -116,6 +117,11 @@ class CoreBase:
         self._replies.clear()
         self._outstanding = ready
         return ready
+
+    def sends_before_persist(self) -> bool:
+        """Whether this ``Ready``'s messages may leave before its ``persist`` is durable (see
+        :class:`Ready`); never, unless a protocol says why."""
+        return False
 
     def advance(self, ready: Ready) -> None:
         if ready is not self._outstanding:

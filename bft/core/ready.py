@@ -56,6 +56,13 @@ class Ready:
     4. ``replies``: send to clients, after the blocks they point at are durable.
 
     Then call ``advance(ready)``.
+
+    One exception to the order, which the core states: ``send_first`` means that ``persist``
+    holds only the replica's own new log entries as a Raft leader, which no message in this
+    ``Ready`` vouches for (Ongaro's dissertation, 10.2.1; etcd's leader does the same). The
+    driver may then send ``messages`` before or while it makes the records durable. Everything
+    that counts them as durable (the leader counting itself toward a majority on a follower's
+    acknowledgement, a reply) still comes after, since no input is stepped before ``advance``.
     """
 
     persist: tuple[Record, ...] = ()
@@ -63,6 +70,7 @@ class Ready:
     committed: tuple[Block, ...] = ()
     messages: tuple[Outbound, ...] = ()
     replies: tuple[Reply, ...] = ()
+    send_first: bool = False
 
     def __bool__(self) -> bool:
         return bool(

@@ -520,6 +520,9 @@ class Replica:
     async def _carry_out(self) -> None:
         core = self.core
         while (ready := core.ready()) is not None:
+            early = ready.send_first and bool(ready.messages)
+            if early:  # a Raft leader's new entries: written while its followers store them
+                self._send_peers(ready.messages)
             await self._persist(ready)
             if ready.committed:
                 blocks = list(ready.committed)
@@ -539,7 +542,7 @@ class Replica:
                 if snapshot is not None:
                     self._client_snapshot = snapshot
                     self._client_snapshot_due.set()
-            if ready.messages:
+            if ready.messages and not early:
                 self._send_peers(ready.messages)
             if ready.replies:
                 self._reply(ready)

@@ -29,9 +29,15 @@ leader has compacted into its ledger: it fetches the certified blocks, see below
 rejects an AppendEntries whose ``(prev_index, prev_term)`` it does not hold and replies with hints
 - its term at ``prev_index`` and the first index of that term, or its last index - so that the
 leader skips a whole conflicting term per round trip (fast backtracking, end of 5.3). Entries are
-durable before the follower acknowledges them. Heartbeats keep followers from timing out, tell them
-the commit index (never above what the follower is known to hold), and prompt retransmission of
-what a follower lacks after losses.
+durable before the follower acknowledges them. The leader's own new entries are not: it sends
+them while it writes them (dissertation 10.2.1, as etcd's leader does; ``Ready.send_first``), since
+what a leader tells its followers does not vouch that it holds an entry, and a leader that
+crashes before its write went through restarts as a follower of its term, which never leads that
+term again. What relies on the leader's copy comes after the write: a follower's acknowledgement
+is stepped only once the driver has finished the ``Ready``, and the ledger and the replies follow
+the write within it. Heartbeats keep followers from timing out, tell them the commit index
+(never above what the follower is known to hold), and prompt retransmission of what a follower
+lacks after losses.
 
 Commitment (5.4.2, Figure 8). The leader advances the commit index to the highest index stored
 by a majority *whose entry is of the leader's current term*; earlier entries commit with it. A new
@@ -238,6 +244,16 @@ class RaftCore(CoreBase):
     def persist(self, record: Record) -> None:
         super().persist(record)
         self.wal_records += 1
+
+    def sends_before_persist(self) -> bool:
+        """A leader's ``Ready`` whose records are only entries it appended: its messages may
+        leave while they are written (see the module's docstring). A term or vote to persist,
+        or a rewritten log, keeps the usual order."""
+        return (
+            self.role == LEADER
+            and not self._persist_replaces
+            and all(type(record) is Entry for record in self._persist)
+        )
 
     def persist_term(self) -> None:
         self.persist(TermRecord(term=self.term, voted_for=self.voted_for))

@@ -28,14 +28,14 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bft.core.errors import SafetyViolation
 from bft.core.interface import CoreContext, LedgerState, ProtocolSpec, serve_block_request
 from bft.core.messages import BlockRequest
-from bft.core.ready import BROADCAST, Reply
+from bft.core.ready import BROADCAST, Outbound, Reply
 from bft.core.requests import Request
 from crypto import Committee, SigningKey
 from crypto.codec import Record
@@ -243,18 +243,18 @@ class Simulation:
             ready = core.ready()
             if ready is None:
                 return
+            # With ``send_first`` the messages leave before the records are durable: a crash
+            # triggered by one of them loses the records.
+            if ready.send_first and not self._send_all(node, ready.messages):
+                return
             if ready.persist_replaces:
                 node.wal = list(ready.persist)
             else:
                 node.wal.extend(ready.persist)
             for block in ready.committed:
                 self._append(node, block)
-            for out in ready.messages:
-                if node.identity in self.config.silent:
-                    break
-                self._send(node, out.to, out.message)
-                if self._crash_if_triggered(node, out.message):
-                    return
+            if not ready.send_first and not self._send_all(node, ready.messages):
+                return
             for reply in ready.replies:
                 if node.identity not in self.config.silent:
                     self._push(
@@ -263,6 +263,16 @@ class Simulation:
                         (node.identity, reply),
                     )
             core.advance(ready)
+
+    def _send_all(self, node: SimNode, messages: Sequence[Outbound]) -> bool:
+        """Send ``messages`` in order; False if one of them crashed the node."""
+        for out in messages:
+            if node.identity in self.config.silent:
+                break
+            self._send(node, out.to, out.message)
+            if self._crash_if_triggered(node, out.message):
+                return False
+        return True
 
     def _append(self, node: SimNode, block: Block) -> None:
         ledger = node.ledger

@@ -187,6 +187,57 @@ def test_a_restarted_replica_recovers_its_term_vote_and_uncommitted_log() -> Non
     assert c.heights()[:2] == [1, 1]
 
 
+def test_only_a_leaders_own_new_entries_are_sent_before_they_are_durable() -> None:
+    """Dissertation 10.2.1: ``send_first`` marks exactly the leader's Readies whose records are
+    entries it appended. A term or vote, and a follower's stored entries (it acknowledges them),
+    keep the order persist, then send."""
+    c = Cluster(3, MANUAL)
+    c.elect(0)
+    c.propose(request(1, 1), to=[0])
+    c.run(2)
+    kinds = [
+        (i, {type(r).__name__ for r in ready.persist}, ready.send_first)
+        for i, ready in c.readies
+        if ready.persist
+    ]
+    assert (0, {"TermRecord"}, False) in kinds  # the candidate's term and vote
+    assert (0, {"Entry"}, True) in kinds  # the leader's entry
+    assert {(i, first) for i, names, first in kinds if names == {"Entry"}} == {
+        (0, True),
+        (1, False),
+        (2, False),
+    }
+    assert all(r.send_first == bool(r.persist) and i == 0 for i, r in c.readies if r.send_first)
+
+
+def test_a_leader_that_crashes_before_its_sent_entry_is_durable_never_leads_that_term() -> None:
+    """The leader's entry left while it was being written, and the leader crashed before the
+    write went through: it restarts as a follower of its term without the entry, the followers
+    that stored it carry it, and a new leader of a later term commits it once."""
+    c = Cluster(3, MANUAL)
+    c.elect(0)
+    leader = c.core(0)
+    term = leader.term
+    req = request(4, 1)
+    leader.propose(req)
+    ready = leader.ready()
+    assert ready is not None and ready.send_first
+    assert [type(r) for r in ready.persist] == [Entry]
+    for out in ready.messages:  # sent; the crash comes before the write
+        c.queue += [(0, t, out.message) for t in (1, 2) if out.to in (t, -1)]
+    c.crash(0)
+    c.deliver()  # 1 and 2 store the entry and acknowledge it to nobody
+    assert [c.core(i).log.last_index for i in (1, 2)] == [1, 1]
+    c.restart(0)
+    restarted = c.core(0)
+    assert restarted.role != LEADER and restarted.term == term
+    assert restarted.log.last_index == 0  # the entry was never durable here
+    c.elect(1)
+    assert c.core(1).term > term
+    c.run(4)
+    assert [count_in_ledger(c, i, req) for i in range(3)] == [1, 1, 1]
+
+
 def test_the_protocol_log_is_compacted_by_bytes_too() -> None:
     """Few records of large blocks: the record count never reaches its limit, the byte limit
     does, and the log is rewritten to its term and the entries not yet in the ledger."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from bft.protocols import spec
-from bft.raft import AppendReply, RaftConfig, VoteReply
+from bft.raft import AppendEntries, AppendReply, RaftConfig, VoteReply
 from bft.sim import (
     CrashAt,
     CrashOnSend,
@@ -157,8 +157,14 @@ def acknowledged_entries(message: object) -> bool:
     return isinstance(message, AppendReply) and message.success and message.index > 0
 
 
+def leader_sends_entries(message: object) -> bool:
+    """A leader's new entries: sent before they are durable, so the crash loses them there."""
+    return isinstance(message, AppendEntries) and bool(message.entries)
+
+
 @pytest.mark.parametrize(
-    ("name", "when"), [("vote", granted_vote), ("append", acknowledged_entries)]
+    ("name", "when"),
+    [("vote", granted_vote), ("append", acknowledged_entries), ("entries", leader_sends_entries)],
 )
 def test_crash_right_after_sending(name: str, when: Callable[[object], bool]) -> None:
     """TESTING.md 13 for Raft: what was acknowledged (a vote, stored entries) was durable."""
