@@ -15,7 +15,9 @@ A request the leader has not answered after ``leader_timeout``, or that the lead
 refuses or places where another transaction is, goes to every replica at once, so a faulty
 leader cannot silently drop it: the backups' timers then run, and a new leader proposes it.
 Before the first verified block, with the leader not connected, and in
-HotStuff (whose leader changes every view), frames go to every replica. At most
+HotStuff (whose leader changes every view), frames go to every connected replica; a replica
+whose connection comes up later (``open_client`` waits for a quorum only), or again, is then
+sent the unanswered requests it should hold. At most
 ``max_inflight`` requests are outstanding, and a new one is numbered less than
 ``client_window`` above the oldest unfinished one (the replicas refuse as stale a request a
 window behind the client's newest committed one); more ``submit`` calls wait (backpressure, not
@@ -317,10 +319,11 @@ class Client:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.05
-            conn.outbox.clear()  # frames for the last connection: the retrier sends them again
+            conn.outbox.clear()  # frames for the last connection: sent again just below
             conn.framed = framed
             conn.connected.set()
             self.stats["connects"] += 1
+            self._catch_up(conn.replica)
             try:
                 async with trio.open_nursery() as both:
                     both.start_soon(self._write, conn, framed, both.cancel_scope)
@@ -399,6 +402,25 @@ class Client:
         step = self.config.batch_max
         for i in range(0, len(pendings), step):
             self._broadcast([Submit(txs=tuple(p.raw for p in pendings[i : i + step])).encode()])
+
+    def _catch_up(self, replica: int) -> None:
+        """A connection to ``replica`` is up: send it the unanswered requests already sent that
+        it should hold and may lack, since its connection was down or lost them (those sent to
+        every replica; the leader's own too, if it is the leader). Without this a request
+        broadcast while the leader was not connected (right after ``open_client``, which waits
+        for a quorum only, or while it reconnected) reaches it only at ``retry_after``: Raft's
+        followers relay only what a client sent to them alone. The replicas deduplicate."""
+        leader = self._leader_target()
+        due = [
+            p
+            for p in self._pending.values()
+            if p.last_sent and not p.done.is_set() and (not p.narrow or replica == leader)
+        ]
+        step = self.config.batch_max
+        for i in range(0, len(due), step):
+            chunk = due[i : i + step]
+            self._send(replica, [Submit(txs=tuple(p.raw for p in chunk)).encode()])
+        self.stats["caught_up"] += len(due)
 
     def _leader_target(self) -> int | None:
         """The replica new requests go to alone, or ``None``: to every replica."""

@@ -3,7 +3,9 @@ connecting, errors that come out as themselves, and clients that hang up abruptl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import socket
 from pathlib import Path
 
 import pytest
@@ -468,3 +470,67 @@ async def test_requests_sent_to_a_replaced_leader_are_relayed_to_the_new_one(
             assert nodes.replicas[new].core.status().extra["relayed_in"] >= 20
             assert {r.header.proposer for r in receipts} == {new}  # type: ignore[union-attr]
             assert client._leader == new
+
+
+async def _forward(port: int, target: tuple[str, int], task_status: trio.TaskStatus[None]) -> None:
+    """Listen on ``port`` and join each connection to ``target``, bytes both ways."""
+
+    async def pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            async for chunk in source:
+                await sink.send_all(chunk)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await sink.send_eof()
+
+    async def join(accepted: trio.SocketStream) -> None:
+        async with (
+            accepted,
+            await trio.open_tcp_stream(*target) as upstream,
+            trio.open_nursery() as both,
+        ):
+            both.start_soon(pump, accepted, upstream)
+            both.start_soon(pump, upstream, accepted)
+
+    await trio.serve_tcp(join, port, host="127.0.0.1", task_status=task_status)
+
+
+async def test_requests_sent_before_the_leaders_connection_was_up_reach_it_then(
+    tmp_path: Path,
+) -> None:
+    """``open_client`` waits for a quorum only, so a client may send its first requests to every
+    replica but the Raft leader (whose followers do not relay what a client sent to them all).
+    When the connection to the leader comes up, the requests it lacks are sent to it: they
+    commit without ``retry_after`` (which outlasts the test)."""
+    init_cluster(tmp_path, protocol="raft", n=3)
+    config = ClientConfig.from_cluster(tmp_path, timeout=15, retry_after=60, leader_timeout=60)
+    with trio.fail_after(60):
+        async with running(tmp_path) as nodes, trio.open_nursery() as nursery:
+            while (leader := nodes.replicas[0].core.status().leader) is None:
+                await trio.sleep(0.01)
+            with socket.socket() as probe:  # a free port, nothing listening on it yet
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            late = dataclasses.replace(
+                config, replicas={**config.replicas, leader: ("127.0.0.1", port)}
+            )
+            async with open_client(late, wait=2) as client:
+                assert client._conns[leader].framed is None
+                began = trio.current_time()
+                async with trio.open_nursery() as submitting:
+                    results: list[object] = []
+
+                    async def submit() -> None:
+                        results.extend(
+                            await client.submit_many([b"early %d" % i for i in range(20)])
+                        )
+
+                    submitting.start_soon(submit)
+                    await trio.sleep(0.5)  # sent to the two followers, which hold them
+                    assert not results
+                    await nursery.start(_forward, port, config.replicas[leader])
+                waited = trio.current_time() - began
+                assert all(isinstance(r, Receipt) for r in results), results[:3]
+                assert waited < 10, waited
+                assert client.stats["caught_up"] >= 20 and client.stats["retries"] == 0
+                assert nodes.replicas[leader].stats["client_txs_received"] == 20
+            nursery.cancel_scope.cancel()
