@@ -161,6 +161,8 @@ class CoreBase:
         Committed: its place (once its block is durable, ``<= durable_height``; a retry before
         then is answered with the others when the block is). Stale: a final refusal.
         """
+        if clients.is_new(request.client, request.seq):
+            return False  # nearly always: one cheap test
         status, where = clients.status(request.client, request.seq)
         if status is Status.COMMITTED:
             if where is not None and where[0] <= durable_height:

@@ -96,6 +96,11 @@ class Status(Enum):
     STALE = "stale"
 
 
+# Reading a member through its class (``Status.NEW``) costs ~0.35 us on CPython 3.11, a module
+# global ~20 ns; every replica asks for the status of every transaction several times.
+_NEW, _COMMITTED, _STALE = Status.NEW, Status.COMMITTED, Status.STALE
+
+
 _POSITION_BITS = MAX_BLOCK_TXS.bit_length()
 _POSITION_MASK = (1 << _POSITION_BITS) - 1
 SNAPSHOT_VERSION = 1
@@ -164,13 +169,18 @@ class ClientTable:
         """Whether ``(client, seq)`` is new, committed (with its height and position), or stale."""
         state = self._clients.get(client)
         if state is None:
-            return Status.NEW, None
+            return _NEW, None
         where = state.committed.get(seq)
         if where is not None:
-            return Status.COMMITTED, (where >> _POSITION_BITS, where & _POSITION_MASK)
+            return _COMMITTED, (where >> _POSITION_BITS, where & _POSITION_MASK)
         if seq <= state.max_seq - self.window:
-            return Status.STALE, None
-        return Status.NEW, None
+            return _STALE, None
+        return _NEW, None
+
+    def is_new(self, client: bytes, seq: int) -> bool:
+        """``status(client, seq)`` is ``Status.NEW`` (neither committed nor stale)."""
+        state = self._clients.get(client)
+        return state is None or (seq not in state.committed and seq > state.max_seq - self.window)
 
     def record(self, request: Request, height: int, position: int) -> None:
         if not 0 <= position <= _POSITION_MASK:

@@ -77,7 +77,7 @@ from bft.core.errors import LocalMisuse, SafetyViolation
 from bft.core.interface import CoreContext, CoreStatus
 from bft.core.messages import MAX_BLOCKS_PER_RESPONSE, BlockRequest, BlockResponse
 from bft.core.ready import Reply
-from bft.core.requests import ClientTable, Mempool, Request, RequestId, Status
+from bft.core.requests import ClientTable, Mempool, Request, RequestId
 from crypto import InvalidCertificate, QuorumCertificate, merkle_root
 from crypto.codec import CodecError, Record
 from ledger import Block, Transaction, make_header, txid_of
@@ -533,7 +533,7 @@ class HotStuffCore(CoreBase):
         for request in self.mempool.requests():
             if request.id in chain:
                 continue
-            if self.clients.status(request.client, request.seq)[0] is not Status.NEW:
+            if not self.clients.is_new(request.client, request.seq):
                 continue
             if out and size + request.size > policy.max_bytes:
                 break
@@ -748,7 +748,7 @@ class HotStuffCore(CoreBase):
             seen.add(rid)
             if rid in chain:
                 return "proposal holds a request already in an uncommitted ancestor"
-            if self.clients.status(request.client, request.seq)[0] is not Status.NEW:
+            if not self.clients.is_new(request.client, request.seq):
                 return "proposal holds a committed or stale request"
             if request.signed:
                 if txid_of(request.raw) not in self.verified:
@@ -947,7 +947,7 @@ class HotStuffCore(CoreBase):
                 except CodecError:
                     continue
         for position, request in positioned:
-            if self.clients.status(request.client, request.seq)[0] is not Status.NEW:
+            if not self.clients.is_new(request.client, request.seq):
                 self.duplicates += 1  # the voting rule failed; the S3 checker reports it
                 continue
             self.clients.record(request, height, position)

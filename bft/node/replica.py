@@ -61,7 +61,7 @@ from bft.core.evidence import Evidence, EvidenceError, find_signer
 from bft.core.interface import CoreContext, LedgerState, serve_block_request
 from bft.core.messages import BlockRequest, BlockResponse
 from bft.core.ready import BROADCAST, Outbound, Ready, Reply
-from bft.core.requests import Request, RequestId, Status
+from bft.core.requests import Request, RequestId
 from bft.protocols import spec as protocol_spec
 from crypto import MerkleTree
 from crypto.codec import CodecError, Record
@@ -865,9 +865,9 @@ class Replica:
             clients = self.core.clients
             free_from = (self.store.height if self.store is not None else 0) - FREE_ANSWER_BLOCKS
             for request in admitted:
-                status, place = clients.status(request.client, request.seq)
-                if status is Status.NEW:
+                if clients.is_new(request.client, request.seq):
                     continue
+                place = clients.status(request.client, request.seq)[1]
                 self.stats["client_txs_settled_again"] += 1
                 seen = repeats.pop(request.id, None)
                 if place is not None and place[0] <= free_from:

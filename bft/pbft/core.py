@@ -66,7 +66,7 @@ from bft.core.interface import CoreContext, CoreStatus
 from bft.core.messages import BlockRequest, BlockResponse, Relay
 from bft.core.quorum import VoteTally
 from bft.core.ready import Reply
-from bft.core.requests import ClientTable, Mempool, Request, RequestId, Status, requests_of
+from bft.core.requests import ClientTable, Mempool, Request, RequestId, requests_of
 from crypto import InvalidCertificate, QuorumCertificate
 from crypto.codec import CodecError, Record, encode_value
 from ledger import (
@@ -441,7 +441,7 @@ class PbftCore(CoreBase):
             if other is not None and other != pp.seq:
                 self.reject(sender, pp, "proposal holds a request already in flight")
                 return None
-            if self.clients.status(request.client, request.seq)[0] is not Status.NEW:
+            if not self.clients.is_new(request.client, request.seq):
                 self.reject(sender, pp, "proposal holds a committed or stale request")
                 return None
             if request.signed:
@@ -607,7 +607,7 @@ class PbftCore(CoreBase):
         seen: set[RequestId] = set()
         for request in requests:
             rid = request.id
-            if rid in seen or self.clients.status(request.client, request.seq)[0] is not Status.NEW:
+            if rid in seen or not self.clients.is_new(request.client, request.seq):
                 continue
             seen.add(rid)
             kept.append(request)

@@ -608,7 +608,7 @@ class RaftCore(CoreBase):
             rid = request.id
             if rid in seen or rid in self.in_log:
                 continue  # stays held until its entry is applied
-            if self.clients.status(request.client, request.seq)[0] is not Status.NEW:
+            if not self.clients.is_new(request.client, request.seq):
                 settled.append(rid)
                 continue
             seen.add(rid)
@@ -947,7 +947,10 @@ class RaftCore(CoreBase):
             ids.append(rid)
             if self.in_log.get(rid) == height:
                 del self.in_log[rid]
-            if self.clients.status(request.client, request.seq)[0] is Status.COMMITTED:
+            if (
+                not self.clients.is_new(request.client, request.seq)
+                and self.clients.status(request.client, request.seq)[0] is Status.COMMITTED
+            ):
                 self.duplicates += 1  # a broken dedup rule; the invariant checkers catch it
                 continue
             self.clients.record(request, height, position)

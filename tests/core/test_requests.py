@@ -35,6 +35,22 @@ def test_client_table_reports_committed_places_and_stale_requests() -> None:
     assert table.status(b"c2", 4)[0] is Status.NEW
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(1, 40), max_size=30),
+    st.integers(1, 8),
+    st.integers(1, 50),
+)
+def test_is_new_says_what_status_says(committed: list[int], window: int, seq: int) -> None:
+    """``is_new``, the per-transaction shortcut, agrees with ``status`` for new, committed
+    (also below the window) and stale requests, and for a client never seen."""
+    table = ClientTable(window=window)
+    for s in committed:
+        table.record(req(1, s), height=s, position=0)
+    assert table.is_new(b"c1", seq) == (table.status(b"c1", seq)[0] is Status.NEW)
+    assert table.is_new(b"c2", seq) and table.status(b"c2", seq)[0] is Status.NEW
+
+
 def test_client_table_memory_is_bounded() -> None:
     table = ClientTable(window=8, max_clients=3)
     for seq in range(1, 200):
