@@ -525,7 +525,9 @@ async def test_requests_sent_before_the_leaders_connection_was_up_reach_it_then(
                         )
 
                     submitting.start_soon(submit)
-                    await trio.sleep(0.5)  # sent to the two followers, which hold them
+                    followers = [r for i, r in nodes.replicas.items() if i != leader]
+                    while any(r.stats["client_txs_received"] < 20 for r in followers):
+                        await trio.sleep(0.01)  # sent to the two followers, which hold them
                     assert not results
                     await nursery.start(_forward, port, config.replicas[leader])
                 waited = trio.current_time() - began
