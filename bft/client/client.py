@@ -397,11 +397,17 @@ class Client:
         """Queue ``frames`` for every connected replica; return how many."""
         return sum([self._send(replica, frames) for replica in self._conns])
 
-    def _send_to_all(self, pendings: Sequence[_Pending]) -> None:
-        """Queue ``pendings`` for every connected replica, ``batch_max`` to a frame."""
+    def _submit_frames(self, pendings: Sequence[_Pending]) -> list[bytes]:
+        """``Submit`` frames for ``pendings``, ``batch_max`` to a frame."""
         step = self.config.batch_max
-        for i in range(0, len(pendings), step):
-            self._broadcast([Submit(txs=tuple(p.raw for p in pendings[i : i + step])).encode()])
+        return [
+            Submit(txs=tuple(p.raw for p in pendings[i : i + step])).encode()
+            for i in range(0, len(pendings), step)
+        ]
+
+    def _send_to_all(self, pendings: Sequence[_Pending]) -> None:
+        """Queue ``pendings`` for every connected replica."""
+        self._broadcast(self._submit_frames(pendings))
 
     def _catch_up(self, replica: int) -> None:
         """A connection to ``replica`` is up: send it the unanswered requests already sent that
@@ -416,10 +422,8 @@ class Client:
             for p in self._pending.values()
             if p.last_sent and not p.done.is_set() and (not p.narrow or replica == leader)
         ]
-        step = self.config.batch_max
-        for i in range(0, len(due), step):
-            chunk = due[i : i + step]
-            self._send(replica, [Submit(txs=tuple(p.raw for p in chunk)).encode()])
+        if due:
+            self._send(replica, self._submit_frames(due))
         self.stats["caught_up"] += len(due)
 
     def _leader_target(self) -> int | None:

@@ -247,13 +247,9 @@ class RaftCore(CoreBase):
 
     def sends_before_persist(self) -> bool:
         """A leader's ``Ready`` whose records are only entries it appended: its messages may
-        leave while they are written (see the module's docstring). A term or vote to persist,
-        or a rewritten log, keeps the usual order."""
-        return (
-            self.role == LEADER
-            and not self._persist_replaces
-            and all(type(record) is Entry for record in self._persist)
-        )
+        leave while they are written (see the module's docstring). A term or vote to persist
+        keeps the usual order, and so does a rewritten log, which starts with the term."""
+        return self.role == LEADER and all(type(record) is Entry for record in self._persist)
 
     def persist_term(self) -> None:
         self.persist(TermRecord(term=self.term, voted_for=self.voted_for))

@@ -190,15 +190,18 @@ def test_a_restarted_replica_recovers_its_term_vote_and_uncommitted_log() -> Non
 def test_only_a_leaders_own_new_entries_are_sent_before_they_are_durable() -> None:
     """Dissertation 10.2.1: ``send_first`` marks exactly the leader's Readies whose records are
     entries it appended. A term or vote, and a follower's stored entries (it acknowledges them),
-    keep the order persist, then send."""
-    c = Cluster(3, MANUAL)
+    keep the order persist, then send, and so does a rewritten log (compaction)."""
+    c = Cluster(3, RaftConfig(check_quorum=False, wal_compact_records=4))
     c.elect(0)
-    c.propose(request(1, 1), to=[0])
-    c.run(2)
+    for seq in range(1, 7):
+        c.propose(request(1, seq), to=[0])
+        c.run(2)
+    rewrites = [(i, r.send_first) for i, r in c.readies if r.persist_replaces]
+    assert (0, False) in rewrites and not any(first for _, first in rewrites)
     kinds = [
         (i, {type(r).__name__ for r in ready.persist}, ready.send_first)
         for i, ready in c.readies
-        if ready.persist
+        if ready.persist and not ready.persist_replaces
     ]
     assert (0, {"TermRecord"}, False) in kinds  # the candidate's term and vote
     assert (0, {"Entry"}, True) in kinds  # the leader's entry
