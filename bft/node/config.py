@@ -50,6 +50,10 @@ Every error names the file and the key, in one line. Relative paths are relative
     inline_below_ms = 3.0                 # log/ledger syncs on the event loop while they block
                                           # less than this on average; 0: always on a thread
 
+    [crypto]
+    verify_on_thread = true               # client signatures checked on a worker thread; false
+                                          # when replicas share cores (see docs/operations.md)
+
     [pbft]                                # options of the protocol's config, by name
     checkpoint_interval = 16
 """
@@ -98,6 +102,7 @@ KNOWN_KEYS: dict[str, frozenset[str] | None] = {
     "evidence": frozenset({"max_kept"}),
     "memory": frozenset({"trim_every_s"}),
     "disk": frozenset({"inline_below_ms"}),
+    "crypto": frozenset({"verify_on_thread"}),
     # A table per protocol holds that protocol's options (checked against its config type when
     # the replica runs it; the others stay for a later switch of mode).
     **{name: None for name in PROTOCOLS},
@@ -167,6 +172,10 @@ class ReplicaConfig:
     disk_inline_below_ms: float = 3.0
     """Protocol-log and ledger writes run on the event loop while they wait for the disk less
     than this on average, else on a worker thread (0: always); see :mod:`bft.node.disk`."""
+    verify_on_thread: bool = True
+    """Check a batch of client signatures (8 or more) on a worker thread beside the event loop.
+    It pays when the replica has a core to spare; replicas that share cores (a testbed of n
+    replicas on fewer than 2n) spend less CPU checking them on the loop."""
 
 
 def parse_address(text: object, path: Path, key: str) -> tuple[str, int]:
@@ -356,6 +365,7 @@ def load_replica_config(path: Path | str) -> ReplicaConfig:
         ),
         trim_every_s=r.number("memory", "trim_every_s", 60.0, 0, 86_400),
         disk_inline_below_ms=r.number("disk", "inline_below_ms", 3.0, 0, 1_000),
+        verify_on_thread=r.get("crypto", "verify_on_thread", bool, True),
         client_txs_per_s=r.number("limits", "client_txs_per_s", 0.0, 0, 1e9),
         client_bytes_per_s=r.number("limits", "client_bytes_per_s", 0.0, 0, 1e12),
         log_format=r.get(

@@ -259,7 +259,9 @@ class Replica:
             require_signatures=config.require_client_signatures,
         )
         self.verified = VerifiedCache()
-        self.signatures = SignatureChecks(self.chain_id, self.verified)
+        self.signatures = SignatureChecks(
+            self.chain_id, self.verified, on_thread=config.verify_on_thread
+        )
         self.byzantine = config.byzantine
         self.stats: Counter[str] = Counter()
         if config.metrics_listen is not None and not prometheus_available():
@@ -1303,6 +1305,7 @@ class Replica:
             doc["gc"] = self.gc.status()
             doc["memory"] = snapshot(self.malloc)
             doc["disk"] = self.disk.status()
+            doc["verify_on_thread"] = self.signatures.on_thread
             if self.core is not None and self.client_file is not None:
                 table = self.core.clients
                 doc["client_table"] = {

@@ -10,6 +10,12 @@ each could start before the other has recorded its result in the
 event loop. A later batch that holds some of them waits for that batch to finish, then finds
 them in the cache, and checks only the rest. A batch waits only for batches that claimed their
 transactions before it did, so no two batches wait for each other.
+
+A batch of 8 or more signatures is checked on a worker thread (``on_thread``, the default), where
+PyNaCl releases the GIL while it verifies: the event loop goes on beside it when the replica has a
+core to spare. When it has none (several replicas sharing a machine's cores) the thread only
+costs: it takes the GIL back after every signature, and handing it to and from the busy loop
+costs more CPU than the loop checking the batch itself (``[crypto] verify_on_thread``).
 """
 
 from __future__ import annotations
@@ -36,9 +42,10 @@ T = TypeVar("T")
 class SignatureChecks:
     """The replica's client-signature checks: one cache, and the checks under way."""
 
-    def __init__(self, chain_id: str, cache: VerifiedCache) -> None:
+    def __init__(self, chain_id: str, cache: VerifiedCache, *, on_thread: bool = True) -> None:
         self.chain_id = chain_id
         self.cache = cache
+        self.on_thread = on_thread
         self._pending: dict[bytes, trio.Event] = {}
         self.stats: Counter[str] = Counter()
 
@@ -98,7 +105,10 @@ class SignatureChecks:
                 self.stats["waited_for_another_check"] += 1
                 for event in others:
                     await event.wait()
-            result = await verify_off_loop(check, signatures=len(claimed))
+            if self.on_thread:
+                result = await verify_off_loop(check, signatures=len(claimed))
+            else:
+                result = check()
             if record is not None:
                 record(result)
             self.stats["signatures_checked"] += len(claimed)

@@ -16,6 +16,7 @@ the same machine does not collide with the first.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import tomllib
@@ -104,6 +105,16 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+def cores_to_spare(replicas: int) -> bool:
+    """Whether ``replicas`` on this machine leave each a core beside its event loop (two cores
+    per replica): what checking client signatures on a worker thread needs to pay off."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return cores >= 2 * replicas
+
+
 def init_cluster(
     directory: Path,
     *,
@@ -116,11 +127,15 @@ def init_cluster(
     require_client_signatures: bool = False,
     protocol_options: dict[str, object] | None = None,
     addresses: dict[int, tuple[tuple[str, int], tuple[str, int]]] | None = None,
+    verify_on_thread: bool | None = None,
 ) -> Cluster:
     """Make a cluster directory (see the module's docstring).
 
     ``addresses`` gives each replica its own ``(peer, client)`` addresses instead of free ports
     on ``host`` (a testbed whose replicas live in network namespaces, say).
+    ``verify_on_thread`` is each replica's ``[crypto] verify_on_thread``; by default it is on
+    only when this machine has two cores per replica (:func:`cores_to_spare`), since the
+    replicas all run here.
     """
     directory = Path(directory)
     if (directory / CLUSTER_FILE).exists():
@@ -159,6 +174,8 @@ def init_cluster(
         peers = {i: (host, ports[i]) for i in range(n)}
         clients = {i: (host, ports[n + i]) for i in range(n)}
     options = protocol_options or {}
+    if verify_on_thread is None:
+        verify_on_thread = cores_to_spare(n)
     for i in range(n):
         lines = [
             f"# Replica {i} of chain {chain_id!r} ({protocol}). Paths are relative to this file.",
@@ -188,6 +205,9 @@ def init_cluster(
             "",
             "[admin]",
             f'keys = ["{client_keys[ADMIN].public_key.hex()}"]',
+            "",
+            "[crypto]",
+            f"verify_on_thread = {'true' if verify_on_thread else 'false'}",
         ]
         if options:
             lines += ["", f"[{protocol}]", *(f"{k} = {_toml(v)}" for k, v in options.items())]

@@ -58,6 +58,12 @@ CASES = [
     ("unknown-option", "\n[pbft]\nbogus = 1\n", None, ["[pbft.bogus]", "unknown option"]),
     ("bad-trim", "\n[memory]\ntrim_every_s = -5\n", None, ["[memory.trim_every_s]", "0..86400"]),
     ("bad-disk", "\n[disk]\ninline_below_ms = -1\n", None, ["[disk.inline_below_ms]", "0..1000"]),
+    (
+        "bad-verify-thread",
+        None,
+        (r"^verify_on_thread = .*$", 'verify_on_thread = "no"'),
+        ["[crypto.verify_on_thread]", "true or false"],
+    ),
     ("bad-admin", None, (r"^keys = .*$", 'keys = ["abc"]'), ["[admin.keys[0]]"]),
     (
         "missing-key-file",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import trio
 
@@ -104,3 +106,27 @@ async def test_the_same_transaction_twice_in_one_batch_does_not_wait_for_itself(
     with trio.fail_after(5):
         good = await checks.proposal(batch + batch)
     assert len(set(good)) == 10
+
+
+@pytest.mark.parametrize("on_thread", [True, False])
+async def test_a_large_batch_is_checked_on_a_worker_thread_only_when_configured(
+    monkeypatch: pytest.MonkeyPatch, on_thread: bool
+) -> None:
+    threads: set[int] = set()
+    real = tx_module.Transaction.verify_signature
+
+    def noting(self: Transaction, chain_id: str) -> bool:
+        threads.add(threading.get_ident())
+        return real(self, chain_id)
+
+    monkeypatch.setattr(tx_module.Transaction, "verify_signature", noting)
+    checks = SignatureChecks(CHAIN, VerifiedCache(), on_thread=on_thread)
+    admitted, refused = await checks.admit(signed_batch(20), AdmissionPolicy(CHAIN))
+    good = await checks.proposal(signed_batch(20, start=100))
+    assert len(admitted) == 20 and refused == [] and len(good) == 20
+    loop = threading.get_ident()
+    assert threads, "no signature was checked"
+    if on_thread:
+        assert loop not in threads
+    else:
+        assert threads == {loop}

@@ -11,7 +11,8 @@ import pytest
 import trio
 
 from bft.client import NotCommitted, Rejected
-from bft.testbed import LoadResult, assess, drive, init_cluster, load_cluster
+from bft.node.config import load_replica_config
+from bft.testbed import LoadResult, assess, drive, init_cluster, layout, load_cluster
 from bft.testbed.faults import parse_groups, plan_byzantine, plan_cut, plan_link, plan_partition
 from bft.testbed.load import open_loop, payload
 from bft.testbed.processes import TestbedError
@@ -184,3 +185,16 @@ def test_free_ports_are_distinct_and_below_the_ephemeral_range() -> None:
     low, _ = _ephemeral_range()
     assert len(set(ports)) == 40
     assert all(10_000 <= p < low for p in ports)  # never a port an outgoing connection may hold
+
+
+@pytest.mark.parametrize(
+    ("given", "cores", "expected"),
+    [(None, 2, False), (None, 8, True), (True, 2, True), (False, 64, False)],
+)
+def test_replicas_check_signatures_on_a_thread_only_with_cores_to_spare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: bool | None, cores: int, expected: bool
+) -> None:
+    monkeypatch.setattr(layout.os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    init_cluster(tmp_path, protocol="pbft", n=4, verify_on_thread=given)
+    for i in range(4):
+        assert load_replica_config(tmp_path / f"replica-{i}.toml").verify_on_thread is expected
