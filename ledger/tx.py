@@ -150,17 +150,63 @@ def parse_transaction(raw: bytes) -> tuple[bytes, int, bytes, bytes] | None:
     """
     if len(raw) < 8 or raw[0] != 0x86 or raw[1] != TX_TAG or raw[2] != 0x01:
         return None
+    # Once per transaction on every replica: the usual heads (byte strings below 64 KiB,
+    # sequence numbers below 2**32) are read inline, the rest through ``_head`` (a call per
+    # head took 0.3-0.5 us, more than half of the parse).
     try:
-        length, pos = _head(raw, 3, 2)
-        client = raw[pos : pos + length]
-        pos += length
-        seq, pos = _head(raw, pos, 0)
-        length, pos = _head(raw, pos, 2)
-        payload = raw[pos : pos + length]
-        pos += length
-        length, pos = _head(raw, pos, 2)
-        signature = raw[pos : pos + length]
-        pos += length
+        head = raw[3]
+        if 0x40 < head < 0x58:
+            start, pos = 4, head - 0x3C
+        elif head == 0x58:  # a public key
+            if raw[4] < 24:
+                raise _NotCanonical
+            start, pos = 5, 5 + raw[4]
+        else:
+            length, start = _head(raw, 3, 2)
+            pos = start + length
+        client = raw[start:pos]
+        head = raw[pos]
+        if head < 24:
+            seq = head
+            pos += 1
+        elif head == 0x19:
+            seq = raw[pos + 1] << 8 | raw[pos + 2]
+            if seq < 256:
+                raise _NotCanonical
+            pos += 3
+        elif head == 0x1A:
+            seq = raw[pos + 1] << 24 | raw[pos + 2] << 16 | raw[pos + 3] << 8 | raw[pos + 4]
+            if seq < 65536:
+                raise _NotCanonical
+            pos += 5
+        else:
+            seq, pos = _head(raw, pos, 0)
+        head = raw[pos]
+        if head == 0x59:
+            length = raw[pos + 1] << 8 | raw[pos + 2]
+            if length < 256:
+                raise _NotCanonical
+            start = pos + 3
+        elif 0x40 <= head < 0x58:
+            length, start = head - 0x40, pos + 1
+        else:
+            length, start = _head(raw, pos, 2)
+        pos = start + length
+        payload = raw[start:pos]
+        head = raw[pos]
+        if head == 0x40:
+            signature = b""
+            pos += 1
+        elif head == 0x58:
+            length = raw[pos + 1]
+            if length < 24:
+                raise _NotCanonical
+            signature = raw[pos + 2 : pos + 2 + length]
+            pos += 2 + length
+        else:
+            length, start = _head(raw, pos, 2)
+            pos = start + length
+            signature = raw[start:pos]
     except (_NotCanonical, IndexError):
         return None
     if pos != len(raw) or not 1 <= len(client) <= MAX_CLIENT_ID or len(payload) > MAX_PAYLOAD:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from crypto.codec import CodecError
 from crypto.keys import PUBLIC_KEY_SIZE
 from ledger import Transaction, txid_of
+from ledger.tx import parse_transaction
 
 from .requests import Request
 
@@ -71,25 +72,33 @@ def check_transactions(
         if len(raw) > policy.max_tx_bytes:
             refused.append((i, f"transaction of {len(raw)} bytes exceeds {policy.max_tx_bytes}"))
             continue
-        try:
-            tx = Transaction.decode(raw)
-        except CodecError as exc:
-            refused.append((i, f"malformed transaction: {exc}"))
-            continue
-        if unsigned_under_a_key(tx.client, tx.is_signed):
+        # The fields are parsed in place; a Transaction is built only to check a signature or,
+        # for a malformed one, to say what is wrong with it.
+        fields = parse_transaction(raw) if type(raw) is bytes else None
+        if fields is None:
+            try:
+                tx = Transaction.decode(raw)
+            except CodecError as exc:
+                refused.append((i, f"malformed transaction: {exc}"))
+                continue
+            client, seq, signed = tx.client, tx.seq, tx.is_signed
+        else:
+            client, seq, _, signature = fields
+            signed = bool(signature)
+        if unsigned_under_a_key(client, signed):
             refused.append((i, UNSIGNED_UNDER_A_KEY))
             continue
-        if tx.is_signed or policy.require_signatures:
-            if not tx.is_signed:
+        if signed or policy.require_signatures:
+            if not signed:
                 refused.append((i, "unsigned transaction; this chain requires client signatures"))
                 continue
             txid = txid_of(raw)
             if cache is None or txid not in cache:
-                if not tx.verify_signature(policy.chain_id):
+                if not Transaction.decode(raw).verify_signature(policy.chain_id):
                     refused.append((i, "invalid client signature"))
                     continue
                 verified.append(txid)
-        admitted.append(Request(raw=raw, client=tx.client, seq=tx.seq, signed=tx.is_signed))
+        admitted.append(Request(raw, client, seq, signed))
     if cache is not None and verified:
         cache.add(verified)
     return admitted, refused

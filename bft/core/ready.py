@@ -8,6 +8,7 @@ no new ``Ready`` before ``advance``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from crypto.codec import Record
 from ledger import Block
@@ -24,13 +25,13 @@ class Outbound:
     message: Record
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """What a replica tells a client about one of its requests.
 
     ``height`` and ``position`` say where the transaction is in the ledger; the block is in this
     ``Ready``'s ``committed`` or already in the ledger. ``error`` is set (and the position is
     meaningless) when the request was refused: the request was not and will not be committed.
+    A named tuple (one per committed transaction): built in a third of a frozen dataclass's time.
     """
 
     client: bytes

@@ -437,6 +437,13 @@ def test_fast_transaction_decoding_agrees_with_the_strict_decoder(
         bytes.fromhex("861201416300") + b"\x40" + b"\x58\x40" + b"s" * 64,  # signed, short client
         bytes.fromhex("861202416300") + b"\x40\x40",  # version 2
         bytes.fromhex("861201416300") + b"\x40\x41\x00",  # a one-byte signature
+        bytes.fromhex("8612014163190005") + b"\x40\x40",  # seq 5 in a three-byte form
+        bytes.fromhex("86120141631a0000ffff") + b"\x40\x40",  # seq 65535 in a five-byte form
+        bytes.fromhex("861201416300590003") + b"abc\x40",  # payload length in a long form
+        bytes.fromhex("8612015803") + b"abc\x00\x40\x40",  # client length in a long form
+        bytes.fromhex("86120141630040580301") + b"\x02\x03",  # signature length, long form
+        bytes.fromhex("86120141630040"),  # no signature field
+        bytes.fromhex("8612014163195dc0"),  # cut inside the sequence number's head
     ],
 )
 def test_fast_path_refuses_what_the_strict_decoder_refuses(raw: bytes) -> None:
@@ -445,3 +452,19 @@ def test_fast_path_refuses_what_the_strict_decoder_refuses(raw: bytes) -> None:
     assert parse_transaction(raw) is None
     with pytest.raises(CodecError):
         Transaction.decode(raw)
+
+
+@pytest.mark.parametrize("seq", [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1])
+@pytest.mark.parametrize("client_size", [1, 23, 24, 32])
+@pytest.mark.parametrize("payload_size", [0, 23, 24, 255, 256, 65535, 65536])
+def test_fast_path_reads_every_head_length_at_its_boundaries(
+    seq: int, client_size: int, payload_size: int
+) -> None:
+    from ledger.tx import parse_transaction
+
+    client = bytes(range(1, client_size + 1))
+    signature = b"s" * 64 if client_size == 32 else b""
+    raw = Transaction(client=client, seq=seq, payload=b"p" * payload_size, signature=signature)
+    encoded = raw.encode()
+    assert parse_transaction(encoded) == (client, seq, b"p" * payload_size, signature)
+    assert _generic_tx(encoded) == raw
