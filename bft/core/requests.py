@@ -371,7 +371,8 @@ class Mempool:
         rid = request.id
         if rid in self._waiting or rid in self._held:
             return "already pending"
-        if len(self) >= self.max_requests or self._bytes + request.size > self.max_bytes:
+        size = len(request.raw)
+        if len(self) >= self.max_requests or self._bytes + size > self.max_bytes:
             return "mempool full"
         count = self._per_client.get(request.client, 0)
         if count >= self.max_per_client:
@@ -379,8 +380,8 @@ class Mempool:
         self._waiting[rid] = (request, tick)
         self._by_raw[request.raw] = request
         self._per_client[request.client] = count + 1
-        self._bytes += request.size
-        self._waiting_bytes += request.size
+        self._bytes += size
+        self._waiting_bytes += size
         return ""
 
     def take(self, max_count: int, max_bytes: int) -> list[Request]:
@@ -388,14 +389,17 @@ class Mempool:
         out: list[Request] = []
         size = 0
         for request, _ in self._waiting.values():
-            if out and size + request.size > max_bytes:
+            length = len(request.raw)
+            if out and size + length > max_bytes:
                 break
             out.append(request)
-            size += request.size
+            size += length
             if len(out) >= max_count:
                 break
+        held, waiting = self._held, self._waiting
         for request in out:
-            self._held[request.id] = self._waiting.pop(request.id)
+            rid = request.id
+            held[rid] = waiting.pop(rid)
         self._waiting_bytes -= size
         return out
 
@@ -428,7 +432,7 @@ class Mempool:
                     continue
             request = entry[0]
             self._by_raw.pop(request.raw, None)
-            self._bytes -= request.size
+            self._bytes -= len(request.raw)
             left = self._per_client[request.client] - 1
             if left:
                 self._per_client[request.client] = left

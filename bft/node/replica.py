@@ -898,9 +898,13 @@ class Replica:
         routes = self._routes
         route = ((session.number,), time.monotonic())
         for request in admitted:
-            earlier = routes.get(request.id)
-            routes[request.id] = route if earlier is None else merge_routes(earlier, route)
-            routes.move_to_end(request.id)
+            rid = request.id
+            earlier = routes.get(rid)
+            if earlier is None:
+                routes[rid] = route  # a new key is at the end already
+            else:
+                routes[rid] = merge_routes(earlier, route)
+                routes.move_to_end(rid)
         # Oldest first (a request admitted again moves to the end): what was never answered (it
         # was refused, settled already, or its block went to another replica's clients) goes.
         while routes and (

@@ -564,8 +564,6 @@ class PbftCore(CoreBase):
     def execute(self, proposal: Proposal, requests: list[Request]) -> None:
         """Execute the proposal committed at the next height into a ledger block."""
         height = self.exec_height + 1
-        for request in requests:
-            self.in_flight.pop(request.id, None)
         early, self.early_block = self.early_block, None
         if early is not None and early[0] is proposal and early[1] == self.exec_hash:
             done, sent_early = early[2], early[3] == self.view
@@ -574,8 +572,7 @@ class PbftCore(CoreBase):
         header, kept, block_hash = done.header, done.requests, done.block_hash
         self.executed[height] = done
         self.exec_height, self.exec_hash = height, block_hash
-        self.applied(height, kept)
-        self.mempool.remove(r.id for r in requests)
+        self.applied(height, kept, settled=requests)
         signature = (
             self.checkpoints.get(height, {}).get((header.view, block_hash), {}).get(self.replica)
         )
@@ -669,13 +666,19 @@ class PbftCore(CoreBase):
                 continue
         return out
 
-    def applied(self, height: int, requests: list[Request]) -> None:
-        """Bookkeeping once a block's requests are in the executed state."""
-        ids = []
+    def applied(
+        self, height: int, requests: list[Request], settled: list[Request] | None = None
+    ) -> None:
+        """Bookkeeping once a block's requests are in the executed state: the client table
+        learns their places; they leave the pipeline and the pool, and so do ``settled`` (the
+        whole proposal, when the block left out requests ordered before)."""
+        record = self.clients.record
         for position, request in enumerate(requests):
-            self.clients.record(request, height, position)
-            self.in_flight.pop(request.id, None)
-            ids.append(request.id)
+            record(request, height, position)
+        ids = [r.id for r in (requests if settled is None else settled)]
+        forget = self.in_flight.pop
+        for rid in ids:
+            forget(rid, None)
         self.mempool.remove(ids)
 
     def add_checkpoint_vote(
