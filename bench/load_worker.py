@@ -44,6 +44,7 @@ import trio
 
 from bft.client import ClientError, NotCommitted, Rejected, open_client
 from bft.client.client import Client, ClientConfig
+from bft.node.memory import tune_gc
 from bft.testbed.load import open_loop
 from crypto import SigningKey
 
@@ -290,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--window must be at least 1")
     if args.rate is not None and args.rate <= 0:
         raise SystemExit("--rate must be positive")
+    tune_gc()
     try:
         result = trio.run(run, args)
     except Exception as exc:  # reported to the benchmark, which shows it

@@ -11,17 +11,54 @@ libraries, where those fields are left out).
 :meth:`Malloc.trim` asks glibc to hand the free pages of every arena back to the kernel
 (``malloc_trim(0)``); the replica calls it now and then (``[memory] trim_every_s``) so that
 memory freed after a burst does not stay resident.
+
+:func:`tune_gc` makes Python's cyclic garbage collector run less often, in a replica and in a
+load process alike (:func:`collecting_less_often` for a load run inside a longer process).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import gc
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+GC_THRESHOLDS = (20_000, 10, 10)
+"""The cyclic garbage collector of a replica or load process: a young-generation collection after
+20,000 net allocations (Python's default is 700), the older generations as usual after it."""
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage less often in this process (a replica, a load generator).
+
+    Nearly everything such a process allocates (a request, its reply, a receipt, a task's wake-up)
+    is freed by reference counting as soon as its block is done; with Python's default threshold
+    a block of 500 transactions alone set off collections that found almost nothing (~700 objects
+    in 200,000 transactions at a replica), and each full collection walked every live object
+    (pauses up to 30-44 ms; 5 % of a replica's CPU at saturation, 8 % of a load process's). A
+    collection still runs once 20,000 objects more than were freed are alive, and a replica also
+    makes a full one every minute, so cyclic garbage does not live long. What exists when this is
+    called (the imported modules, the configuration) is frozen out of the collector's walks.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+@contextlib.contextmanager
+def collecting_less_often() -> Iterator[None]:
+    """The thresholds of :func:`tune_gc` for the duration of a block (a load run inside a
+    process that goes on to do other things), the earlier ones restored after it."""
+    before = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 class _MallInfo2(ctypes.Structure):

@@ -89,7 +89,7 @@ from .evidence import EvidenceStore
 from .logs import RateLimit
 from .logs import configure as configure_logging
 from .logs import event as log_event
-from .memory import Malloc, resident_bytes, snapshot
+from .memory import Malloc, resident_bytes, snapshot, tune_gc
 from .metrics import GcWatch, ReplicaMetrics, prometheus_available
 from .signatures import SignatureChecks
 from .wal import ProtocolLog
@@ -130,9 +130,6 @@ of distinct old transactions, each sent once, would otherwise read the ledger at
 INDEX_BATCH_ROWS = 20_000  # index entries written together (see _index_writer)
 INDEX_EVERY_S = 5.0  # ... or whatever has accumulated, this often
 INDEX_PAUSE_S = 0.02  # between chunks of a sealed segment's run (see _index_writer)
-GC_THRESHOLDS = (20_000, 10, 10)
-"""The replica process's cyclic garbage collector: a young-generation collection after 20,000
-net allocations (Python's default is 700), the older generations as usual after it."""
 FULL_COLLECTION_EVERY_S = 60.0
 """... and a full collection this often, whatever the counts say (see :func:`tune_gc`)."""
 
@@ -1391,22 +1388,6 @@ def _spoil_certificate(certificate: Any) -> Any:
 
 def _index_pause() -> None:
     time.sleep(INDEX_PAUSE_S)
-
-
-def tune_gc() -> None:
-    """Collect cyclic garbage less often in a replica process.
-
-    Nearly everything a replica allocates is freed by reference counting as soon as its block is
-    done; with Python's default threshold a block of 500 transactions alone set off collections
-    that found almost nothing (~700 objects in 200,000 transactions), and each full collection
-    walked every live object (pauses up to 30-44 ms; 5 % of the replica's CPU at saturation).
-    A collection still runs once 20,000 objects more than were freed are alive, and
-    :meth:`Replica.run` makes a full one every :data:`FULL_COLLECTION_EVERY_S`, so cyclic
-    garbage never lives longer than that. What exists at start (the imported modules, the
-    configuration) is frozen out of the collector's walks.
-    """
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def serve(config: ReplicaConfig) -> None:

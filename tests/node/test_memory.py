@@ -68,7 +68,7 @@ async def test_a_replica_trims_malloc_as_configured(tmp_path: Path) -> None:
 def test_a_replica_process_collects_cyclic_garbage_less_often() -> None:
     import gc
 
-    from bft.node.replica import GC_THRESHOLDS, tune_gc
+    from bft.node.memory import GC_THRESHOLDS, tune_gc
 
     before = gc.get_threshold()
     try:
@@ -228,3 +228,15 @@ async def test_a_catch_up_under_load_is_one_stream_in_order(tmp_path: Path) -> N
                             expected += 1
                 load.cancel_scope.cancel()
                 await trio.aclose_forcefully(framed.stream)
+
+
+def test_a_load_run_collects_less_often_and_restores_the_collector_after() -> None:
+    import gc
+
+    from bft.node.memory import GC_THRESHOLDS, collecting_less_often
+
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError), collecting_less_often():
+        assert gc.get_threshold() == GC_THRESHOLDS
+        raise RuntimeError("the load failed")
+    assert gc.get_threshold() == before
