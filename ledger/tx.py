@@ -25,6 +25,7 @@ TX_DOMAIN_KIND = "client/tx"
 MAX_CLIENT_ID = 32
 MAX_PAYLOAD = 4 * 1024 * 1024
 """Largest payload the format allows; deployments set a smaller admission limit."""
+_MAX_UINT = 2**64 - 1
 
 
 @functools.lru_cache(maxsize=64)
@@ -52,9 +53,11 @@ class Transaction(Record):
     def signed(cls, key: SigningKey, chain_id: str, seq: int, payload: bytes) -> Transaction:
         """A transaction signed by ``key``; its client id is the key's public key."""
         client = key.public_key.raw
-        body = encode_value([client, seq, payload])
         return cls(
-            client=client, seq=seq, payload=payload, signature=key.sign(tx_domain(chain_id), body)
+            client=client,
+            seq=seq,
+            payload=payload,
+            signature=_client_signature(key, chain_id, client, seq, payload),
         )
 
     @property
@@ -104,6 +107,37 @@ class Transaction(Record):
                 return tx
         # (Record.decode by name: a slotted dataclass is rebuilt, so super() would not find it.)
         return Record.decode.__func__(cls, data, max_size=max_size)  # type: ignore[attr-defined]
+
+
+def encode_transaction(client: bytes, seq: int, payload: bytes, signature: bytes = b"") -> bytes:
+    """``Transaction(client=..., seq=..., payload=..., signature=...).encode()`` without building
+    the record (a client encodes one per request: a third of the cost). Whatever the record
+    refuses raises the same :class:`CodecError`, from the record itself."""
+    if (
+        type(client) is bytes
+        and 1 <= len(client) <= MAX_CLIENT_ID
+        and type(seq) is int
+        and 0 <= seq <= _MAX_UINT
+        and type(payload) is bytes
+        and len(payload) <= MAX_PAYLOAD
+        and type(signature) is bytes
+        and (not signature or (len(signature) == SIGNATURE_SIZE and len(client) == PUBLIC_KEY_SIZE))
+    ):
+        return encode_value([TX_TAG, Transaction.VERSION, client, seq, payload, signature])
+    return Transaction(client=client, seq=seq, payload=payload, signature=signature).encode()
+
+
+def encode_signed(key: SigningKey, chain_id: str, seq: int, payload: bytes) -> bytes:
+    """``Transaction.signed(key, chain_id, seq, payload).encode()`` without building the record."""
+    client = key.public_key.raw
+    signature = _client_signature(key, chain_id, client, seq, payload)
+    return encode_transaction(client, seq, payload, signature)
+
+
+def _client_signature(
+    key: SigningKey, chain_id: str, client: bytes, seq: int, payload: bytes
+) -> bytes:
+    return key.sign(tx_domain(chain_id), encode_value([client, seq, payload]))
 
 
 class _NotCanonical(Exception):

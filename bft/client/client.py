@@ -71,7 +71,8 @@ from crypto.codec import CodecError
 from crypto.hashing import DIGEST_SIZE
 from crypto.keyfiles import load_committee, load_secret_key
 from crypto.keys import PUBLIC_KEY_SIZE
-from ledger import Block, BlockError, BlockHeader, Receipt, ReceiptError, Transaction, verify_block
+from ledger import Block, BlockError, BlockHeader, Receipt, ReceiptError, verify_block
+from ledger.tx import encode_signed, encode_transaction
 from ledger.verify import verify_certificate
 from network import Endpoint, FramedStream, FrameError, HandshakeError, Hello, NetworkConfig, dial
 from network.outbox import Outbox
@@ -460,10 +461,8 @@ class Client:
         self._seq += 1
         seq = self._seq
         if self.config.sign and self.config.signing_key is not None:
-            tx = Transaction.signed(self.config.signing_key, self.chain_id, seq, payload)
-        else:
-            tx = Transaction(client=self.client_id, seq=seq, payload=payload, signature=b"")
-        return seq, tx.encode()
+            return seq, encode_signed(self.config.signing_key, self.chain_id, seq, payload)
+        return seq, encode_transaction(self.client_id, seq, payload)
 
     async def submit(self, payload: bytes) -> Receipt:
         """Order ``payload``; return its receipt once committed (see the module's contract)."""

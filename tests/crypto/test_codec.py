@@ -468,3 +468,53 @@ def test_fast_path_reads_every_head_length_at_its_boundaries(
     encoded = raw.encode()
     assert parse_transaction(encoded) == (client, seq, b"p" * payload_size, signature)
     assert _generic_tx(encoded) == raw
+
+
+def _outcome(make: object) -> bytes | str:
+    try:
+        return make()  # type: ignore[operator,no-any-return]
+    except CodecError as exc:
+        return f"CodecError: {exc}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    client=st.one_of(st.binary(max_size=40), st.text(max_size=3)),
+    seq=st.one_of(st.integers(min_value=-2, max_value=2**64 + 2), st.booleans()),
+    payload=st.one_of(st.binary(max_size=300), st.builds(bytearray, st.binary(max_size=4))),
+    signature=st.one_of(st.binary(max_size=70), st.sampled_from([b"s" * 64, b"s" * 63])),
+)
+def test_encoding_a_transaction_without_the_record_gives_the_records_bytes_or_error(
+    client: object, seq: object, payload: object, signature: object
+) -> None:
+    from ledger.tx import encode_transaction
+
+    record = _outcome(
+        lambda: Transaction(
+            client=client,  # type: ignore[arg-type]
+            seq=seq,  # type: ignore[arg-type]
+            payload=payload,  # type: ignore[arg-type]
+            signature=signature,  # type: ignore[arg-type]
+        ).encode()
+    )
+    direct = _outcome(lambda: encode_transaction(client, seq, payload, signature))  # type: ignore[arg-type]
+    assert direct == record
+
+
+def test_encoding_a_transaction_refuses_a_payload_over_the_formats_limit() -> None:
+    from ledger.tx import MAX_PAYLOAD, encode_transaction
+
+    encode_transaction(b"c", 1, bytes(MAX_PAYLOAD))
+    with pytest.raises(CodecError, match=r"Transaction\.payload"):
+        encode_transaction(b"c", 1, bytes(MAX_PAYLOAD + 1))
+
+
+def test_a_signed_encoding_is_the_signed_records() -> None:
+    from crypto import SigningKey
+    from ledger.tx import encode_signed
+
+    key = SigningKey(bytes(range(32)))
+    for seq, payload in ((1, b""), (2**40, b"x" * 300)):
+        raw = encode_signed(key, "chain", seq, payload)
+        assert raw == Transaction.signed(key, "chain", seq, payload).encode()
+        assert Transaction.decode(raw).verify_signature("chain")
