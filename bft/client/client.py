@@ -277,6 +277,8 @@ class Client:
         if first < 1:
             raise ClientError(f"first_seq must be positive, not {first}")
         self._seq = first - 1
+        self._oldest = first
+        """No unfinished request has a lower number (see ``_wait_for_window``)."""
         self._pending: dict[int, _Pending] = {}
         self._outbox: list[_Pending] = []
         self._outbox_ready = trio.Event()
@@ -482,9 +484,19 @@ class Client:
 
     async def _wait_for_window(self) -> None:
         """Until the next sequence number is within ``client_window`` of the oldest unfinished
-        request (``_pending`` is in sequence order: the first key is the oldest)."""
+        request."""
         window = self.config.client_window
-        while self._pending and self._seq + 1 - next(iter(self._pending)) >= window:
+        pending = self._pending
+        while pending:
+            # The oldest unfinished number only grows. Found by stepping from the last one seen:
+            # ``next(iter(pending))`` walked every deleted slot at the front of the dict (5 %
+            # of a load process's time with requests finishing out of order).
+            oldest = self._oldest
+            while oldest not in pending:
+                oldest += 1
+            self._oldest = oldest
+            if self._seq + 1 - oldest < window:
+                return
             if self._window_moved.is_set():
                 self._window_moved = trio.Event()
             self.stats["window_waits"] += 1
