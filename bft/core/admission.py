@@ -72,8 +72,8 @@ def check_transactions(
         if len(raw) > policy.max_tx_bytes:
             refused.append((i, f"transaction of {len(raw)} bytes exceeds {policy.max_tx_bytes}"))
             continue
-        # The fields are parsed in place; a Transaction is built only to check a signature or,
-        # for a malformed one, to say what is wrong with it.
+        # The fields are parsed in place; a Transaction is built from them only to check a
+        # signature (and decoded only when malformed, to say what is wrong).
         fields = parse_transaction(raw) if type(raw) is bytes else None
         if fields is None:
             try:
@@ -81,10 +81,9 @@ def check_transactions(
             except CodecError as exc:
                 refused.append((i, f"malformed transaction: {exc}"))
                 continue
-            client, seq, signed = tx.client, tx.seq, tx.is_signed
-        else:
-            client, seq, _, signature = fields
-            signed = bool(signature)
+            fields = (tx.client, tx.seq, tx.payload, tx.signature)
+        client, seq, payload, signature = fields
+        signed = bool(signature)
         if unsigned_under_a_key(client, signed):
             refused.append((i, UNSIGNED_UNDER_A_KEY))
             continue
@@ -94,7 +93,10 @@ def check_transactions(
                 continue
             txid = txid_of(raw)
             if cache is None or txid not in cache:
-                if not Transaction.decode(raw).verify_signature(policy.chain_id):
+                tx = Transaction.from_checked(
+                    client=client, seq=seq, payload=payload, signature=signature
+                )
+                if not tx.verify_signature(policy.chain_id):
                     refused.append((i, "invalid client signature"))
                     continue
                 verified.append(txid)
