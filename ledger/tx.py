@@ -184,9 +184,9 @@ def parse_transaction(raw: bytes) -> tuple[bytes, int, bytes, bytes] | None:
     """
     if len(raw) < 8 or raw[0] != 0x86 or raw[1] != TX_TAG or raw[2] != 0x01:
         return None
-    # Once per transaction on every replica: the usual heads (byte strings below 64 KiB,
-    # sequence numbers below 2**32) are read inline, the rest through ``_head`` (a call per
-    # head took 0.3-0.5 us, more than half of the parse).
+    # Once per transaction on every replica: the usual heads (byte strings below 64 KiB, any
+    # sequence number) are read inline, the rest through ``_head`` (a call per head took
+    # 0.3-0.5 us, more than half of the parse).
     try:
         head = raw[3]
         if 0x40 < head < 0x58:
@@ -213,6 +213,11 @@ def parse_transaction(raw: bytes) -> tuple[bytes, int, bytes, bytes] | None:
             if seq < 65536:
                 raise _NotCanonical
             pos += 5
+        elif head == 0x1B:  # a signing client numbers from the clock in microseconds
+            seq = int.from_bytes(raw[pos + 1 : pos + 9], "big")
+            if seq <= 0xFFFFFFFF or pos + 9 > len(raw):
+                raise _NotCanonical
+            pos += 9
         else:
             seq, pos = _head(raw, pos, 0)
         head = raw[pos]
@@ -256,6 +261,22 @@ def looks_signed(encoded: bytes) -> bool:
     return encoded[-66:-64] == b"\x58\x40"
 
 
+RECENT_TXIDS = 16_384
+"""Transaction ids remembered by :func:`txid_of` (about 6 MB with 256-B transactions)."""
+
+
 def txid_of(encoded: bytes) -> bytes:
-    """The id of an encoded transaction: its Merkle leaf hash."""
+    """The id of an encoded transaction: its Merkle leaf hash.
+
+    A replica asks for the id of a signed transaction in several places (the signature checks
+    under way, the verified cache, the core's own), each time with the same bytes object, whose
+    hash Python keeps: the recent ids are remembered rather than hashed again (0.7 us each).
+    """
+    if type(encoded) is bytes:
+        return _recent_txid(encoded)
+    return leaf_hash(encoded)
+
+
+@functools.lru_cache(maxsize=RECENT_TXIDS)
+def _recent_txid(encoded: bytes) -> bytes:
     return leaf_hash(encoded)

@@ -439,6 +439,8 @@ def test_fast_transaction_decoding_agrees_with_the_strict_decoder(
         bytes.fromhex("861201416300") + b"\x40\x41\x00",  # a one-byte signature
         bytes.fromhex("8612014163190005") + b"\x40\x40",  # seq 5 in a three-byte form
         bytes.fromhex("86120141631a0000ffff") + b"\x40\x40",  # seq 65535 in a five-byte form
+        bytes.fromhex("86120141631b00000000ffffffff") + b"\x40\x40",  # 2**32 - 1, nine bytes
+        bytes.fromhex("86120141631b000000"),  # cut inside a nine-byte sequence number
         bytes.fromhex("861201416300590003") + b"abc\x40",  # payload length in a long form
         bytes.fromhex("8612015803") + b"abc\x00\x40\x40",  # client length in a long form
         bytes.fromhex("86120141630040580301") + b"\x02\x03",  # signature length, long form

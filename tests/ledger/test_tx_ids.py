@@ -1,0 +1,17 @@
+"""A transaction's id is its Merkle leaf hash, whichever way it is asked for."""
+
+from __future__ import annotations
+
+from crypto import leaf_hash
+from ledger import txid_of
+
+
+def test_an_id_is_the_leaf_hash_for_bytes_and_for_other_buffers() -> None:
+    raw = b"\x86\x12\x01\x41c\x01\x40\x40"
+    assert txid_of(raw) == leaf_hash(raw)
+    assert txid_of(raw) == leaf_hash(raw)  # remembered: the same answer
+    assert txid_of(bytes(raw)) == leaf_hash(raw)
+    assert txid_of(bytearray(raw)) == leaf_hash(raw)  # not hashable: computed each time
+    assert txid_of(memoryview(raw)) == leaf_hash(raw)
+    other = raw[:-1] + b"\x41"
+    assert txid_of(other) == leaf_hash(other) != txid_of(raw)
