@@ -913,6 +913,8 @@ class Replica:
 
     def _reply(self, ready: Ready) -> None:
         """One ``Committed`` (or ``Refused``) frame per client session per block."""
+        if not self._routes:
+            return  # nobody to answer here (a PBFT backup: clients send to the primary)
         by_height: dict[int, Block] = {b.height: b for b in ready.committed}
         grouped: dict[tuple[int, int], list[Reply]] = defaultdict(list)
         refusals: dict[int, list[Refusal]] = defaultdict(list)
