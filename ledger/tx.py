@@ -261,8 +261,11 @@ def looks_signed(encoded: bytes) -> bool:
     return encoded[-66:-64] == b"\x58\x40"
 
 
-RECENT_TXIDS = 16_384
-"""Transaction ids remembered by :func:`txid_of` (about 6 MB with 256-B transactions)."""
+RECENT_TXIDS = 4_096
+"""Transaction ids remembered by :func:`txid_of`: a few blocks' worth."""
+REMEMBERED_TX_BYTES = 1_024
+"""Only the ids of transactions up to this size are remembered (the cache holds the encodings:
+at most 4,096 x 1 KiB)."""
 
 
 def txid_of(encoded: bytes) -> bytes:
@@ -270,9 +273,10 @@ def txid_of(encoded: bytes) -> bytes:
 
     A replica asks for the id of a signed transaction in several places (the signature checks
     under way, the verified cache, the core's own), each time with the same bytes object, whose
-    hash Python keeps: the recent ids are remembered rather than hashed again (0.7 us each).
+    hash Python keeps: the ids of recent small transactions are remembered rather than hashed
+    again (0.7 us each for 256 B).
     """
-    if type(encoded) is bytes:
+    if type(encoded) is bytes and len(encoded) <= REMEMBERED_TX_BYTES:
         return _recent_txid(encoded)
     return leaf_hash(encoded)
 
