@@ -682,9 +682,8 @@ class Client:
         trusted = replica not in self._suspects
         mine = self.client_id
         pending_of = self._pending.get
-        certified: bool | None = None
+        evidence_ok: bool | None = None
         tree: MerkleTree | None = None
-        bad_leaves = False
         settled = 0
         widen: list[_Pending] = []  # what this replica alone cannot settle: ask the others
         for i, (client, seq, index) in enumerate(
@@ -706,25 +705,19 @@ class Client:
                 votes = pending.vote(replica, report)
                 if votes < quorum:
                     continue
-            if certified is None:  # once per frame, so a bad one costs one check, not one per tx
-                certified = self._block_ok(header, block_hash, message.certificate)
-                if not certified:
+            if evidence_ok is None:  # once per frame: a bad one costs one check, not one per tx
+                evidence_ok = self._block_ok(header, block_hash, message.certificate)
+                if evidence_ok and message.leaves:
+                    tree = self._leaf_tree(message, block_hash)
+                    evidence_ok = tree is not None
+                if not evidence_ok:
                     self._suspect(replica)
-            if not certified:
+            if not evidence_ok:
                 if trusted:
                     pending.vote(replica, report)
                 widen.append(pending)
                 continue
-            if message.leaves:
-                if tree is None and not bad_leaves:  # once per frame too
-                    tree = self._leaf_tree(message, block_hash)
-                    bad_leaves = tree is None
-                if tree is None:
-                    self._suspect(replica)
-                    if trusted:
-                        pending.vote(replica, report)
-                    widen.append(pending)
-                    continue
+            if tree is not None:
                 if leaf_hash(pending.raw) != tree.levels[0][index]:
                     # The place holds another transaction: a used sequence number, if f+1 say
                     # so (one faulty replica could name any place).
