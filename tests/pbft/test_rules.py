@@ -508,6 +508,91 @@ def test_a_prepared_slot_signs_its_block_checkpoint_with_its_commit() -> None:
     assert waves_until_certified(fresh) == 3  # pre-prepare, prepare, commit + checkpoint
 
 
+def checkpoint_from(c: Cluster, replica: int, like: Checkpoint) -> Checkpoint:
+    """``replica``'s checkpoint for the block ``like`` names."""
+    fields = {"height": like.height, "view": like.view, "block_hash": like.block_hash}
+    statement = c.cores[replica].checkpoint_statement(Checkpoint(**fields, signature=bytes(64)))
+    return Checkpoint(**fields, signature=c.sign(replica, statement))
+
+
+def prepared_backup(c: Cluster) -> tuple[bytes, Checkpoint]:
+    """Replica 1, prepared at sequence 1 (its own prepare and replica 2's): the digest and the
+    early checkpoint it sent."""
+    pp = c.preprepare(0, 1, TX)
+    d = pp.proposal.digest()
+    core = c.cores[1]
+    core.step(0, pp)
+    core.step(2, c.prepare(2, 0, 1, d))
+    got = drain(core)
+    # The checkpoint leaves first: a peer that verifies it has no need of the commit.
+    assert [type(m) for _, m in got.messages if isinstance(m, Checkpoint | Commit)] == [
+        Checkpoint,
+        Commit,
+    ]
+    (early,) = got.sent(Checkpoint)
+    return d, early
+
+
+def test_early_checkpoints_stand_for_their_signers_commits() -> None:
+    c = Cluster(4)
+    core = c.cores[1]
+    _, early = prepared_backup(c)
+    core.step(2, checkpoint_from(c, 2, early))
+    drain(core)
+    assert core.exec_height == 0  # its own and one more
+    elsewhere = Checkpoint(height=1, view=0, block_hash=bytes(32), signature=bytes(64))
+    core.step(3, checkpoint_from(c, 3, elsewhere))
+    drain(core)
+    assert core.exec_height == 0  # a checkpoint for another block stands for nothing
+    core.step(0, checkpoint_from(c, 0, early))
+    drain(core)
+    assert core.exec_height == 1 and core.cert_height == 1  # no commit came
+
+
+def test_commits_that_prove_nothing_new_are_dropped_unverified() -> None:
+    c = Cluster(4)
+    core = c.cores[1]
+    d, early = prepared_backup(c)
+    forged = Commit(view=0, seq=1, digest=d, signature=bytes(64))
+    core.step(2, checkpoint_from(c, 2, early))
+    core.step(2, forged)  # replica 2's checkpoint already counts as its commit
+    assert core.rejections.count("bad commit signature") == 0 and core.late_votes == 1
+    core.step(3, forged)  # replica 3 counts for nothing yet: checked
+    assert core.rejections.count("bad commit signature") == 1
+    core.step(0, c.commit(0, 0, 1, d))
+    drain(core)
+    assert core.exec_height == 1  # commits from 1 and 0, the checkpoint of 2
+    core.step(3, forged)  # the slot is committed
+    assert core.rejections.count("bad commit signature") == 1 and core.late_votes == 2
+    core.step(3, Commit(view=0, seq=1, digest=bytes(32), signature=bytes(64)))  # another digest
+    assert core.rejections.count("bad commit signature") == 2
+
+
+def test_a_prepare_after_the_slot_prepared_is_dropped_unverified() -> None:
+    c = Cluster(4)
+    core = c.cores[1]
+    d, _ = prepared_backup(c)
+    core.step(3, Prepare(view=0, seq=1, digest=d, signature=bytes(64)))
+    assert core.rejections.count("bad prepare signature") == 0 and core.late_votes == 1
+    core.step(3, Prepare(view=0, seq=1, digest=bytes(32), signature=bytes(64)))
+    assert core.rejections.count("bad prepare signature") == 1
+
+
+def test_a_late_vote_from_a_replica_that_voted_otherwise_is_checked_and_is_evidence() -> None:
+    c = Cluster(4)
+    core = c.cores[1]
+    pp = c.preprepare(0, 1, TX)
+    d, other = pp.proposal.digest(), c.preprepare(0, 1, TX2).proposal.digest()
+    core.step(0, pp)
+    core.step(2, c.prepare(2, 0, 1, other))
+    core.step(3, c.prepare(3, 0, 1, d))
+    drain(core)
+    assert core.slots[1].prepared
+    core.step(2, c.prepare(2, 0, 1, d))  # late, but replica 2 prepared another digest
+    assert core.late_votes == 0
+    assert core.rejections.count("equivocation: two prepares") == 1
+
+
 def test_no_early_checkpoint_while_a_lower_height_is_uncommitted() -> None:
     c = Cluster(4)
     core = c.cores[1]
@@ -674,8 +759,9 @@ def test_view_change_moves_prepared_requests_into_the_new_view_with_the_same_dig
     """Scenario 7 of TESTING.md: prepared but not committed, the primary isolated."""
     c = Cluster(4)
     c.propose(request(1, 1), to=[0, 1, 2, 3])
-    # Prepares reach everyone, commits reach no one; then the primary disappears.
-    c.run(keep=lambda s, d, m: not isinstance(m, Commit))
+    # Prepares reach everyone, commits (and the checkpoints that stand for them) reach no one;
+    # then the primary disappears.
+    c.run(keep=lambda s, d, m: not isinstance(m, Commit | Checkpoint))
     prepared_digest = c.cores[1].slots[1].digest
     c.down = {0}
     c.queue.clear()
