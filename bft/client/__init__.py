@@ -9,6 +9,7 @@ from .client import (
     ClientError,
     ClusterUnreachable,
     NotCommitted,
+    Outcome,
     Rejected,
     open_client,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "ClientError",
     "ClusterUnreachable",
     "NotCommitted",
+    "Outcome",
     "Rejected",
     "open_client",
 ]

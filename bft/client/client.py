@@ -25,6 +25,10 @@ unbounded memory). A process that submits thousands per second allocates a few s
 objects per transaction; Python's default collector thresholds then cost it ~8 % of its CPU,
 and ``bft.node.memory.collecting_less_often`` (what ``bft testbed load`` uses) saves that.
 
+``send(payload, on_done)`` queues a transaction the same way but returns at once with its sequence
+number, and calls ``on_done`` with its receipt or error when it settles: a producer that keeps
+many transactions open needs no task, and no task switch, per transaction.
+
 A transaction is committed for the client when a replica reports its place in the ledger and
 the receipt built from the report verifies against the committee file (the certificate, a
 Byzantine quorum's signatures in the BFT modes, is checked once per block): that is proof on its
@@ -195,11 +199,16 @@ class ClientConfig:
         )
 
 
+Outcome = Receipt | ClientError
+"""What a request came to: its receipt, or :class:`Rejected` / :class:`NotCommitted`."""
+
+
 @dataclass
 class _Pending:
     seq: int
     raw: bytes
-    done: trio.Event
+    done: trio.Event | None
+    """What ``submit`` waits on; ``None`` for a request sent with a callback (``send``)."""
     deadline: float
     first_sent: float = 0.0
     last_sent: float = 0.0
@@ -210,6 +219,8 @@ class _Pending:
     voted: dict[int, tuple[int, int, bytes] | str] = field(default_factory=dict)
     receipt: Receipt | None = None
     error: ClientError | None = None
+    finished: bool = False
+    on_done: Callable[[Outcome], object] | None = None
 
     def vote(self, replica: int, report: tuple[int, int, bytes] | str) -> int:
         """Count ``replica``'s report (a place, a refusal, a bad path); return how many replicas
@@ -425,7 +436,7 @@ class Client:
         due = [
             p
             for p in self._pending.values()
-            if p.last_sent and not p.done.is_set() and (not p.narrow or replica == leader)
+            if p.last_sent and not p.finished and (not p.narrow or replica == leader)
         ]
         if due:
             self._send(replica, self._submit_frames(due))
@@ -440,7 +451,7 @@ class Client:
 
     def _widen(self, pendings: Sequence[_Pending]) -> None:
         """Send requests that only the leader has to every replica, now."""
-        wide = [p for p in pendings if p.narrow and not p.done.is_set()]
+        wide = [p for p in pendings if p.narrow and not p.finished]
         if not wide:
             return
         now = trio.current_time()
@@ -502,9 +513,73 @@ class Client:
             self.stats["window_waits"] += 1
             await self._window_moved.wait()
 
-    def _enqueue(self, payload: bytes) -> _Pending:
+    async def send(self, payload: bytes, on_done: Callable[[Outcome], object]) -> int:
+        """Queue ``payload`` and return its sequence number; ``on_done`` is called once, from
+        the client's own tasks, with what it came to: the :class:`~ledger.Receipt`, or the
+        :class:`Rejected` or :class:`NotCommitted` that ``submit`` would raise (also when the
+        client closes first). Like ``submit`` it waits while ``max_inflight`` requests are
+        open or the window is full, but not for the outcome: a producer keeps many requests
+        open from one task, as with a Kafka producer's callbacks, without the task switch
+        per request that ``submit`` costs (a quarter of a load process's CPU per request at
+        saturation: 34 against 25 us in a PBFT testbed).
+        ``on_done`` must not block; what it raises is logged and counted
+        (``stats["callback_errors"]``)."""
+        slots = self._slots
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            await slots.acquire()
+        try:
+            await self._wait_for_window()
+        except BaseException:
+            slots.release()
+            raise
+        return self._enqueue(payload, on_done).seq
+
+    def _finish(self, pending: _Pending) -> None:
+        """``pending`` came to its outcome (its receipt or error is set; neither: it timed
+        out): wake its ``submit``, or free its slot and call its callback."""
+        pending.finished = True
+        callback = pending.on_done
+        if callback is None:
+            if pending.done is not None:
+                pending.done.set()  # ``_wait`` takes it from here
+            return
+        self._pending.pop(pending.seq, None)
+        self._window_moved.set()
+        self._slots.release()
+        outcome = self._outcome(pending)
+        try:
+            callback(outcome)
+        except Exception:
+            self.stats["callback_errors"] += 1
+            log.exception("client: the callback of request %d raised", pending.seq)
+
+    def _outcome(self, pending: _Pending) -> Outcome:
+        if pending.error is not None:
+            return pending.error
+        if pending.receipt is None:
+            self.stats["indeterminate"] += 1
+            waited = trio.current_time() - (pending.deadline - self.config.timeout)
+            return NotCommitted(pending.seq, min(waited, self.config.timeout))
+        return pending.receipt
+
+    def _close_callbacks(self) -> None:
+        """The client is closing: requests sent with a callback and still open come to
+        :class:`NotCommitted` (they may still commit)."""
+        for pending in [p for p in self._pending.values() if p.on_done is not None]:
+            if not pending.finished:
+                self._finish(pending)
+
+    def _enqueue(
+        self, payload: bytes, on_done: Callable[[Outcome], object] | None = None
+    ) -> _Pending:
         seq, raw = self._make(payload)
-        pending = _Pending(seq, raw, trio.Event(), trio.current_time() + self.config.timeout)
+        deadline = trio.current_time() + self.config.timeout
+        if on_done is None:
+            pending = _Pending(seq, raw, trio.Event(), deadline)
+        else:
+            pending = _Pending(seq, raw, None, deadline, on_done=on_done)
         self._pending[seq] = pending
         self._outbox.append(pending)
         self._outbox_ready.set()
@@ -514,13 +589,12 @@ class Client:
         try:
             # ``_expirer`` ends the wait at the deadline. A cancel scope per request cost ~10 us,
             # about a tenth of the client's CPU per transaction at saturation.
-            await pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
-            if pending.receipt is None:
-                self.stats["indeterminate"] += 1
-                raise NotCommitted(pending.seq, self.config.timeout)
-            return pending.receipt
+            if pending.done is not None:  # always, for a request ``submit`` made
+                await pending.done.wait()
+            outcome = self._outcome(pending)
+            if isinstance(outcome, ClientError):
+                raise outcome
+            return outcome
         finally:
             self._pending.pop(pending.seq, None)
             self._window_moved.set()
@@ -591,13 +665,16 @@ class Client:
         while True:
             now = trio.current_time()
             wake = now + self.config.timeout  # no deadline set later can be earlier than this
+            expired = []
             for pending in self._pending.values():
-                if pending.done.is_set():
+                if pending.finished:
                     continue  # answered; its waiter has not run yet
                 if pending.deadline > now:
                     wake = pending.deadline
                     break
-                pending.done.set()
+                expired.append(pending)
+            for pending in expired:  # (a callback's request leaves ``_pending`` as it finishes)
+                self._finish(pending)
             await trio.sleep_until(wake)
 
     async def _retrier(self) -> None:
@@ -619,7 +696,7 @@ class Client:
                 p
                 for p in self._pending.values()
                 if p.last_sent
-                and not p.done.is_set()
+                and not p.finished
                 and now - p.last_sent >= config.retry_after * (1 << min(p.attempts, 6))
             ]
             if not due:
@@ -692,7 +769,7 @@ class Client:
             if client != mine:
                 continue
             pending = pending_of(seq)
-            if pending is None or pending.done.is_set():
+            if pending is None or pending.finished:
                 continue
             # A receipt that verifies is proof on its own (the certificate is a Byzantine
             # quorum's); a replica that sent evidence that did not verify must be joined by f+1.
@@ -753,7 +830,7 @@ class Client:
                         widen.append(pending)
                     continue
             pending.receipt = receipt
-            pending.done.set()
+            self._finish(pending)
             settled += 1
         if settled:
             self.stats["committed"] += settled
@@ -780,8 +857,8 @@ class Client:
             f"transaction (height {height}, position {index}): another process with the same "
             "key, or an earlier one; number from above it (ClientConfig.first_seq)",
         )
-        pending.done.set()
         self.stats["rejected"] += 1
+        self._finish(pending)
 
     def _on_refused(self, replica: int, message: Refused) -> None:
         quorum = self.config.ack_quorum
@@ -790,12 +867,12 @@ class Client:
             if item.client != self.client_id:
                 continue
             pending = self._pending.get(item.seq)
-            if pending is None or pending.done.is_set():
+            if pending is None or pending.finished:
                 continue
             if pending.vote(replica, f"refused: {item.reason}") >= quorum:
                 pending.error = Rejected(item.seq, item.reason)
-                pending.done.set()
                 self.stats["rejected"] += 1
+                self._finish(pending)
             else:
                 widen.append(pending)  # the leader's word alone: ask the others
         self._widen(widen)
@@ -919,6 +996,7 @@ async def open_client(config: ClientConfig, *, wait: int | None = None) -> Async
             try:
                 yield client
             finally:
+                client._close_callbacks()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         single = _single(group)

@@ -7,7 +7,8 @@ Two disciplines:
   most the client's ``max_inflight`` are outstanding; one due while all are taken waits its turn
   (in order) with its latency counted from when it was due (:func:`open_loop`);
 * **closed loop** (``window``): ``window`` submissions are outstanding at any time; each one that
-  finishes lets the next one go, which finds the throughput the cluster sustains.
+  finishes lets the next one go, which finds the throughput the cluster sustains. One task feeds
+  them through ``Client.send``, whose callbacks count the outcomes: no task per transaction.
 
 Every outcome is counted: *committed* (a verified receipt), *refused* (the replicas said no:
 never committed) and *indeterminate* (not committed in time: it may still commit, never twice).
@@ -27,7 +28,7 @@ from functools import partial
 import trio
 
 from bft.client import ClientError, NotCommitted, Rejected, open_client
-from bft.client.client import Client, ClientConfig
+from bft.client.client import Client, ClientConfig, Outcome
 from ledger import Receipt
 
 DEFAULT_WINDOW = 1000
@@ -154,6 +155,40 @@ async def open_loop(
                 await trio.sleep_until(due(next_index))
 
 
+async def closed_loop(
+    client: Client,
+    result: LoadResult,
+    count: int,
+    window: int,
+    size: int,
+    count_outcome: Callable[[float, Outcome], None],
+) -> None:
+    """Send transactions 0 .. ``count - 1`` (counted in ``result.submitted``) with at most
+    ``window`` of them open; each outcome goes to ``count_outcome(sent_at, outcome)``. Returns
+    once every one has settled."""
+    open_now = 0
+    room = trio.Event()  # set when a settled transaction makes room or the last one settles
+    settled = 0
+
+    def done(began: float, outcome: Outcome) -> None:
+        nonlocal open_now, settled
+        open_now -= 1
+        settled += 1
+        count_outcome(began, outcome)
+        room.set()
+
+    for index in range(count):
+        while open_now >= window:
+            await room.wait()
+            room = trio.Event()
+        open_now += 1
+        result.submitted += 1
+        await client.send(payload(index, size), partial(done, trio.current_time()))
+    while settled < count:
+        await room.wait()
+        room = trio.Event()
+
+
 async def drive(
     client: Client,
     *,
@@ -179,26 +214,28 @@ async def drive(
     window = window if window is not None or rate is not None else DEFAULT_WINDOW
     clock = time.perf_counter
 
-    async def one(index: int, due: float | None = None) -> None:
-        result.submitted += 1
-        began = trio.current_time() if due is None else due
-        try:
-            receipt = await client.submit(payload(index, size))
-        except Rejected as exc:
+    def count_outcome(began: float, outcome: Outcome) -> None:
+        if isinstance(outcome, Rejected):
             result.refused += 1
-            result.errors[exc.reason[:80]] += 1
-            return
-        except NotCommitted:
+            result.errors[outcome.reason[:80]] += 1
+        elif isinstance(outcome, NotCommitted):
             result.indeterminate += 1
-            return
+        elif isinstance(outcome, ClientError):
+            result.indeterminate += 1
+            result.errors[type(outcome).__name__] += 1
+        else:
+            result.latencies.append(trio.current_time() - began)
+            result.committed += 1
+            if keep_receipts:
+                result.receipts.append(outcome)
+
+    async def one(index: int, due: float) -> None:
+        result.submitted += 1
+        try:
+            outcome: Outcome = await client.submit(payload(index, size))
         except ClientError as exc:
-            result.indeterminate += 1
-            result.errors[type(exc).__name__] += 1
-            return
-        result.latencies.append(trio.current_time() - began)
-        result.committed += 1
-        if keep_receipts:
-            result.receipts.append(receipt)
+            outcome = exc
+        count_outcome(due, outcome)
 
     started = clock()
 
@@ -219,17 +256,9 @@ async def drive(
                     )
                 )
             else:
-                next_index = 0
-
-                async def worker() -> None:
-                    nonlocal next_index
-                    while next_index < count:
-                        index = next_index
-                        next_index += 1
-                        await one(index)
-
-                for _ in range(min(window or 1, max(count, 1))):
-                    nursery.start_soon(worker)
+                nursery.start_soon(
+                    closed_loop, client, result, count, window or 1, size, count_outcome
+                )
         outer.cancel_scope.cancel()
     result.seconds = clock() - started
     if progress is not None:

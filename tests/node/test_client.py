@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,68 @@ async def test_submit_many_keeps_the_order_of_its_payloads(cluster_dir: Path) ->
             places = [(r.height, r.index) for r in receipts]  # type: ignore[union-attr]
             assert places == sorted(places) and len(set(places)) == 300
             nursery.cancel_scope.cancel()
+
+
+async def test_send_calls_back_with_each_outcome_and_frees_its_slot(cluster_dir: Path) -> None:
+    """``send`` returns once a request is queued; its callback gets the verified receipt (or
+    the error ``submit`` would raise), and only then is the slot free: ``max_inflight`` holds."""
+    config = ClientConfig.from_cluster(cluster_dir, max_inflight=8)
+    outcomes: dict[int, object] = {}
+    most_open = 0
+    with trio.fail_after(60):
+        async with running(cluster_dir), open_client(config) as client:
+            done = trio.Event()
+
+            def record(index: int, outcome: object) -> None:
+                outcomes[index] = outcome
+                if len(outcomes) == 200:
+                    done.set()
+
+            for i in range(200):
+                await client.send(b"s%03d" % i, functools.partial(record, i))
+                most_open = max(most_open, len(client._pending))
+            await done.wait()
+            assert not client._pending
+    assert most_open == 8
+    receipts = [outcomes[i] for i in range(200)]
+    assert all(isinstance(r, Receipt) for r in receipts)
+    for i, receipt in enumerate(receipts):
+        receipt.verify(config.committee)  # type: ignore[union-attr]
+        assert Transaction.decode(receipt.tx).payload == b"s%03d" % i  # type: ignore[union-attr]
+    places = [(r.height, r.index) for r in receipts]  # type: ignore[union-attr]
+    assert places == sorted(places)
+
+
+async def test_send_reports_timeouts_and_close_and_survives_a_raising_callback(
+    cluster_dir: Path,
+) -> None:
+    """Unanswered, a sent request comes to ``NotCommitted`` at its deadline; one still open when
+    the client closes comes to it then; a callback that raises is logged and counted, and the
+    client goes on."""
+    config = ClientConfig.from_cluster(cluster_dir, timeout=1.0, connect_timeout=0.2)
+    got: list[tuple[str, float]] = []
+
+    def note(name: str) -> Callable[[object], None]:
+        def callback(outcome: object) -> None:
+            got.append((name, trio.current_time() - began))
+            assert isinstance(outcome, NotCommitted), outcome
+            if name == "raises":
+                raise RuntimeError("a callback's own bug")
+
+        return callback
+
+    with trio.fail_after(20):
+        async with open_client(config, wait=0) as client:
+            began = trio.current_time()
+            await client.send(b"raises", note("raises"))
+            await client.send(b"expires", note("expires"))
+            await trio.sleep(1.2)
+            assert [name for name, _ in got] == ["raises", "expires"]
+            assert all(1.0 <= t < 1.2 for _, t in got), got
+            assert client.stats["callback_errors"] == 1 and client.stats["indeterminate"] == 2
+            await client.send(b"open at close", note("closed"))
+        assert got[-1][0] == "closed" and got[-1][1] < 1.5
+    assert client.stats["indeterminate"] == 3 and not client._pending
 
 
 async def test_status_right_after_connecting_and_clients_that_hang_up(cluster_dir: Path) -> None:

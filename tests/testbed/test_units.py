@@ -3,6 +3,7 @@ on a virtual clock), fault plans, and how statuses become the cluster's picture.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,6 +29,7 @@ class FakeClient:
         self.most_outstanding = 0
         self.started: list[float] = []
         self.tasks: set[trio.lowlevel.Task] = set()
+        self.slots: trio.Semaphore | None = None
 
     async def submit(self, data: bytes) -> Any:
         self.started.append(trio.current_time())
@@ -36,14 +38,41 @@ class FakeClient:
         self.most_outstanding = max(self.most_outstanding, self.outstanding)
         try:
             await trio.sleep(self.delay)
-            index = int(data.split()[1])
-            if index % 10 == 3:
-                raise Rejected(index, "too big")
-            if index % 10 == 7:
-                raise NotCommitted(index, 1.0)
-            return index
+            outcome = self.outcome(data)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
         finally:
             self.outstanding -= 1
+
+    async def send(self, data: bytes, on_done: Callable[[Any], object]) -> int:
+        """As ``Client.send``: waits for one of ``max_inflight`` slots, not for the outcome."""
+        if self.slots is None:
+            self.slots = trio.Semaphore(self.config.max_inflight)
+        await self.slots.acquire()
+        self.started.append(trio.current_time())
+        self.tasks.add(trio.lowlevel.current_task())
+        self.outstanding += 1
+        self.most_outstanding = max(self.most_outstanding, self.outstanding)
+        slots = self.slots
+
+        async def settle() -> None:
+            await trio.sleep(self.delay)
+            self.outstanding -= 1
+            slots.release()
+            on_done(self.outcome(data))
+
+        trio.lowlevel.spawn_system_task(settle)
+        return len(self.started)
+
+    @staticmethod
+    def outcome(data: bytes) -> Any:
+        index = int(data.split()[1])
+        if index % 10 == 3:
+            return Rejected(index, "too big")
+        if index % 10 == 7:
+            return NotCommitted(index, 1.0)
+        return index
 
 
 async def test_closed_loop_keeps_the_window_and_counts_outcomes(autojump_clock: Any) -> None:
@@ -58,6 +87,9 @@ async def test_closed_loop_keeps_the_window_and_counts_outcomes(autojump_clock: 
     )
     assert result.errors == {"too big": 10}
     assert len(result.latencies) == 80 and len(result.receipts) == 80
+    assert len(client.tasks) == 1  # one task sends them all: none per transaction
+    # Each latency runs from its send to its outcome: the fake's delay, on the virtual clock.
+    assert {round(x, 3) for x in result.latencies} == {0.05}
 
 
 async def test_open_loop_submits_on_schedule_whatever_the_replies(autojump_clock: Any) -> None:
