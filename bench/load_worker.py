@@ -111,16 +111,6 @@ def percentiles(latencies_us: Sequence[int]) -> dict[str, float | None]:
     }
 
 
-async def _submit(client: Client, payload: bytes, due: float, t_end: float, tally: Tally) -> None:
-    tally.submitted += 1
-    tally.inflight += 1
-    try:
-        outcome: Outcome = await client.submit(payload)
-    except ClientError as exc:
-        outcome = exc
-    _count(outcome, due, t_end, tally)
-
-
 def _count(outcome: Outcome, due: float, t_end: float, tally: Tally) -> None:
     """One transaction's outcome into the tally (latency from ``due``)."""
     if tally.closed:
@@ -203,23 +193,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             outer.start_soon(stop_at_end)
             async with trio.open_nursery() as nursery:
                 if args.rate is not None:
+                    # Open loop: one task sends each transaction at its due time (Client.send
+                    # waits only for a free slot); callbacks count the outcomes from ``due``.
+                    settled = trio.Event()
 
-                    async def submit(index: int, due: float) -> None:
-                        await _submit(
-                            clients[index % len(clients)], make_payload(tag, index, args.size),
-                            due, t_end, tally,
-                        )  # fmt: skip
+                    def count_due(due: float, outcome: Outcome) -> None:
+                        _count(outcome, due, t_end, tally)
+                        settled.set()
 
-                    nursery.start_soon(
-                        partial(
-                            open_loop,
-                            submit,
-                            rate=args.rate,
-                            start=t0,
-                            until=t_end,
-                            slots=PER_CLIENT_INFLIGHT * len(clients),
+                    async def send(index: int, due: float) -> None:
+                        await clients[index % len(clients)].send(
+                            make_payload(tag, index, args.size), partial(count_due, due)
                         )
-                    )
+                        # Counted once queued (its callback runs later, from the client's
+                        # tasks); one still waiting for a slot at the end is "not sent".
+                        tally.submitted += 1
+                        tally.inflight += 1
+
+                    async def paced(rate: float) -> None:
+                        nonlocal settled
+                        await open_loop(send, rate=rate, start=t0, until=t_end)
+                        while tally.inflight:  # until the drain deadline cancels the rest
+                            await settled.wait()
+                            settled = trio.Event()
+
+                    nursery.start_soon(paced, args.rate)
                 else:
                     # Closed loop: ``window`` transactions open, shared among the clients; one
                     # task per client sends (Client.send), the callbacks count the outcomes.
@@ -242,12 +240,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                 continue
                             index = next(counter)
                             open_now += 1
-                            tally.submitted += 1
-                            tally.inflight += 1
                             await client.send(
                                 make_payload(tag, index, args.size),
                                 partial(settled, trio.current_time()),
                             )
+                            tally.submitted += 1
+                            tally.inflight += 1
                         while open_now:  # until the drain deadline cancels the rest
                             await room.wait()
                             room = trio.Event()

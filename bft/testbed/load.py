@@ -13,7 +13,7 @@ Two disciplines:
 Every outcome is counted: *committed* (a verified receipt), *refused* (the replicas said no:
 never committed) and *indeterminate* (not committed in time: it may still commit, never twice).
 Latency is measured per committed transaction, to its verified receipt from when it was due
-(open loop) or from ``submit`` (closed loop).
+(open loop) or from when it was sent (closed loop).
 """
 
 from __future__ import annotations
@@ -89,70 +89,36 @@ def payload(index: int, size: int) -> bytes:
 
 
 async def open_loop(
-    submit: Callable[[int, float], Awaitable[None]],
+    send: Callable[[int, float], Awaitable[None]],
     *,
     rate: float,
-    slots: int,
     count: int | None = None,
     until: float | None = None,
     start: float | None = None,
 ) -> None:
-    """Call ``submit(index, due)`` for ``index`` = 0, 1, ..., each at its due time ``start +
-    index / rate`` (``start``: now if not given, on Trio's clock) or, when ``slots`` calls are
-    already running, as soon as one returns, in index order. Stops before ``count`` or before
-    the first index due at or after ``until``. Returns when every call has returned.
+    """Call ``send(index, due)`` for ``index`` = 0, 1, ..., each at its due time ``start +
+    index / rate`` (``start``: now if not given, on Trio's clock), one after another from this
+    one task. ``send`` returns once its transaction is queued (``Client.send``), waiting only
+    while the client has no free slot: what falls due meanwhile goes as slots free, in index
+    order, and its latency still counts from ``due`` (no coordinated omission). Stops before
+    ``count`` or before the first index due at or after ``until``.
 
-    A task runs one transaction and then, while the next is already due, the next: transactions
-    that fall due while every slot is taken are a backlog that costs a counter. A task per
-    transaction, parked on the client's slots, cost the load process more CPU the further the
-    cluster fell behind (at 8,000/s offered to a PBFT n=4 testbed that commits 6,000, the load
-    process took 80 % of a core instead of 50 %, on the same two cores as the replicas, which
-    then committed 3,400-4,000/s). Latency counted from ``due`` keeps the queueing in the
-    figures (no coordinated omission)."""
+    No task per transaction: a task per transaction, parked on the client's slots, cost the
+    load process more CPU the further the cluster fell behind (at 8,000/s offered to a PBFT
+    n=4 testbed that commits 6,000, 80 % of a core instead of 50 %, on the same two cores as
+    the replicas, which then committed 3,400-4,000/s)."""
     if rate <= 0:
         raise ValueError("rate must be positive")
-    if slots < 1:
-        raise ValueError("slots must be at least 1")
     t0 = trio.current_time() if start is None else start
-    next_index = 0  # the first not handed to ``submit`` yet
-    running = 0
-    freed = trio.Event()
-
-    def due(index: int) -> float:
-        return t0 + index / rate
-
-    def in_run(index: int) -> bool:
-        return (count is None or index < count) and (until is None or due(index) < until)
-
-    async def chain(index: int) -> None:
-        # One slot: its transaction, then the backlog's next while one is due.
-        nonlocal next_index, running
-        try:
-            while True:
-                await submit(index, due(index))
-                index = next_index
-                if not in_run(index) or due(index) > trio.current_time():
-                    return
-                next_index += 1
-        finally:
-            running -= 1
-            freed.set()
-
-    async with trio.open_nursery() as nursery:
-        while in_run(next_index):
-            if running >= slots:
-                await freed.wait()
-                freed = trio.Event()
-                continue
-            now = trio.current_time()
-            # The same expression decides "due" and the wake-up time, so rounding can never
-            # leave a due transaction unsent (and the loop spinning).
-            while running < slots and in_run(next_index) and due(next_index) <= now:
-                running += 1
-                nursery.start_soon(chain, next_index)
-                next_index += 1
-            if running < slots and in_run(next_index):
-                await trio.sleep_until(due(next_index))
+    index = 0
+    while count is None or index < count:
+        due = t0 + index / rate
+        if until is not None and due >= until:
+            return
+        if due > trio.current_time():
+            await trio.sleep_until(due)
+        await send(index, due)
+        index += 1
 
 
 async def closed_loop(
@@ -214,7 +180,10 @@ async def drive(
     window = window if window is not None or rate is not None else DEFAULT_WINDOW
     clock = time.perf_counter
 
+    settled = trio.Event()  # set as outcomes come in (the open loop waits for the last one)
+
     def count_outcome(began: float, outcome: Outcome) -> None:
+        settled.set()
         if isinstance(outcome, Rejected):
             result.refused += 1
             result.errors[outcome.reason[:80]] += 1
@@ -231,11 +200,14 @@ async def drive(
 
     async def one(index: int, due: float) -> None:
         result.submitted += 1
-        try:
-            outcome: Outcome = await client.submit(payload(index, size))
-        except ClientError as exc:
-            outcome = exc
-        count_outcome(due, outcome)
+        await client.send(payload(index, size), partial(count_outcome, due))
+
+    async def paced(rate: float) -> None:
+        nonlocal settled
+        await open_loop(one, rate=rate, count=count)
+        while result.finished < result.submitted:
+            await settled.wait()
+            settled = trio.Event()
 
     started = clock()
 
@@ -250,11 +222,7 @@ async def drive(
         outer.start_soon(report)
         async with trio.open_nursery() as nursery:
             if rate is not None:
-                nursery.start_soon(
-                    partial(
-                        open_loop, one, rate=rate, slots=client.config.max_inflight, count=count
-                    )
-                )
+                nursery.start_soon(paced, rate)
             else:
                 nursery.start_soon(
                     closed_loop, client, result, count, window or 1, size, count_outcome

@@ -20,7 +20,8 @@ from bft.testbed.processes import TestbedError
 
 
 class FakeClient:
-    """Commits after ``delay`` (virtual) seconds; refuses or times out on chosen payloads."""
+    """As ``Client.send``: settles after ``delay`` (virtual) seconds; refuses or times out on chosen
+    payloads."""
 
     def __init__(self, delay: float = 0.05, max_inflight: int = 1000) -> None:
         self.delay = delay
@@ -30,20 +31,6 @@ class FakeClient:
         self.started: list[float] = []
         self.tasks: set[trio.lowlevel.Task] = set()
         self.slots: trio.Semaphore | None = None
-
-    async def submit(self, data: bytes) -> Any:
-        self.started.append(trio.current_time())
-        self.tasks.add(trio.lowlevel.current_task())
-        self.outstanding += 1
-        self.most_outstanding = max(self.most_outstanding, self.outstanding)
-        try:
-            await trio.sleep(self.delay)
-            outcome = self.outcome(data)
-            if isinstance(outcome, Exception):
-                raise outcome
-            return outcome
-        finally:
-            self.outstanding -= 1
 
     async def send(self, data: bytes, on_done: Callable[[Any], object]) -> int:
         """As ``Client.send``: waits for one of ``max_inflight`` slots, not for the outcome."""
@@ -113,7 +100,7 @@ async def test_open_loop_backlog_waits_its_turn_in_order_and_counts_from_its_due
     offsets = [round(t - begin, 3) for t in client.started]
     assert offsets == [0.0, 0.01, 0.02, 0.03, 1.0, 1.01, 1.02, 1.03, 2.0, 2.01, 2.02, 2.03]
     assert client.most_outstanding == 4
-    assert len(client.tasks) == 4  # the backlog is a counter, not a task per transaction
+    assert len(client.tasks) == 1  # one task sends them all: the backlog waits in its send
     # Index 4 was due at 0.04, went at 1.0 and committed at 2.0: 1.96 s.
     committed = [i for i in range(12) if i % 10 not in (3, 7)]
     expected = {i: (1 + i // 4) + (i % 4) / 100 - i / 100 for i in committed}
@@ -123,22 +110,21 @@ async def test_open_loop_backlog_waits_its_turn_in_order_and_counts_from_its_due
 
 
 async def test_open_loop_stops_before_the_first_due_at_its_end(autojump_clock: Any) -> None:
-    calls: list[tuple[int, float]] = []
+    calls: list[tuple[int, float, float]] = []
 
-    async def submit(index: int, due: float) -> None:
-        calls.append((index, round(due - begin, 3)))
-        await trio.sleep(0.5)
+    async def send(index: int, due: float) -> None:
+        calls.append((index, round(due - begin, 3), round(trio.current_time() - begin, 3)))
 
     begin = trio.current_time()
-    await open_loop(submit, rate=10.0, slots=3, until=begin + 0.3)
-    assert sorted(calls) == [(0, 0.0), (1, 0.1), (2, 0.2)]
+    await open_loop(send, rate=10.0, until=begin + 0.3)
+    assert calls == [(0, 0.0, 0.0), (1, 0.1, 0.1), (2, 0.2, 0.2)]
     # A start in the past: what fell due since goes at once, the rest on schedule.
     calls.clear()
     begin = trio.current_time()
-    await open_loop(submit, rate=10.0, slots=3, start=begin - 0.25, until=begin + 0.1)
-    assert sorted(calls) == [(0, -0.25), (1, -0.15), (2, -0.05), (3, 0.05)]
-    with pytest.raises(ValueError, match="slots"):
-        await open_loop(submit, rate=10.0, slots=0, count=1)
+    await open_loop(send, rate=10.0, start=begin - 0.25, until=begin + 0.1)
+    assert calls == [(0, -0.25, 0.0), (1, -0.15, 0.0), (2, -0.05, 0.0), (3, 0.05, 0.05)]
+    with pytest.raises(ValueError, match="rate"):
+        await open_loop(send, rate=0.0, count=1)
 
 
 @pytest.mark.parametrize(
