@@ -310,6 +310,27 @@ def test_next_leader_counts_each_voter_once() -> None:
     assert proposal.block.header.prev_hash == h
 
 
+def test_a_vote_for_a_view_with_a_qc_is_dropped_unverified() -> None:
+    d = driver(replica=leader(2))  # replica 2 leads view 2 and collects view 1's votes
+    d.step(leader(1), propose(B1))  # its own vote
+    h = B1.header.hash()
+    other = block_on(GENESIS, 1, txs=[tx(9)]).header.hash()
+
+    def vote(key: int, block_hash: bytes, *, forged: bool = False) -> Vote:
+        sig = bytes(64) if forged else KEYS[key].sign_digest(ST.vote_digest(1, 1, block_hash))
+        return Vote(view=1, height=1, block_hash=block_hash, signature=sig, commits=())
+
+    d.step(3, vote(3, h, forged=True))  # no QC yet: checked
+    assert d.core.rejections.count("bad vote signature") == 1
+    d.step(0, vote(0, h))
+    d.step(1, vote(1, h))
+    assert d.sent(Proposal) and d.core.high_qc.view == 1  # the QC is made
+    d.step(3, vote(3, h, forged=True))  # nothing to add to it: not checked
+    d.step(3, vote(3, other, forged=True))  # nor to any QC of view 1
+    assert d.core.late_votes == 2
+    assert d.core.rejections.count("bad vote signature") == 1
+
+
 def test_timeouts_make_a_tc_with_the_highest_qc() -> None:
     """f+1 timeouts make a replica time out too; 2f+1 make a TC carrying the highest QC among
     them, and the replica enters the next view."""
