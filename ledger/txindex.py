@@ -33,7 +33,7 @@ import struct
 import sys
 import zlib
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 RUN_MAGIC = b"BFTLTXI1"
 RUN_HEADER = struct.Struct(">8sQQ")
@@ -42,6 +42,8 @@ _CRC = 4
 _PLACE_BITS = 32
 _POSITION_MASK = (1 << _PLACE_BITS) - 1
 _U64 = (1 << 64) - 1
+_ID_SIZE = 32
+"""Bytes in a transaction id (a SHA-256 leaf hash)."""
 SORT_CHUNK = 8192
 """Entries sorted in one call when a run is encoded (see :meth:`SegmentTxs.encode_run`)."""
 
@@ -52,6 +54,21 @@ if array("Q").itemsize != 8:  # pragma: no cover - every platform Python support
 def tx_prefix(txid: bytes) -> int:
     """The part of a transaction id the index keys on (collisions are resolved by reading)."""
     return int.from_bytes(txid[:8], "big")
+
+
+def tx_prefixes(txids: Sequence[bytes]) -> array[int]:
+    """:func:`tx_prefix` of each id. When every id is 32 bytes (a SHA-256 leaf hash, as
+    always in a ledger) the prefixes are every fourth big-endian u64 of the joined ids, taken
+    in C: one at a time in Python they cost 0.4 us a transaction, 4 % of a PBFT backup's time
+    at saturation."""
+    joined = b"".join(txids)
+    if len(joined) != _ID_SIZE * len(txids):
+        return array("Q", [tx_prefix(txid) for txid in txids])
+    words = array("Q")
+    words.frombytes(joined)
+    if sys.byteorder == "little":
+        words.byteswap()
+    return words[:: _ID_SIZE // 8]
 
 
 class BadRun(Exception):
@@ -82,10 +99,13 @@ class SegmentTxs:
         offset = height - self.first
         if not 0 <= offset <= _POSITION_MASK:
             raise ValueError(f"height {height} does not fit a segment starting at {self.first}")
+        leaves = leaves if isinstance(leaves, list | tuple) else list(leaves)
+        count = len(leaves)
+        if count > _POSITION_MASK:
+            raise ValueError(f"{count} transactions do not fit a block's positions")
         base = offset << _PLACE_BITS
-        for position, leaf in enumerate(leaves):
-            self.prefixes.append(tx_prefix(leaf))
-            self.places.append(base | position)
+        self.prefixes.extend(tx_prefixes(leaves))
+        self.places.extend(range(base, base + count))
 
     def joined(self, later: SegmentTxs) -> SegmentTxs:
         """These entries (the segment's first heights) followed by ``later``'s, as a new

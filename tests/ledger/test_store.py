@@ -484,6 +484,7 @@ def test_index_entries_cost_the_collector_nothing_and_survive_prefix_collisions(
         store.extend(blocks)
         assert len(gc.get_objects()) - before < 100  # not one per transaction (160)
     monkeypatch.setattr(txindex, "tx_prefix", lambda txid: 7)  # every id collides
+    monkeypatch.setattr(txindex, "tx_prefixes", lambda txids: [7] * len(txids))
     monkeypatch.setattr(store_module, "tx_prefix", lambda txid: 7)
     path = tmp_path / "b"
     with open_store(path, segment_size=4096) as store:

@@ -55,3 +55,21 @@ def test_a_run_can_be_encoded_with_pauses_between_chunks() -> None:
     paced = segment.encode_run(pause=lambda: pauses.append(len(pauses)))
     assert paced == segment.encode_run()
     assert len(pauses) == 4 + 3  # after each of 4 sorted chunks, and every chunk merged
+
+
+def test_entries_are_each_ids_prefix_and_place_however_the_ids_come() -> None:
+    rng = random.Random(7)
+    ids = [rng.randbytes(32) for _ in range(300)]
+    expected_prefixes = [int.from_bytes(i[:8], "big") for i in ids]
+    for given in (ids, tuple(ids), iter(ids)):
+        segment = SegmentTxs(10)
+        segment.add(12, given)
+        assert list(segment.prefixes) == expected_prefixes
+        assert list(segment.places) == [(2 << 32) | position for position in range(300)]
+    odd = [b"short id", rng.randbytes(40), b""]  # not 32 bytes: read one by one
+    segment = SegmentTxs(10)
+    segment.add(10, odd)
+    assert list(segment.prefixes) == [int.from_bytes(i[:8], "big") for i in odd]
+    assert list(segment.places) == [0, 1, 2]
+    with pytest.raises(ValueError, match="does not fit"):
+        segment.add(9, ids)
