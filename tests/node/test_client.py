@@ -9,6 +9,7 @@ import functools
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -298,6 +299,35 @@ async def test_a_replica_lying_to_clients_does_not_keep_them_from_their_receipts
                 for r in results:
                     r.verify(client.committee)  # type: ignore[union-attr]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_hotstuff_block_is_answered_by_its_proposer_and_the_f_after_it(
+    tmp_path: Path,
+) -> None:
+    """Every HotStuff replica gets every request; the f+1 replicas from a block's proposer on
+    answer its clients (one of them honest), the others do not."""
+    init_cluster(tmp_path, protocol="hotstuff", n=4)
+    config = ClientConfig.from_cluster(tmp_path)
+    answers: list[tuple[int, int, int]] = []  # (replica, block proposer, height)
+    with trio.fail_after(60):
+        async with running(tmp_path) as nodes, open_client(config) as client:
+            on_committed = client._on_committed
+
+            def watched(replica: int, message: Any) -> None:
+                answers.append((replica, message.header.proposer, message.header.height))
+                on_committed(replica, message)
+
+            client._on_committed = watched  # type: ignore[method-assign]
+            for start in range(0, 120, 12):  # in rounds: blocks of several views
+                results = await client.submit_many([b"hs %d" % i for i in range(start, start + 12)])
+                assert all(isinstance(r, Receipt) for r in results)
+            left = sum(r.stats["answers_left_to_others"] for r in nodes.replicas.values())
+    assert all((replica - proposer) % 4 <= 1 for replica, proposer, _ in answers), answers
+    by_height: dict[int, set[int]] = {}
+    for replica, _, height in answers:
+        by_height.setdefault(height, set()).add(replica)
+    assert max(len(replicas) for replicas in by_height.values()) == 2  # f+1 answer
+    assert left > 0
 
 
 async def test_a_copy_of_a_request_does_not_take_its_replies(tmp_path: Path) -> None:
