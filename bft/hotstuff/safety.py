@@ -155,6 +155,17 @@ class SafetyRules:
 
     # -- ledger commit votes
 
+    def sign_early_commit(self, view: int, height: int, block_hash: bytes) -> bytes:
+        """Sign the ledger commit statement of a block that a QC on the block being voted for
+        would commit (see ``HotStuffCore.sign_early_commits``). Not recorded: only 2f+1 such
+        signatures certify a block, and they mean the block is committed, so a replica that
+        signed one early for a block that never gathered them may sign the block committed at
+        that height instead. Never for another block than one this replica committed there."""
+        known = self._commits.get(height)
+        if known is not None and known != block_hash:
+            raise SafetyViolation(f"asked to commit two different blocks at height {height}")
+        return self._signer.sign_digest(self.st.commit_digest(view, height, block_hash))
+
     def sign_commit(self, view: int, height: int, block_hash: bytes) -> bytes:
         """Sign the ledger commit statement of a block the caller committed."""
         known = self._commits.get(height)

@@ -34,6 +34,7 @@ from crypto.codec import CodecError
 from ledger import Block, verify_block
 
 from .chain import (
+    CHAIN,
     COMMITTEE,
     CONFIG,
     GENESIS,
@@ -94,13 +95,22 @@ def test_three_chain_over_consecutive_views_commits() -> None:
     d = driver()
     for block in (B1, B2, B3):
         d.step(leader(block.view), propose(block))
-    assert all(not v.commits for v in d.votes())
+    votes = d.votes()
+    assert [v.commits for v in votes[:2]] == [(), ()]
+    # The vote for b3 carries b1's commit vote: a QC on b3 commits b1 (sign_early_commits).
+    assert [(c.height, c.block_hash) for c in votes[2].commits] == [(1, B1.header.hash())]
+    assert votes[2].commits[0] == commit_vote(3)
+    assert d.core.decided_at == {}  # not committed here yet
     assert d.core.safety.lock == QC1  # QC(b2) seen: locked on b2.justify
     d.step(leader(4), propose(B4))
     assert d.core.safety.lock == QC2
     last = d.votes()[-1]
     assert last.view == 4
-    assert [(c.height, c.block_hash) for c in last.commits] == [(1, B1.header.hash())]
+    # b1's (now committed) and, early, b2's: a QC on b4 commits b2.
+    assert [(c.height, c.block_hash) for c in last.commits] == [
+        (1, B1.header.hash()),
+        (2, B2.header.hash()),
+    ]
     assert not d.committed  # committed, but not certified yet: nothing in the ledger
     # Commit votes of two more replicas make the ledger certificate.
     d.step(0, CommitVotes(votes=(commit_vote(0),)))
@@ -117,6 +127,35 @@ def test_three_chain_over_consecutive_views_commits() -> None:
     assert block.certificate.signer_ids == (0, 1, 3)
     replies = [r for ready in d.readies for r in ready.replies]
     assert replies == [Reply(b"client-a", 1, 1, 0)]
+
+
+def test_commit_votes_sent_with_the_votes_for_a_grandchild_certify_a_view_sooner() -> None:
+    """The leader that makes QC(b3) also gets b1's commit votes with the votes: it makes b1's
+    ledger certificate at once and sends it on (in its proposal, when it has one to make), a
+    view before the commit votes signed on seeing QC(b3) would reach the next leader."""
+    # Replica 3 leads view 4 (it proposed none of b1-b3), so it collects the votes of view 3.
+    d = driver(replica=3, config=HotStuffConfig(leaders={**LEADERS, 4: 3}))
+    for block in (B1, B2, B3):
+        d.step(leader(block.view), propose(block))
+    h3 = B3.header.hash()
+    for r in (0, 2):
+        vote = Vote(
+            view=3,
+            height=3,
+            block_hash=h3,
+            signature=KEYS[r].sign_digest(ST.vote_digest(3, 3, h3)),
+            commits=(commit_vote(r),),
+        )
+        d.step(r, vote)
+    # Certified on the votes of view 3: before this change the commit votes left with the
+    # votes of view 4, for the leader of view 5.
+    (block,) = d.committed
+    assert block.header == B1.header
+    verify_block(block, chain_id=CHAIN, height=1, prev_hash=GENESIS.block_hash, committee=COMMITTEE)
+    # Nothing is left to propose here, so the certificate goes out on its own (a leader with
+    # work carries it in its proposal).
+    (cert,) = d.sent(CommitCertificate)
+    assert (cert.height, cert.block_hash) == (1, B1.header.hash())
 
 
 def test_gapped_views_do_not_commit() -> None:
@@ -137,10 +176,13 @@ def test_gapped_views_do_not_commit() -> None:
     d.step(leader(5), propose(g5))
     d.step(leader(6), propose(g6))
     assert [v.view for v in d.votes()] == [1, 2, 4, 5, 6]
-    assert all(not v.commits for v in d.votes())
+    assert all(not v.commits for v in d.votes()[:4])
+    # The vote for g6 carries the commit votes a QC on it would commit (g4, b1, b2) early.
+    assert [c.height for c in d.votes()[-1].commits] == [1, 2, 3]
     assert d.core.status().extra["decided"] == 0
     d.step(leader(7), propose(g7))
-    assert [c.height for c in d.votes()[-1].commits] == [1, 2, 3]
+    assert [c.height for c in d.votes()[-1].commits] == [1, 2, 3, 4]  # and g5's, early
+    assert d.core.status().extra["decided"] == 3
 
 
 def test_consecutive_views_are_checked_not_only_parent_links() -> None:

@@ -142,6 +142,19 @@ def test_commit_votes_never_name_two_blocks_at_one_height() -> None:
         r.sign_commit(1, 1, b"\x09" * 32)
 
 
+def test_an_early_commit_vote_binds_nothing_but_never_contradicts_a_commit() -> None:
+    """Signed early (with the vote for a grandchild), a commit vote does not stop the replica
+    from signing the block actually committed at that height (2f+1 early votes would have
+    committed theirs, so fewer were given); it is never signed against a committed block."""
+    r = rules()
+    h = B1.header.hash()
+    early = r.sign_early_commit(1, 1, b"\x09" * 32)  # a block that never gathers 2f+1
+    assert KEYS[3].public_key.verify_digest(ST.commit_digest(1, 1, b"\x09" * 32), early)
+    assert r.sign_commit(1, 1, h) == r.sign_early_commit(1, 1, h)  # the same statement
+    with pytest.raises(SafetyViolation):
+        r.sign_early_commit(1, 1, b"\x09" * 32)
+
+
 def test_signatures_are_domain_separated() -> None:
     r = rules()
     vote, _ = r.sign_vote(B1)
