@@ -479,9 +479,17 @@ class Client:
 
     async def submit(self, payload: bytes) -> Receipt:
         """Order ``payload``; return its receipt once committed (see the module's contract)."""
-        # A free slot is taken without a checkpoint of its own (``async with`` the semaphore
-        # yields to the scheduler every time, one task switch per request); ``_wait`` always
-        # waits for the receipt, so a submit still yields.
+        await self._take_slot()
+        try:
+            return await self._wait(self._enqueue(payload))
+        finally:
+            self._slots.release()
+
+    async def _take_slot(self) -> None:
+        """One of ``max_inflight`` slots, once the window lets the next number go (the caller
+        releases the slot when its request settles). A free slot is taken without a checkpoint
+        of its own (``async with`` the semaphore yields to the scheduler every time, one task
+        switch per request); ``submit`` still yields, waiting for its receipt."""
         slots = self._slots
         try:
             slots.acquire_nowait()
@@ -489,9 +497,9 @@ class Client:
             await slots.acquire()
         try:
             await self._wait_for_window()
-            return await self._wait(self._enqueue(payload))
-        finally:
+        except BaseException:
             slots.release()
+            raise
 
     async def _wait_for_window(self) -> None:
         """Until the next sequence number is within ``client_window`` of the oldest unfinished
@@ -524,16 +532,7 @@ class Client:
         saturation: 34 against 25 us in a PBFT testbed).
         ``on_done`` must not block; what it raises is logged and counted
         (``stats["callback_errors"]``)."""
-        slots = self._slots
-        try:
-            slots.acquire_nowait()
-        except trio.WouldBlock:
-            await slots.acquire()
-        try:
-            await self._wait_for_window()
-        except BaseException:
-            slots.release()
-            raise
+        await self._take_slot()
         return self._enqueue(payload, on_done).seq
 
     def _finish(self, pending: _Pending) -> None:
@@ -616,15 +615,7 @@ class Client:
 
         async with trio.open_nursery() as nursery:
             for i, payload in enumerate(payloads):
-                try:
-                    self._slots.acquire_nowait()
-                except trio.WouldBlock:
-                    await self._slots.acquire()
-                try:
-                    await self._wait_for_window()
-                except BaseException:
-                    self._slots.release()
-                    raise
+                await self._take_slot()
                 # Numbered and queued here, in order (tasks start in no promised order).
                 nursery.start_soon(one, i, self._enqueue(payload))
         return results
