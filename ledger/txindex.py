@@ -61,11 +61,10 @@ def tx_prefixes(txids: Sequence[bytes]) -> array[int]:
     always in a ledger) the prefixes are every fourth big-endian u64 of the joined ids, taken
     in C: one at a time in Python they cost 0.4 us a transaction, 4 % of a PBFT backup's time
     at saturation."""
-    joined = b"".join(txids)
-    if len(joined) != _ID_SIZE * len(txids):
+    if set(map(len, txids)) - {_ID_SIZE}:
         return array("Q", [tx_prefix(txid) for txid in txids])
     words = array("Q")
-    words.frombytes(joined)
+    words.frombytes(b"".join(txids))
     if sys.byteorder == "little":
         words.byteswap()
     return words[:: _ID_SIZE // 8]

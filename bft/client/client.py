@@ -567,8 +567,7 @@ class Client:
         """The client is closing: requests sent with a callback and still open come to
         :class:`NotCommitted` (they may still commit)."""
         for pending in [p for p in self._pending.values() if p.on_done is not None]:
-            if not pending.finished:
-                self._finish(pending)
+            self._finish(pending)  # (one that finished has left ``_pending``)
 
     def _enqueue(
         self, payload: bytes, on_done: Callable[[Outcome], object] | None = None

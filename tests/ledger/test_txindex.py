@@ -66,10 +66,11 @@ def test_entries_are_each_ids_prefix_and_place_however_the_ids_come() -> None:
         segment.add(12, given)
         assert list(segment.prefixes) == expected_prefixes
         assert list(segment.places) == [(2 << 32) | position for position in range(300)]
-    odd = [b"short id", rng.randbytes(40), b""]  # not 32 bytes: read one by one
+    # Not 32 bytes each, though 128 bytes for four: read one by one.
+    odd = [b"short id", rng.randbytes(48), rng.randbytes(8), rng.randbytes(64)]
     segment = SegmentTxs(10)
     segment.add(10, odd)
     assert list(segment.prefixes) == [int.from_bytes(i[:8], "big") for i in odd]
-    assert list(segment.places) == [0, 1, 2]
+    assert list(segment.places) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="does not fit"):
         segment.add(9, ids)

@@ -91,10 +91,13 @@ async def test_send_reports_timeouts_and_close_and_survives_a_raising_callback(
     client goes on."""
     config = ClientConfig.from_cluster(cluster_dir, timeout=1.0, connect_timeout=0.2)
     got: list[tuple[str, float]] = []
+    both_called = trio.Event()
 
     def note(name: str) -> Callable[[object], None]:
         def callback(outcome: object) -> None:
             got.append((name, trio.current_time() - began))
+            if len(got) == 2:
+                both_called.set()
             assert isinstance(outcome, NotCommitted), outcome
             if name == "raises":
                 raise RuntimeError("a callback's own bug")
@@ -106,7 +109,7 @@ async def test_send_reports_timeouts_and_close_and_survives_a_raising_callback(
             began = trio.current_time()
             await client.send(b"raises", note("raises"))
             await client.send(b"expires", note("expires"))
-            await trio.sleep(1.2)
+            await both_called.wait()  # at their deadlines
             assert [name for name, _ in got] == ["raises", "expires"]
             assert all(1.0 <= t < 1.2 for _, t in got), got
             assert client.stats["callback_errors"] == 1 and client.stats["indeterminate"] == 2
