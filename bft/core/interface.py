@@ -6,7 +6,7 @@ A core is a synchronous state machine with no I/O and no clock (after etcd/raft'
 h11). Inputs: ``step(sender, message)`` for a decoded message from an authenticated peer (not yet
 trusted), ``propose(request)`` for a client request that passed admission, and ``tick()`` for one
 unit of logical time. Output: ``ready()`` returns a :class:`~bft.core.ready.Ready` holding, in
-order of obligation, state to make durable, committed blocks, messages and client replies; the
+order of obligation, state to make durable, messages, committed blocks and client replies; the
 driver carries it out and calls ``advance(ready)``.
 
 A core is built from a :class:`CoreContext`: the committee, its replica id, its signer (the only

@@ -50,13 +50,19 @@ class Ready:
        log, or, when ``persist_replaces`` is true, replace the whole log by them atomically
        (write, fsync, rename). A replica restarted from that log never signs a vote that
        conflicts with one it sent before.
-    2. ``committed``: blocks in height order, each with the certificate that proves it. Append
+    2. ``messages``: send to the peers. Order between different destinations does not matter;
+       order to one destination should be kept. No message vouches for the blocks below: the
+       votes rest on the protocol log, and a block is certified before it is handed over.
+    3. ``committed``: blocks in height order, each with the certificate that proves it. Append
        them to the ledger and make them durable (one group commit) before sending ``replies``.
-    3. ``messages``: send to the peers. Order between different destinations does not matter;
-       order to one destination should be kept.
     4. ``replies``: send to clients, after the blocks they point at are durable.
 
     Then call ``advance(ready)``.
+
+    With ``persist_replaces`` the new log may leave out what ``committed`` holds (a core
+    compacts its log below the blocks it hands over), so the blocks are made durable first,
+    then the log is replaced, then the messages go: a crash between any two steps leaves every
+    block in the ledger or in the log.
 
     One exception to the order, which the core states: ``send_first`` means that ``persist``
     holds only the replica's own new log entries as a Raft leader, which no message in this

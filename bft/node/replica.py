@@ -517,37 +517,53 @@ class Replica:
         )  # fmt: skip
 
     async def _carry_out(self) -> None:
+        """Carry out each ``Ready`` in the order its contract sets (see :class:`Ready`)."""
         core = self.core
         while (ready := core.ready()) is not None:
-            early = ready.send_first and bool(ready.messages)
-            if early:  # a Raft leader's new entries: written while its followers store them
+            sent = ready.send_first and bool(ready.messages)
+            if sent:  # a Raft leader's new entries: written while its followers store them
                 self._send_peers(ready.messages)
-            await self._persist(ready)
-            if ready.committed:
-                blocks = list(ready.committed)
-                began = time.monotonic()
-                await self.disk.run(self.store.extend, blocks)  # type: ignore[union-attr]
-                if self.metrics is not None:
-                    self.metrics.fsync["ledger"].observe(time.monotonic() - began)
-                txs = sum(len(b.txs) for b in blocks)
-                self.stats["blocks_committed"] += len(blocks)
-                self.stats["txs_committed"] += txs
-                # Here the client table holds exactly the ledger's blocks: a consistent moment.
-                table = core.clients
-                snapshot = self.client_file.take(table, self.store.height, txs)  # type: ignore[union-attr]
-                if table.evicted != self._evicted_seen:
-                    self._evicted_seen = table.evicted
-                    self._clients_forgotten(table.evicted)
-                if snapshot is not None:
-                    self._client_snapshot = snapshot
-                    self._client_snapshot_due.set()
-            if ready.messages and not early:
+            if ready.persist_replaces:
+                # The new log forgets what the ledger holds from now on: the blocks go first.
+                if ready.committed:
+                    await self._commit_blocks(ready.committed)
+                await self._persist(ready)
+            else:
+                await self._persist(ready)
+                if ready.messages and not sent:
+                    # Votes rest on the protocol log alone: they leave before the ledger write.
+                    self._send_peers(ready.messages)
+                    sent = True
+                if ready.committed:
+                    await self._commit_blocks(ready.committed)
+            if ready.messages and not sent:
                 self._send_peers(ready.messages)
             if ready.replies:
                 self._reply(ready)
             if ready.committed:
                 self._feed_subscribers(ready.committed)
             core.advance(ready)
+
+    async def _commit_blocks(self, committed: Sequence[Block]) -> None:
+        """Append certified blocks to the ledger, durably (one group commit)."""
+        core = self.core
+        blocks = list(committed)
+        began = time.monotonic()
+        await self.disk.run(self.store.extend, blocks)  # type: ignore[union-attr]
+        if self.metrics is not None:
+            self.metrics.fsync["ledger"].observe(time.monotonic() - began)
+        txs = sum(len(b.txs) for b in blocks)
+        self.stats["blocks_committed"] += len(blocks)
+        self.stats["txs_committed"] += txs
+        # Here the client table holds exactly the ledger's blocks: a consistent moment.
+        table = core.clients
+        snapshot = self.client_file.take(table, self.store.height, txs)  # type: ignore[union-attr]
+        if table.evicted != self._evicted_seen:
+            self._evicted_seen = table.evicted
+            self._clients_forgotten(table.evicted)
+        if snapshot is not None:
+            self._client_snapshot = snapshot
+            self._client_snapshot_due.set()
 
     async def _persist(self, ready: Ready) -> None:
         wal = self.wal

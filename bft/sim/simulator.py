@@ -9,8 +9,9 @@ ticks, then the clients poll), crashes and restarts. A run replays exactly from 
 
 Each node is driven as the replica runtime drives one: after any input, while the core has a
 ``Ready``, the simulator makes ``persist`` durable (it appends it to the node's log, which is all
-a restart keeps), appends ``committed`` to the node's ledger, sends ``messages`` through the
-network model, delivers ``replies`` to the clients, and calls ``advance``. A ``BlockRequest`` is
+a restart keeps), sends ``messages`` through the network model, appends ``committed`` to the
+node's ledger, delivers ``replies`` to the clients, and calls ``advance`` (a ``Ready`` that
+replaces the log appends its blocks before the new log, and sends after both). A ``BlockRequest`` is
 answered by the simulator from the node's ledger, as a runtime answers it from disk.
 
 A crash discards the core and every undelivered message to it; a restart builds a new core from
@@ -247,14 +248,19 @@ class Simulation:
             # triggered by one of them loses the records.
             if ready.send_first and not self._send_all(node, ready.messages):
                 return
+            # As the runtime does: a replacing log after the blocks it forgets; otherwise the
+            # messages before the blocks, so a crash one of them triggers loses the blocks.
             if ready.persist_replaces:
+                for block in ready.committed:
+                    self._append(node, block)
                 node.wal = list(ready.persist)
             else:
                 node.wal.extend(ready.persist)
-            for block in ready.committed:
-                self._append(node, block)
             if not ready.send_first and not self._send_all(node, ready.messages):
                 return
+            if not ready.persist_replaces:
+                for block in ready.committed:
+                    self._append(node, block)
             for reply in ready.replies:
                 if node.identity not in self.config.silent:
                     self._push(
