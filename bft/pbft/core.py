@@ -196,7 +196,20 @@ class PbftCore(CoreBase):
             + 1
         )
         self.fetching: tuple[int, int] | None = None  # (peer, deadline)
+        # Our checkpoint for the ledger's last block: re-sent (retransmit), it tells the others
+        # how far our ledger reaches.
         self.last_checkpoint: Checkpoint | None = None
+        if ledger.recent:
+            # Restarted: the reach is announced from the start. A replica that crashed before
+            # its checkpoint for its last block left would otherwise never be heard claiming
+            # it, and peers short of that block may wait for that claim (f+1) for good.
+            last = ledger.recent[-1]
+            self.last_checkpoint = Checkpoint(
+                height=last.height,
+                view=last.header.view,
+                block_hash=ledger.last_hash,
+                signature=self.signer.sign_digest(last.header.commit_statement(ledger.last_hash)),
+            )
         self.last_progress = 0
         self.last_certified = 0
         self.propose_due = False
@@ -762,10 +775,25 @@ class PbftCore(CoreBase):
             self.reject(sender, msg, "bad checkpoint signature")
             return
         self.add_checkpoint_vote(msg.height, msg.view, msg.block_hash, sender, msg.signature)
+        self.claim_if_certified(msg)
         self.certify()
         slot = self.slots.get(msg.height)
         if slot is not None and slot.prepared and not slot.committed:
             self.check_committed(slot)  # the checkpoint may stand for its signer's commit
+
+    def claim_if_certified(self, msg: Checkpoint) -> None:
+        """Once a quorum's checkpoints certify the block ``msg`` names, each signer claims it
+        again, re-sends included: the block is certified, not merely executed, and those
+        replicas' ledgers hold it or soon will. Without this, a replica that had fetched from
+        them while the block was uncertified (so its re-sends stopped counting, see
+        on_checkpoint) never claimed it again, and one that could not certify it itself (in a
+        view change of its own, say) stayed behind for good."""
+        votes = self.checkpoints.get(msg.height, {}).get((msg.view, msg.block_hash), {})
+        if len(votes) < self.quorum:
+            return
+        for signer in votes:
+            if signer != self.replica and self.claims.get(signer, 0) < msg.height:
+                self.claims[signer] = msg.height
 
     def checkpoint_statement(self, msg: Checkpoint) -> bytes:
         """The ledger commit statement of the block the checkpoint names (see ledger.block)."""

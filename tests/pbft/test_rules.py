@@ -1073,6 +1073,36 @@ def test_a_replica_behind_fetches_certified_blocks_and_verifies_them() -> None:
     assert lagging.stable == 4
 
 
+def test_a_restarted_replica_announces_how_far_its_ledger_reaches() -> None:
+    """Replica 0 certified block 2 and crashed before its checkpoint reached replica 3, which
+    heard only replica 2's and missed the block's votes. With replica 1 down, replica 3 needs
+    replica 0's claim to count as behind and fetch: restarted, replica 0 re-sends a checkpoint
+    for its ledger's last block as any replica does for its last certified one (seed 20163 of
+    the random-fault simulation stalled at height 11 of 12 for want of it)."""
+    from bft.core.messages import BlockRequest
+
+    c = Cluster(4)
+    c.propose(request(1, 1))
+    c.run()
+    c.propose(request(1, 2))
+    c.run(keep=lambda s, d, m: d != 3 or (isinstance(m, Checkpoint) and s == 2))
+    assert c.heights() == [2, 2, 2, 1]
+    c.down = {1}
+    c.queue.clear()
+    c.restart(0)
+    for _ in range(c.config.retransmit_interval + 1):
+        c.tick()
+    announced = [m for s, d, m in c.queue if s == 0 and d == 3 and isinstance(m, Checkpoint)]
+    assert [m.height for m in announced] == [2]
+    c.run()
+    lagging = c.cores[3]
+    assert lagging.claims.get(0) == 2 and lagging.behind()
+    for _ in range(2 * c.config.retransmit_interval + 1):
+        lagging.tick()
+    asks = [m for _, m in c.collect(3).messages if isinstance(m, BlockRequest)]
+    assert asks and asks[0].start == 2
+
+
 def test_re_sent_checkpoints_of_a_block_never_certified_do_not_keep_a_replica_behind() -> None:
     """f+1 replicas signed a checkpoint for a block that never gathered a quorum (signed early,
     at prepare, then the primary was cut off). Their ledgers show it uncertified; their re-sent
@@ -1106,6 +1136,41 @@ def test_re_sent_checkpoints_of_a_block_never_certified_do_not_keep_a_replica_be
     for p in (1, 2):
         core.step(p, checkpoint(p, 3))  # a new one claims again
     assert core.behind()
+
+
+def test_once_a_quorum_certifies_a_block_its_signers_claim_it_again() -> None:
+    """The other side of the rule above: a block whose checkpoints this replica had stopped
+    counting as claims (its signers' ledgers showed it uncertified when it fetched) that then
+    gathers a quorum of checkpoints is certified, and its signers claim it again. Otherwise a
+    replica that cannot certify it itself (it is in a view change of its own, say) never
+    fetches it (seed 8491 of the random-fault simulation stalled so at height 19 of 21)."""
+    from bft.core.messages import BlockRequest, BlockResponse
+
+    c = Cluster(4)
+    c.propose(request(1, 1))
+    c.run()
+    core = c.cores[3]
+
+    def checkpoint(replica: int, height: int) -> Checkpoint:
+        unsigned = Checkpoint(height=height, view=0, block_hash=b"\x11" * 32, signature=bytes(64))
+        signature = c.sign(replica, core.checkpoint_statement(unsigned))
+        return Checkpoint(height=height, view=0, block_hash=b"\x11" * 32, signature=signature)
+
+    for p in (1, 2):
+        core.step(p, checkpoint(p, 2))
+    for _ in range(c.config.retransmit_interval + 1):
+        core.tick()
+    drain(core)
+    for p in (1, 2):
+        core.step(p, BlockResponse(start=2, height=1, blocks=()))
+        core.step(p, checkpoint(p, 2))  # re-sent: no claim
+    assert not core.behind()
+    core.step(0, checkpoint(0, 2))  # the third signature: the block is certified
+    assert core.behind()
+    for _ in range(2 * c.config.retransmit_interval + 1):
+        core.tick()
+    asks = [m for _, m in drain(core).messages if isinstance(m, BlockRequest)]
+    assert asks and asks[0].start == 2
 
 
 def test_signatures_cannot_be_replayed_under_another_height_view_or_chain() -> None:
