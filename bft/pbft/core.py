@@ -22,10 +22,12 @@ quorum of matching CHECKPOINTs is both the block's certificate, which makes it a
 a checkpoint certificate; every ``K`` blocks the checkpoint becomes *stable*, the log below it is
 garbage-collected, and the watermarks move to ``(s, s + L]``.
 
-A replica prepared at the next height signs that block's checkpoint at once and sends it ahead of
-its commit (section 5.1's tentative execution, for the certificate only; the block executes once
-committed). Such a checkpoint counts as its signer's commit, and a vote that can prove nothing
-new (a prepare once the slot is prepared, a commit once it is committed or once its sender's
+A replica prepared at the next height signs that block's checkpoint at once and sends it in place
+of its commit (section 5.1's tentative execution, for the certificate only; the block executes
+once committed). Such a checkpoint counts as its signer's commit; the commit itself is kept and
+sent only should the slot stall, or where no early checkpoint stands for it (a slot prepared
+ahead of the one below, a proposal carried into a later view). A vote that can prove nothing new
+(a prepare once the slot is prepared, a commit once it is committed or once its sender's
 checkpoint counted) is dropped without checking its signature, unless its sender was seen voting
 for another digest: in the normal case a replica checks four signatures per block, not eight.
 
@@ -538,10 +540,12 @@ class PbftCore(CoreBase):
             "commit", pp.view, pp.seq, slot.digest, self.st.commit_digest(*key)
         )
         self.commits.add(key, self.replica, signature)
-        # The early checkpoint leaves before the commit: a peer that has verified it counts it
-        # as this replica's commit and need not verify the commit (see check_committed).
-        self.sign_early_checkpoint(slot)
-        self.broadcast(Commit(view=pp.view, seq=pp.seq, digest=slot.digest, signature=signature))
+        if not self.sign_early_checkpoint(slot):
+            # No early checkpoint stands for it (see commit_proven): the commit goes out. One
+            # that was signed is kept, and re-sent should the slot stall (retransmit).
+            self.broadcast(
+                Commit(view=pp.view, seq=pp.seq, digest=slot.digest, signature=signature)
+            )
         self.check_committed(slot)
 
     def on_commit(self, sender: int, msg: Commit) -> None:
@@ -596,25 +600,33 @@ class PbftCore(CoreBase):
         )
 
     def check_committed(self, slot: Slot) -> None:
-        """Committed-local: prepared and a Byzantine quorum of matching commits.
+        """Committed-local: prepared and a Byzantine quorum of matching commits."""
+        if slot.committed or not slot.prepared or not self.commit_proven(slot):
+            return
+        slot.committed = True
+        self.execute_committed()
+
+    def commit_proven(self, slot: Slot) -> bool:
+        """Whether 2f+1 replicas' commits for a prepared slot are known, their early
+        checkpoints counted as commits.
 
         A replica's verified checkpoint for the block signed early from this slot counts as
         its commit: an honest replica signs that checkpoint only once it has prepared the
         proposal in this view (see sign_early_checkpoint), and 2f+1 of them certify the block
-        for the ledger on their own (any replica may append it from a peer with them). Early
-        checkpoints leave before their commits, so a replica usually commits on checkpoints
-        and drops the commits that follow unverified (late_vote)."""
-        if slot.committed or not slot.prepared:
-            return
+        for the ledger on their own (any replica may append it from a peer with them). So a
+        replica that signs the early checkpoint sends no commit in the normal case (it keeps
+        it, and re-sends it should the slot stall): one request at a time, 4 alternating
+        pairs of n = 4 testbeds, p50 6.10 -> 5.83 ms and replica CPU 9.7 -> 9.1 ms per
+        request (at saturation no change: 22,261 and 22,266 tx/s). A replica that could not
+        count the early checkpoints when they came (the slot below was not executed yet)
+        counts them once it is (execute_committed); the commits of a slot re-proposed in a
+        later view, which no early checkpoint stands for, are sent and counted as in PBFT."""
         pp = slot.preprepare
         key = (pp.view, pp.seq, slot.digest)
-        if (
-            self.commits.count(key) < self.quorum
-            and len(self.commits.voters(key) | self.early_signers(slot).keys()) < self.quorum
-        ):
-            return
-        slot.committed = True
-        self.execute_committed()
+        return (
+            self.commits.count(key) >= self.quorum
+            or len(self.commits.voters(key) | self.early_signers(slot).keys()) >= self.quorum
+        )
 
     # ================================================================ execution, checkpoints (4.3)
 
@@ -622,12 +634,15 @@ class PbftCore(CoreBase):
         """Execute committed proposals in sequence order, each into a ledger block."""
         while True:
             slot = self.slots.get(self.exec_height + 1)
-            if slot is None or not slot.committed:
+            if slot is None or not slot.prepared:
                 break
+            if not slot.committed:
+                # Next in line now: its early checkpoint, and the others' ones it makes count.
+                self.sign_early_checkpoint(slot)
+                if not self.commit_proven(slot):
+                    break
+                slot.committed = True
             self.execute(slot.proposal, slot.requests)
-        following = self.slots.get(self.exec_height + 1)
-        if following is not None and following.prepared:
-            self.sign_early_checkpoint(following)
         if self.is_primary:
             self.maybe_propose()
 
@@ -649,7 +664,7 @@ class PbftCore(CoreBase):
         if signature is None:
             signature = self.signer.sign_digest(done.statement)
             self.add_checkpoint_vote(height, header.view, block_hash, self.replica, signature)
-        if not sent_early:  # sent with the commit in this view (see sign_early_checkpoint)
+        if not sent_early:  # sent at prepared in this view (see sign_early_checkpoint)
             self.broadcast(
                 Checkpoint(
                     height=height, view=header.view, block_hash=block_hash, signature=signature
@@ -691,10 +706,11 @@ class PbftCore(CoreBase):
         block_hash = header.hash()
         return Executed(header, txs, kept, block_hash, header.commit_statement(block_hash))
 
-    def sign_early_checkpoint(self, slot: Slot) -> None:
+    def sign_early_checkpoint(self, slot: Slot) -> bool:
         """Sign the checkpoint of a prepared slot's block before the slot commits (PBFT's
         tentative execution, section 5.1, used for the certificate only), so the checkpoint
-        travels with the commit and a block is certified one message delay sooner.
+        goes out in place of the commit and a block is certified one message delay sooner.
+        Returns whether it was signed and sent now.
 
         Only when every lower height is committed (and executed) and the slot's proposal was
         made in the current view, the view the block header names. Then each honest signer
@@ -714,7 +730,7 @@ class PbftCore(CoreBase):
             or self.in_view_change
             or any(self.replica in votes for votes in self.checkpoints.get(seq, {}).values())
         ):
-            return
+            return False
         done = self.build_block(slot.proposal, slot.requests)
         self.early_block = (slot.proposal, self.exec_hash, done, self.view)
         signature = self.signer.sign_digest(done.statement)
@@ -724,6 +740,7 @@ class PbftCore(CoreBase):
             Checkpoint(height=seq, view=view, block_hash=done.block_hash, signature=signature)
         )
         self.early_checkpoints += 1
+        return True
 
     @staticmethod
     def decode_requests(txs: Sequence[bytes]) -> list[Request]:

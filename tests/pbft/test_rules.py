@@ -16,8 +16,9 @@ from bft.core.requests import Status
 from bft.pbft import PbftConfig
 from bft.pbft.messages import Checkpoint, Commit, NewView, Prepare, PrePrepare, ViewChange
 from bft.pbft.state import VoteRecord
+from crypto.codec import Record
 from ledger import Transaction
-from tests.pbft.harness import Cluster, drain, request
+from tests.pbft.harness import Cluster, Collected, drain, request
 
 TX = [request(1, 1).raw]
 TX2 = [request(2, 1).raw]
@@ -214,16 +215,20 @@ def test_prepared_needs_2f_prepares_from_distinct_backups() -> None:
     core.step(2, c.prepare(2, 0, 1, d))
     core.step(2, c.prepare(2, 0, 1, d))  # the same backup twice counts once
     core.step(3, c.prepare(3, 0, 1, d))
-    assert not drain(core).sent(Commit)
+
+    def commit_votes(got: Collected) -> list[Record]:
+        return got.sent(Commit) + got.sent(Checkpoint)  # its commit, or the checkpoint for it
+
+    assert not commit_votes(drain(core))
     core.step(0, c.prepare(0, 0, 1, d))  # the primary's prepare does not count
-    assert not drain(core).sent(Commit)
+    assert not commit_votes(drain(core))
     assert core.rejections.count("the primary does not send prepares") == 1
     core.step(4, c.prepare(4, 0, 1, bytes(32)))  # a prepare for another digest does not count
-    assert not drain(core).sent(Commit)
+    assert not commit_votes(drain(core))
     core.step(4, c.prepare(4, 0, 1, d))
     got = drain(core)
-    assert len(got.sent(Commit)) == 1
-    # The prepared certificate was made durable before the commit left.
+    assert core.slots[1].prepared and len(commit_votes(got)) == 1
+    # The prepared certificate was made durable before the vote left.
     from bft.pbft.messages import PreparedProof
 
     assert any(isinstance(r, PreparedProof) for r in got.persist)
@@ -460,10 +465,19 @@ def test_a_block_without_a_quorum_of_matching_checkpoints_is_not_certified() -> 
     c = Cluster(4)
     c.down = {3}
     c.propose(request(1, 1))
-    # Deliver everything but the checkpoints of replica 2.
-    c.run(keep=lambda s, d, m: not (isinstance(m, Checkpoint) and s == 2))
-    assert c.cores[0].exec_height == 1
-    assert c.cores[0].cert_height == 0
+
+    # Deliver everything but replica 2's checkpoints to replica 0.
+    def keep(s: int, d: int, m: Record) -> bool:
+        return not (isinstance(m, Checkpoint) and s == 2 and d == 0)
+
+    c.run(keep=keep)
+    primary = c.cores[0]
+    assert primary.exec_height == 0  # replica 2's early checkpoint stood for its commit
+    digest = primary.slots[1].digest
+    primary.step(2, c.commit(2, 0, 1, digest))
+    c.collect(0)
+    assert primary.exec_height == 1  # committed on replica 2's commit, and executed
+    assert primary.cert_height == 0  # but two checkpoints certify nothing
     assert c.ledgers[0] == []
 
 
@@ -481,10 +495,10 @@ def waves_until_certified(c: Cluster, height: int = 1, limit: int = 10) -> int:
     raise AssertionError(f"not certified after {limit} waves")
 
 
-def test_a_prepared_slot_signs_its_block_checkpoint_with_its_commit() -> None:
+def test_a_prepared_slot_signs_its_block_checkpoint_in_place_of_its_commit() -> None:
     """Section 5.1's tentative execution, for the certificate only: the checkpoint leaves
-    with the commit, so a block is certified in three message delays, not four; the block
-    still executes only once committed."""
+    in place of the commit, so a block is certified in three message delays, not four; the
+    block still executes only once committed."""
     c = Cluster(4)
     pp = c.preprepare(0, 1, TX)
     d = pp.proposal.digest()
@@ -493,7 +507,7 @@ def test_a_prepared_slot_signs_its_block_checkpoint_with_its_commit() -> None:
     for b in (2, 3):
         core.step(b, c.prepare(b, 0, 1, d))
     got = drain(core)
-    assert len(got.sent(Commit)) == 1 and len(got.sent(Checkpoint)) == 1
+    assert len(got.sent(Commit)) == 0 and len(got.sent(Checkpoint)) == 1
     assert core.exec_height == 0
     assert core.clients.status(b"c1", 1)[0] is Status.NEW  # not executed
     (early,) = got.sent(Checkpoint)
@@ -505,7 +519,7 @@ def test_a_prepared_slot_signs_its_block_checkpoint_with_its_commit() -> None:
 
     fresh = Cluster(4)
     fresh.propose(request(1, 1))
-    assert waves_until_certified(fresh) == 3  # pre-prepare, prepare, commit + checkpoint
+    assert waves_until_certified(fresh) == 3  # pre-prepare, prepare, checkpoint
 
 
 def checkpoint_from(c: Cluster, replica: int, like: Checkpoint) -> Checkpoint:
@@ -524,11 +538,8 @@ def prepared_backup(c: Cluster) -> tuple[bytes, Checkpoint]:
     core.step(0, pp)
     core.step(2, c.prepare(2, 0, 1, d))
     got = drain(core)
-    # The checkpoint leaves first: a peer that verifies it has no need of the commit.
-    assert [type(m) for _, m in got.messages if isinstance(m, Checkpoint | Commit)] == [
-        Checkpoint,
-        Commit,
-    ]
+    # The checkpoint leaves alone: a peer that verifies it has no need of the commit.
+    assert [type(m) for _, m in got.messages if isinstance(m, Checkpoint | Commit)] == [Checkpoint]
     (early,) = got.sent(Checkpoint)
     return d, early
 
@@ -547,6 +558,36 @@ def test_early_checkpoints_stand_for_their_signers_commits() -> None:
     core.step(0, checkpoint_from(c, 0, early))
     drain(core)
     assert core.exec_height == 1 and core.cert_height == 1  # no commit came
+
+
+def test_early_checkpoints_count_once_the_slot_below_has_executed() -> None:
+    """Replica 1 prepared slots 1 and 2, but slot 1's checkpoints never reached it; slot 2's
+    did, while it could not count them (its early block for a height follows the one below).
+    Once slot 1 commits, slot 2's stored checkpoints stand for their signers' commits, which
+    nobody sent: it commits and executes at once."""
+    c = Cluster(4)
+    c.propose(request(1, 1))
+    c.propose(request(2, 1))
+    c.run(keep=lambda s, d, m: not (d == 1 and isinstance(m, Checkpoint) and m.height == 1))
+    lagging = c.cores[1]
+    assert lagging.slots[1].prepared and lagging.slots[2].prepared
+    assert lagging.exec_height == 0 and c.heights()[2] == 2
+    assert not [m for s, d, m in c.queue if isinstance(m, Commit)]
+    digest = lagging.slots[1].digest
+    for r in (0, 2):
+        lagging.step(r, c.commit(r, 0, 1, digest))
+    c.collect(1)
+    assert lagging.exec_height == 2
+
+
+def test_a_stalled_slot_re_sends_the_commit_its_early_checkpoint_stood_for() -> None:
+    c = Cluster(4)
+    core = c.cores[1]
+    d, _ = prepared_backup(c)
+    for _ in range(c.config.retransmit_interval):
+        core.tick()
+    (commit,) = drain(core).sent(Commit)
+    assert commit == c.commit(1, 0, 1, d)
 
 
 def test_commits_that_prove_nothing_new_are_dropped_unverified() -> None:
