@@ -138,6 +138,8 @@ def _watch(replica: Replica, events: list[tuple[str, ...]]) -> None:
         got = take()
         if got is not None:
             kind = "replacing" if got.persist_replaces else "ready"
+            if got.send_first:
+                kind = "sends first"  # a Raft leader's own entries (tested above)
             events.append((kind, str(len(got.committed)), str(len(got.messages))))
         return got
 
@@ -159,7 +161,7 @@ def _readies(events: list[tuple[str, ...]]) -> list[tuple[tuple[str, ...], list[
     """The events split per ``Ready``: its kind and counts, and what the driver did for it."""
     out: list[tuple[tuple[str, ...], list[str]]] = []
     for event in events:
-        if event[0] in ("ready", "replacing"):
+        if event[0] in ("ready", "replacing", "sends first"):
             out.append((event, []))
         elif out:
             out[-1][1].append(event[0])
@@ -186,7 +188,9 @@ async def test_votes_leave_before_the_ledger_write_and_a_compacted_log_after_it(
                 _watch(replica, watched[i])
             async with open_client(config) as client:
                 for i in range(40 if protocol != "raft" else 10):
-                    await client.submit(b"order %d" % i)
+                    await client.submit(b"order %d" % i)  # a block each: log compactions
+                # Many in flight: votes for later blocks meet commits of earlier ones.
+                await client.submit_many([b"many %d" % i for i in range(400)])
             nursery.cancel_scope.cancel()
     votes_first = compacted = 0
     for i, events in watched.items():
@@ -198,11 +202,16 @@ async def test_votes_leave_before_the_ledger_write_and_a_compacted_log_after_it(
                 if "send" in done:
                     assert done.index("replace") < done.index("send"), (i, done)
                 compacted += 1
-            elif messages != "0" and "send" in done:
+            elif kind == "ready" and messages != "0" and "send" in done:
                 assert done.index("send") < done.index("extend"), (i, done)
                 if "append" in done:
                     assert done.index("append") < done.index("send"), (i, done)
                 votes_first += 1
-    assert votes_first > 0  # the order was seen, not assumed
-    if protocol != "raft":  # Raft compacts its log only every few thousand records
+    # The order was seen, not assumed. (The driver is one for all protocols. A HotStuff vote
+    # commits a block two views back, a Raft follower's write its leader's earlier entries;
+    # a PBFT block commits on checkpoints that vote for nothing else, so whether its Ready
+    # also carries votes depends on timing. Raft compacts its log every few thousand records.)
+    if protocol != "pbft":
+        assert votes_first > 0
+    if protocol != "raft":
         assert compacted > 0
