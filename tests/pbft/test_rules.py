@@ -6,6 +6,8 @@ if the rule were removed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from bft.core.admission import UNSIGNED_UNDER_A_KEY
@@ -13,7 +15,7 @@ from bft.core.base import MAX_RELAY_PENDING
 from bft.core.errors import SafetyViolation
 from bft.core.messages import MAX_RELAY_BYTES, MAX_RELAY_TXS, Relay
 from bft.core.requests import Status
-from bft.pbft import PbftConfig
+from bft.pbft import PbftConfig, PbftCore
 from bft.pbft.messages import Checkpoint, Commit, NewView, Prepare, PrePrepare, ViewChange
 from bft.pbft.state import VoteRecord
 from crypto.codec import Record
@@ -1144,13 +1146,10 @@ def test_a_restarted_replica_announces_how_far_its_ledger_reaches() -> None:
     assert asks and asks[0].start == 2
 
 
-def test_re_sent_checkpoints_of_a_block_never_certified_do_not_keep_a_replica_behind() -> None:
-    """f+1 replicas signed a checkpoint for a block that never gathered a quorum (signed early,
-    at prepare, then the primary was cut off). Their ledgers show it uncertified; their re-sent
-    checkpoints must not make this replica "behind" again, which would keep its request timer
-    from ever suspecting the primary (a testbed soak stalled for two minutes so)."""
-    from bft.core.messages import BlockRequest, BlockResponse
-
+def checkpoints_of_an_unknown_block() -> tuple[Cluster, PbftCore, Callable[[int, int], Checkpoint]]:
+    """A cluster at height 1; replica 3 has had checkpoints from replicas 1 and 2 for a block
+    at height 2 it has never seen, and a retransmit interval has passed. Also a maker of such
+    checkpoints: ``checkpoint(replica, height)``."""
     c = Cluster(4)
     c.propose(request(1, 1))
     c.run()
@@ -1165,6 +1164,17 @@ def test_re_sent_checkpoints_of_a_block_never_certified_do_not_keep_a_replica_be
         core.step(p, checkpoint(p, 2))
     for _ in range(c.config.retransmit_interval + 1):
         core.tick()
+    return c, core, checkpoint
+
+
+def test_re_sent_checkpoints_of_a_block_never_certified_do_not_keep_a_replica_behind() -> None:
+    """f+1 replicas signed a checkpoint for a block that never gathered a quorum (signed early,
+    at prepare, then the primary was cut off). Their ledgers show it uncertified; their re-sent
+    checkpoints must not make this replica "behind" again, which would keep its request timer
+    from ever suspecting the primary (a testbed soak stalled for two minutes so)."""
+    from bft.core.messages import BlockRequest, BlockResponse
+
+    _, core, checkpoint = checkpoints_of_an_unknown_block()
     assert core.behind()
     (ask,) = [m for _, m in drain(core).messages if isinstance(m, BlockRequest)]
     assert ask.start == 2
@@ -1187,20 +1197,7 @@ def test_once_a_quorum_certifies_a_block_its_signers_claim_it_again() -> None:
     fetches it (seed 8491 of the random-fault simulation stalled so at height 19 of 21)."""
     from bft.core.messages import BlockRequest, BlockResponse
 
-    c = Cluster(4)
-    c.propose(request(1, 1))
-    c.run()
-    core = c.cores[3]
-
-    def checkpoint(replica: int, height: int) -> Checkpoint:
-        unsigned = Checkpoint(height=height, view=0, block_hash=b"\x11" * 32, signature=bytes(64))
-        signature = c.sign(replica, core.checkpoint_statement(unsigned))
-        return Checkpoint(height=height, view=0, block_hash=b"\x11" * 32, signature=signature)
-
-    for p in (1, 2):
-        core.step(p, checkpoint(p, 2))
-    for _ in range(c.config.retransmit_interval + 1):
-        core.tick()
+    c, core, checkpoint = checkpoints_of_an_unknown_block()
     drain(core)
     for p in (1, 2):
         core.step(p, BlockResponse(start=2, height=1, blocks=()))
