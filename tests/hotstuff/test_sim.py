@@ -79,12 +79,18 @@ def test_two_faulty_leaders_in_a_row() -> None:
 
 def test_equivocating_leader_twin() -> None:
     """Replica 0 has a twin: whenever it leads, two proposals for one view go out. At most one
-    gets a QC, honest replicas keep both as evidence, and every request commits once."""
-    sim = Simulation(SimConfig(spec=SPEC, n=4, seed=13, workload=SPREAD, twins=1))
-    r = ok(sim.run())
-    all_acked(r)
-    evidence = sum(n.core.status().extra["evidence"] for n in sim.nodes if n.identity != 0)
-    assert evidence > 0, r.describe()
+    gets a QC and every request commits once, in every run; honest replicas keep both
+    proposals as evidence when both reach one of them before it moves on, which the timing
+    of about one run in three allows: of eight seeds, some must show it."""
+    evidence = {}
+    for seed in range(13, 21):
+        sim = Simulation(SimConfig(spec=SPEC, n=4, seed=seed, workload=SPREAD, twins=1))
+        r = ok(sim.run())
+        all_acked(r)
+        evidence[seed] = sum(
+            n.core.status().extra["evidence"] for n in sim.nodes if n.identity != 0
+        )
+    assert any(evidence.values()), evidence
 
 
 def test_partition_without_quorum_heals() -> None:
