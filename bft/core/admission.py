@@ -100,7 +100,7 @@ def check_transactions(
                     refused.append((i, "invalid client signature"))
                     continue
                 verified.append(txid)
-        admitted.append(Request(raw, client, seq, signed))
+        admitted.append(Request(raw, client, seq, signed, (client, seq)))
     if cache is not None and verified:
         cache.add(verified)
     return admitted, refused
