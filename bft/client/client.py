@@ -11,13 +11,17 @@ it (the proposer of the newest certified block it verified; ``leader_first``), a
 clients do: the other replicas learn each request from the leader's proposal instead of
 admitting it twice. The frame says it went to that replica alone: a replica that no longer
 leads (the client has not yet seen a block of the new leader) relays it to the one that does.
-A request the leader has not answered after ``leader_timeout``, or that the leader alone
-refuses or places where another transaction is, goes to every replica at once, so a faulty
-leader cannot silently drop it: the backups' timers then run, and a new leader proposes it.
-Before the first verified block, with the leader not connected, and in
-HotStuff (whose leader changes every view), frames go to every connected replica; a replica
-whose connection comes up later (``open_client`` waits for a quorum only), or again, is then
-sent the unanswered requests it should hold. At most
+HotStuff's leader changes every view: there a replica's answer names the f+1 (at least three)
+replicas that lead its current view and the next ones (``Committed.leaders``), and the frame
+goes to those: one of the first proposes it, and they, not the block's answerers, answer it.
+At n = 10 that spares six replicas in ten the admission of each request, and the client six
+frames in ten.
+A request the leader (or those leaders) has not answered after ``leader_timeout``, or that it
+alone refuses or places where another transaction is, goes to every replica at once, so a
+faulty leader cannot silently drop it: the backups' timers then run, and a new leader proposes
+it. Before the first verified block and with the leaders not connected, frames go to every
+connected replica; a replica whose connection comes up later (``open_client`` waits for a
+quorum only), or again, is then sent the unanswered requests it should hold. At most
 ``max_inflight`` requests are outstanding, and a new one is numbered less than
 ``client_window`` above the oldest unfinished one (the replicas refuse as stale a request a
 window behind the client's newest committed one); more ``submit`` calls wait (backpressure, not
@@ -93,6 +97,7 @@ from .protocol import (
     StatusRequest,
     Submit,
     Subscribe,
+    leader_count,
 )
 
 
@@ -144,11 +149,12 @@ class ClientConfig:
     retry_after: float = 3.0
     leader_first: bool = True
     """In the modes with a stable leader (PBFT's primary, Raft's leader), send a new request to
-    the replica that proposed the newest block this client verified, as PBFT's clients do; the
-    others receive it when the leader's answer is not enough (a refusal, evidence that does not
-    verify), after ``leader_timeout``, or when it is not connected. Every other replica is then
-    spared the admission of each request. ``False``, before the first verified block, and in
-    HotStuff (whose leader changes every view): to every replica at once."""
+    the replica that proposed the newest block this client verified, as PBFT's clients do; in
+    HotStuff (whose leader changes every view), to the f+1 (at least three) leaders of the next
+    views that the newest answer names. The others receive it when that answer is not enough (a refusal,
+    evidence that does not verify), after ``leader_timeout``, or when none is connected. Every
+    other replica is then spared the admission of each request. ``False``, and before the
+    first verified block: to every replica at once."""
     leader_timeout: float = 1.0
     """How long a request sent to the leader alone waits for its receipt before it is sent to
     every replica (a leader that lost it, or that was replaced: the others then start their
@@ -214,7 +220,7 @@ class _Pending:
     last_sent: float = 0.0
     attempts: int = 0
     narrow: bool = False
-    """Sent to the leader alone (so far)."""
+    """Sent to the leader alone, or to the leaders of the next views (so far)."""
     votes: dict[tuple[int, int, bytes] | str, set[int]] = field(default_factory=dict)
     voted: dict[int, tuple[int, int, bytes] | str] = field(default_factory=dict)
     receipt: Receipt | None = None
@@ -306,6 +312,8 @@ class Client:
         self._rng = random.Random()
         self._leader: int | None = None
         self._leader_height = 0
+        self._next_leaders: tuple[int, ...] = ()
+        self._next_leaders_height = 0
         self._suspects: set[int] = set()
         """Replicas that sent evidence that did not verify: their reports count only when f+1
         replicas make the same one (so each costs the client at most one failed check)."""
@@ -409,6 +417,13 @@ class Client:
         conn.outbox.put(frames)
         return True
 
+    def _send_alone(self, targets: tuple[int, ...], frame: bytes) -> bool:
+        """Queue ``frame`` for each of ``targets``; whether any is connected."""
+        sent = False
+        for replica in targets:
+            sent = self._send(replica, [frame]) or sent
+        return sent
+
     def _broadcast(self, frames: Sequence[bytes]) -> int:
         """Queue ``frames`` for every connected replica; return how many."""
         return sum([self._send(replica, frames) for replica in self._conns])
@@ -432,22 +447,45 @@ class Client:
         broadcast while the leader was not connected (right after ``open_client``, which waits
         for a quorum only, or while it reconnected) reaches it only at ``retry_after``: Raft's
         followers relay only what a client sent to them alone. The replicas deduplicate."""
-        leader = self._leader_target()
+        targeted = replica in self._targets()
         due = [
             p
             for p in self._pending.values()
-            if p.last_sent and not p.finished and (not p.narrow or replica == leader)
+            if p.last_sent and not p.finished and (not p.narrow or targeted)
         ]
         if due:
             self._send(replica, self._submit_frames(due))
         self.stats["caught_up"] += len(due)
 
-    def _leader_target(self) -> int | None:
-        """The replica new requests go to alone, or ``None``: to every replica."""
+    def _targets(self) -> tuple[int, ...]:
+        """The replicas new requests go to alone, or none: to every replica. The leader, in
+        the modes with a stable leader; in HotStuff the f+1 leaders of the next views (as the
+        newest answer named them), but none if one of them is suspect."""
+        if not self.config.leader_first:
+            return ()
+        if self._next_leaders:
+            if self._suspects.isdisjoint(self._next_leaders):
+                return self._next_leaders
+            return ()
         leader = self._leader
-        if leader is None or leader in self._suspects or not self.config.leader_first:
-            return None
-        return leader
+        if leader is None or leader in self._suspects:
+            return ()
+        return (leader,)
+
+    def _take_leaders(self, height: int, leaders: tuple[int, ...]) -> None:
+        """Where an answer for a block at ``height`` says new requests should go (HotStuff). A
+        hint, not a proof: kept from the answer about the newest block, and only when it names
+        :func:`~bft.client.protocol.leader_count` distinct replicas of the committee (f+1 at
+        least, so one of them is honest; a wrong one costs a request ``leader_timeout`` at
+        most)."""
+        if height < self._next_leaders_height:
+            return
+        committee = self.committee
+        want = leader_count(committee)
+        if len(leaders) != want or len(set(leaders)) != want or max(leaders) >= committee.n:
+            self.stats["leader_hints_ignored"] += 1
+            return
+        self._next_leaders, self._next_leaders_height = leaders, height
 
     def _widen(self, pendings: Sequence[_Pending]) -> None:
         """Send requests that only the leader has to every replica, now."""
@@ -640,8 +678,8 @@ class Client:
             for pending in batch:
                 pending.first_sent = pending.last_sent = now
             txs = tuple(p.raw for p in batch)
-            leader = self._leader_target()
-            if leader is not None and self._send(leader, [Submit(txs=txs, alone=True).encode()]):
+            targets = self._targets()
+            if targets and self._send_alone(targets, Submit(txs=txs, alone=True).encode()):
                 for pending in batch:
                     pending.narrow = True
                 self.stats["batches_to_leader"] += 1
@@ -824,6 +862,8 @@ class Client:
             settled += 1
         if settled:
             self.stats["committed"] += settled
+        if message.leaders and evidence_ok and trusted and header.protocol not in STABLE_LEADER:
+            self._take_leaders(height, message.leaders)
         self._widen(widen)
 
     def _suspect(self, replica: int) -> None:

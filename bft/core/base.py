@@ -173,6 +173,10 @@ class CoreBase:
             return True
         return False
 
+    def next_leaders(self, count: int) -> tuple[int, ...]:
+        """See :meth:`bft.core.interface.Core.next_leaders`: none by default."""
+        return ()
+
     # -- relaying client requests to the leader (protocols with a stable leader)
 
     def relay_target(self) -> int | None:

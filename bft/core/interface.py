@@ -128,6 +128,12 @@ class Core(Protocol):
 
     def status(self) -> CoreStatus: ...
 
+    def next_leaders(self, count: int) -> tuple[int, ...]:
+        """Where clients should send new requests, as this replica sees it: up to ``count``
+        distinct replicas that lead its current view and the next ones, the earliest first.
+        Empty where the leader stays until it fails: clients learn it from the blocks it
+        proposes, which prove it."""
+
     def transactions_to_verify(self, message: Record) -> Sequence[bytes]:
         """Client transactions carried by ``message`` whose signatures the core will check; a
         runtime may verify them off the event loop first (and seed the core's cache)."""

@@ -365,8 +365,25 @@ class HotStuffCore(CoreBase):
         handler(self, sender, message)
         self.after_input()
 
+    def next_leaders(self, count: int) -> tuple[int, ...]:
+        """The leaders of this replica's current view and the views after it, ``count``
+        distinct ones (fewer only in a committee that small). A replica that voted is already
+        in the next view, so the first is the one whose proposal comes next. A client sends a
+        new request to these: one of the first leaders proposes it, and with f+1 of them one
+        is honest. Views are looked up ``n`` past the current one at most."""
+        leaders: list[int] = []
+        view = self.view
+        for v in range(view, view + self.n):
+            leader = self.leader(v)
+            if leader not in leaders:
+                leaders.append(leader)
+                if len(leaders) >= count:
+                    break
+        return tuple(leaders)
+
     def propose(self, request: Request, *, alone: bool = False) -> str:
-        # ``alone`` does not matter here: the leader changes every view, clients send to all.
+        # ``alone`` does not matter here: the leader changes every view, and a client sends a
+        # request to the leaders of the next views (``next_leaders``), one of which proposes it.
         if self.answer_if_known(request, self.clients, self.ledger_height):
             return ""
         if request.id in self.mempool:

@@ -54,6 +54,7 @@ from bft.client.protocol import (
     StatusRequest,
     Submit,
     Subscribe,
+    leader_count,
 )
 from bft.core.admission import AdmissionPolicy, VerifiedCache
 from bft.core.errors import LocalMisuse
@@ -104,8 +105,10 @@ latest. A request arrives on several when a client reconnects, or when anyone el
 same bytes (a faulty replica can: it sees every transaction); the reply must not go to the last
 submitter alone, or submitting a copy would take another client's replies."""
 PEER_CONNECTIONS = 2  # connections from one peer read at once; a newer one closes the oldest
-Route = tuple[tuple[int, ...], float]
-"""Where a request's reply goes: client connection numbers, and when it was last admitted."""
+Route = tuple[tuple[int, ...], float, bool]
+"""Where a request's reply goes: client connection numbers, when it was last admitted, and
+whether a client sent it to a few replicas, this one among them (``Submit.alone``): this
+replica then answers it whoever proposed its block."""
 ROUTE_TTL_S = 600.0  # a request not answered this long after admission is no longer routed
 SESSION_QUEUE = 4096
 SESSION_QUEUE_BYTES = 32 << 20
@@ -909,7 +912,7 @@ class Replica:
         if not admitted:
             return
         routes = self._routes
-        route = ((session.number,), time.monotonic())
+        route = ((session.number,), time.monotonic(), message.alone)
         for request in admitted:
             rid = request.id
             earlier = routes.get(rid)
@@ -933,6 +936,7 @@ class Replica:
             return  # nobody to answer here (a PBFT backup: clients send to the primary)
         by_height: dict[int, Block] = {b.height: b for b in ready.committed}
         grouped: dict[tuple[int, int], list[Reply]] = defaultdict(list)
+        targeted: set[tuple[int, int]] = set()  # groups with a request sent to a few replicas
         refusals: dict[int, list[Refusal]] = defaultdict(list)
         latency = self.metrics.commit_latency if self.metrics is not None else None
         now = time.monotonic()
@@ -941,7 +945,7 @@ class Replica:
             route = self._routes.pop((reply.client, reply.seq), None)
             if route is None:
                 continue
-            numbers, admitted_at = route
+            numbers, admitted_at, alone = route
             if latency is not None:
                 latency.observe(now - admitted_at)
             if (numbers[0], reply.height) not in grouped:
@@ -955,13 +959,20 @@ class Replica:
                     )
                 else:
                     grouped[(number, reply.height)].append(reply)
+                    if alone:
+                        targeted.add((number, reply.height))
         for number, items in refusals.items():
             self.sessions[number].send(Refused(items=tuple(items)))
         trees: dict[int, MerkleTree] = {}
         answering = self._answering()
+        leaders = self.core.next_leaders(leader_count(self.committee))
         for (number, height), replies in grouped.items():
             block = by_height.get(height)
-            if block is not None and not answering(block.header.proposer):
+            if (
+                block is not None
+                and not answering(block.header.proposer)
+                and (number, height) not in targeted
+            ):
                 self.stats["answers_left_to_others"] += len(replies)
                 continue
             if block is None:
@@ -972,21 +983,23 @@ class Replica:
                 except trio.WouldBlock:
                     self.stats["settled_answers_dropped"] += len(replies)
                 continue
-            self._answer(number, block, replies, trees)
+            self._answer(number, block, replies, trees, leaders)
 
     def _answering(self) -> Callable[[int], bool]:
         """Whether this replica answers the clients of a block just committed, by its proposer.
 
-        In HotStuff every client sends every request to every replica, and each would answer
-        it: n Committed frames per block and client where one that verifies settles it. The
-        block's proposer and the f replicas after it answer (f+1 of them, so at least one
-        honest); the others leave it to them, sparing their CPU and the client's (at n = 4,
-        half the frames; at n = 10, six in ten). A request answered from the ledger (a retry
-        of one settled earlier) is answered by every replica that has it: a client that heard
-        from none of the f+1 (the ones it reaches are faulty) has its answer when it re-sends
-        the request after ``retry_after``. Measured (4 pairs, window 1,000): n = 4 13,450 ->
-        13,969 tx/s, load process 31 -> 29.5 us per transaction; n = 10 within noise, load
-        process 52 -> 46 us."""
+        In HotStuff a client sends a request to every replica until it knows the leaders of
+        the next views, and each would answer it: n Committed frames per block and client where
+        one that verifies settles it. The block's proposer and the f replicas after it answer
+        (f+1 of them, so at least one honest); the others leave it to them, sparing their CPU
+        and the client's (at n = 4, half the frames; at n = 10, six in ten). A request the
+        client sent to f+1 replicas only (``Submit.alone``: the leaders of the next views) is
+        answered by those that received it, whoever proposed it. A request answered from the
+        ledger (a retry of one settled earlier) is answered by every replica that has it: a
+        client that heard from none of the f+1 (the ones it reaches are faulty) has its answer
+        when it re-sends the request after ``retry_after``. Measured (4 pairs, window 1,000,
+        every request to every replica): n = 4 13,450 -> 13,969 tx/s, load process 31 -> 29.5
+        us per transaction; n = 10 within noise, load process 52 -> 46 us."""
         core = self.core
         if core.protocol != "hotstuff":
             return lambda proposer: True
@@ -999,8 +1012,10 @@ class Replica:
         block: Block,
         replies: Sequence[Reply],
         trees: dict[int, MerkleTree],
+        leaders: tuple[int, ...] = (),
     ) -> None:
-        """Send client session ``number`` one ``Committed`` frame for ``replies`` in ``block``."""
+        """Send client session ``number`` one ``Committed`` frame for ``replies`` in ``block``
+        (with ``leaders``, where the client should send its next requests)."""
         session = self.sessions.get(number)
         if session is None:
             return
@@ -1025,6 +1040,7 @@ class Replica:
                 indexes=tuple(r.position for r in replies),
                 paths=paths,
                 leaves=leaves,
+                leaders=leaders,
             )
         )
 
@@ -1035,7 +1051,9 @@ class Replica:
             if store is None or height > store.height or number not in self.sessions:
                 continue
             block = await self._disk_run(store.get, height)
-            self._answer(number, block, replies, {})
+            self._answer(
+                number, block, replies, {}, self.core.next_leaders(leader_count(self.committee))
+            )
 
     def _feed_subscribers(self, blocks: Sequence[Block]) -> None:
         for session in self.sessions.values():
@@ -1398,13 +1416,13 @@ def _spoil_signature(message: Record) -> Record:
 
 def merge_routes(earlier: Route, new: Route) -> Route:
     """Where a request's reply goes once it is admitted again from ``new``'s connection: the
-    connections it came from (the first kept, the newest added, ``ROUTE_FANOUT`` at most), and
-    the newest admission time."""
-    (number,), at = new
+    connections it came from (the first kept, the newest added, ``ROUTE_FANOUT`` at most), the
+    newest admission time, and whether any client sent it to a few replicas only."""
+    (number,), at, alone = new
     numbers = earlier[0]
     if number not in numbers:
         numbers = numbers[: ROUTE_FANOUT - 1] + (number,)
-    return numbers, at
+    return numbers, at, alone or earlier[2]
 
 
 def _read_some_blocks(store: LedgerStore, start: int) -> list[Block]:

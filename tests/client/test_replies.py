@@ -254,32 +254,84 @@ def test_what_one_replica_says_against_a_request_sends_it_to_every_replica() -> 
 def test_new_requests_go_to_the_leader_of_the_newest_verified_block() -> None:
     """PBFT and Raft: the proposer of the newest certified block the client verified. Not a
     replica that sent evidence that did not verify, not with ``leader_first`` off, not in
-    HotStuff (its leader changes every view)."""
+    HotStuff (its leader changes every view: see the next test)."""
     raw = BLOCK.txs[7]
     seq = Transaction.decode(raw).seq
     client = client_with(seq, raw)
-    assert client._leader_target() is None, "no block verified yet: every replica"
+    assert client._targets() == (), "no block verified yet: every replica"
     client._on_committed(2, committed(7, leaves=False))
     assert client._pending[seq].receipt is not None
-    assert client._leader_target() == BLOCK.header.proposer
+    assert client._targets() == (BLOCK.header.proposer,)
     client._suspects.add(BLOCK.header.proposer)
-    assert client._leader_target() is None
+    assert client._targets() == ()
     client._suspects.clear()
     client.config.leader_first = False
-    assert client._leader_target() is None
+    assert client._targets() == ()
 
     client.config.leader_first = True
     first = BLOCK.header.proposer
     other = dataclasses.replace(BLOCK.header, tx_count=0, proposer=(first + 1) % 4)
     assert client._block_ok(other, other.hash(), certify(other))
-    assert client._leader_target() == first, "a block no newer than the newest moves nothing"
+    assert client._targets() == (first,), "a block no newer than the newest moves nothing"
     newer = dataclasses.replace(other, height=BLOCK.header.height + 1)
     assert client._block_ok(newer, newer.hash(), certify(newer))
-    assert client._leader_target() == newer.proposer, "a view change: the new primary's block"
+    assert client._targets() == (newer.proposer,), "a view change: the new primary's block"
 
     rotating = dataclasses.replace(
         BLOCK.header, height=BLOCK.header.height + 1, protocol="hotstuff"
     )
     hotstuff = client_with(seq, raw)
     assert hotstuff._block_ok(rotating, rotating.hash(), certify(rotating))
-    assert hotstuff._leader_target() is None
+    assert hotstuff._targets() == ()
+
+
+def test_hotstuff_requests_go_to_the_leaders_the_newest_verified_answer_names() -> None:
+    """HotStuff: where an answer says the next views' leaders are (f+1, at least three distinct
+    replicas of the committee), from a replica whose evidence verified, about the newest block
+    so far. A hint of another size, with repeats or unknown replicas, about an older block, in
+    an answer that does not verify, or naming a suspect, moves nothing."""
+    chain = build_chain(3, txs_per_block=12, protocol="hotstuff")
+    client = client_with(0, chain[0].txs[0])
+    client.config.protocol = "hotstuff"
+
+    def answer(block_index: int, leaders: tuple[int, ...], *, forge: bool = False):  # type: ignore[no-untyped-def]
+        """An answer for this client's request in the block, pending again each time."""
+        block = chain[block_index]
+        index = next(
+            i
+            for i, raw in enumerate(block.txs)
+            if Transaction.decode(raw).client == client.client_id
+        )
+        tree = MerkleTree(block.txs)
+        tx = Transaction.decode(block.txs[index])
+        client._pending[tx.seq] = _Pending(tx.seq, block.txs[index], trio.Event(), float("inf"))
+        certificate = certify(block.header, signers=(0, 1)) if forge else block.certificate
+        return Committed(
+            header=block.header,
+            certificate=certificate,
+            clients=(tx.client,),
+            seqs=(tx.seq,),
+            indexes=(index,),
+            paths=(),
+            leaves=b"".join(tree.levels[0]),
+            leaders=leaders,
+        )
+
+    assert client._targets() == (), "no answer yet: every replica"
+    client._on_committed(0, answer(1, (1, 2, 3)))
+    assert client._targets() == (1, 2, 3)
+    for bad in ((2, 3), (2, 3, 0, 1), (2, 2, 3), (2, 3, 4)):
+        client._on_committed(0, answer(1, bad))
+        assert client._targets() == (1, 2, 3), bad
+    assert client.stats["leader_hints_ignored"] == 4
+    client._on_committed(0, answer(0, (3, 0, 1)))
+    assert client._targets() == (1, 2, 3), "an answer about an older block"
+    client._on_committed(0, answer(2, (3, 0, 1), forge=True))
+    assert client._targets() == (1, 2, 3), "evidence that does not verify"
+    assert client._suspects == {0}
+    client._on_committed(2, answer(2, (2, 3, 0)))
+    assert client._targets() == (), "a suspect among them: every replica"
+    client._suspects.clear()
+    assert client._targets() == (2, 3, 0)
+    client.config.leader_first = False
+    assert client._targets() == ()

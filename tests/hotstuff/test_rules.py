@@ -46,6 +46,7 @@ from .chain import (
     block_on,
     driver,
     leader,
+    make_core,
     propose,
     qc_of,
     tc_of,
@@ -859,3 +860,18 @@ def test_a_fixed_retransmit_interval_when_both_bounds_agree() -> None:
     assert _ticks_until_vote_resent(d) == 4
     with pytest.raises(ValueError, match="max_retransmit_interval"):
         HotStuffConfig(retransmit_interval=5, max_retransmit_interval=4)
+
+
+def test_next_leaders_are_those_of_the_current_view_and_the_views_after() -> None:
+    """Where a replica tells clients to send new requests: distinct leaders from its current
+    view on (a replica that voted is in the next view already), as many as asked for, and no
+    more than the schedule has within n views."""
+    core = make_core(1, config=HotStuffConfig())  # round robin: view v is led by v mod n
+    assert core.view == 1
+    assert core.next_leaders(3) == (1, 2, 3)
+    assert core.next_leaders(4) == (1, 2, 3, 0)
+    core.view = 6
+    assert core.next_leaders(2) == (2, 3)
+    scheduled = make_core(1)  # LEADERS: view v is led by v mod 3, so replica 3 never leads
+    assert scheduled.next_leaders(3) == (1, 2, 0)
+    assert scheduled.next_leaders(4) == (1, 2, 0)

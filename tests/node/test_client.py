@@ -304,33 +304,50 @@ async def test_a_replica_lying_to_clients_does_not_keep_them_from_their_receipts
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("targeted", [False, True])
 async def test_a_hotstuff_block_is_answered_by_its_proposer_and_the_f_after_it(
-    tmp_path: Path,
+    tmp_path: Path, targeted: bool
 ) -> None:
-    """Every HotStuff replica gets every request; the f+1 replicas from a block's proposer on
-    answer its clients (one of them honest), the others do not."""
+    """A HotStuff request sent to every replica is answered by the f+1 replicas from its block's
+    proposer on (one of them honest), not by the others. One sent to the leaders an answer
+    named (``targeted``) is answered by the replicas it was sent to."""
     init_cluster(tmp_path, protocol="hotstuff", n=4)
-    config = ClientConfig.from_cluster(tmp_path)
+    config = ClientConfig.from_cluster(tmp_path, leader_first=targeted)
     answers: list[tuple[int, int, int]] = []  # (replica, block proposer, height)
+    sent_to: list[tuple[int, ...]] = []
     with trio.fail_after(60):
         async with running(tmp_path) as nodes, open_client(config) as client:
-            on_committed = client._on_committed
+            on_committed, send_alone = client._on_committed, client._send_alone
 
             def watched(replica: int, message: Any) -> None:
                 answers.append((replica, message.header.proposer, message.header.height))
                 on_committed(replica, message)
 
+            def targets_noted(targets: tuple[int, ...], frame: bytes) -> bool:
+                sent_to.append(targets)
+                return send_alone(targets, frame)
+
             client._on_committed = watched  # type: ignore[method-assign]
+            client._send_alone = targets_noted  # type: ignore[method-assign]
             for start in range(0, 120, 12):  # in rounds: blocks of several views
                 results = await client.submit_many([b"hs %d" % i for i in range(start, start + 12)])
                 assert all(isinstance(r, Receipt) for r in results)
             left = sum(r.stats["answers_left_to_others"] for r in nodes.replicas.values())
-    assert all((replica - proposer) % 4 <= 1 for replica, proposer, _ in answers), answers
+            assert client.stats["widened"] == 0 and client.stats["retries"] == 0
     by_height: dict[int, set[int]] = {}
     for replica, _, height in answers:
         by_height.setdefault(height, set()).add(replica)
-    assert max(len(replicas) for replicas in by_height.values()) == 2  # f+1 answer
-    assert left > 0
+    if not targeted:
+        assert not sent_to
+        assert all((replica - proposer) % 4 <= 1 for replica, proposer, _ in answers), answers
+        assert max(len(replicas) for replicas in by_height.values()) == 2  # f+1 answer
+        assert left > 0
+    else:
+        assert len(sent_to) >= 9  # every round but the first (no answer named leaders yet)
+        first = min(by_height)
+        for height, replicas in by_height.items():
+            if height != first:
+                assert any(replicas <= set(targets) for targets in sent_to), (height, replicas)
 
 
 async def test_a_copy_of_a_request_does_not_take_its_replies(tmp_path: Path) -> None:
@@ -460,7 +477,8 @@ async def test_requests_go_to_the_leader_alone_once_the_client_knows_it(
 ) -> None:
     """PBFT and Raft: once a block names the leader, the other replicas receive no request from
     the client (they learn each from the leader's proposal), and every receipt still verifies.
-    HotStuff's leader changes every view: every replica receives every request."""
+    HotStuff's leader changes every view: once an answer names the leaders of the next views
+    (three of four), each request goes to those, and they answer it."""
     init_cluster(tmp_path, protocol=protocol, n=3 if protocol == "raft" else 4)
     config = ClientConfig.from_cluster(tmp_path, timeout=30)
     with trio.fail_after(90):
@@ -478,8 +496,10 @@ async def test_requests_go_to_the_leader_alone_once_the_client_knows_it(
                 i: r.stats["client_txs_received"] - received[i] for i, r in nodes.replicas.items()
             }
             if protocol == "hotstuff":
-                assert all(count >= 200 for count in more.values()), more
-                assert client.stats["batches_to_leader"] == 0
+                assert sum(more.values()) == 200 * 3, more  # f+1, but at least three
+                assert client.stats["batches_to_leader"] >= 4
+                assert client.stats["widened"] == 0 and client.stats["retries"] == 0
+                assert len(client._next_leaders) == 3
             else:
                 leader = client._leader
                 assert leader is not None and more[leader] == 200, (leader, more)
@@ -526,6 +546,28 @@ async def test_a_leader_that_fails_is_left_before_the_retry(tmp_path: Path, faul
             assert client._leader not in (None, 0)
             after = await client.submit(b"after")
             assert after.header.proposer == client._leader
+
+
+async def test_hotstuff_requests_commit_with_a_silent_leader_among_those_named(
+    tmp_path: Path,
+) -> None:
+    """One of the leaders an answer names falls silent (it keeps its client connections but
+    sends nothing to its peers). The others it was named with hold every request and propose
+    it when they lead: all commit, without ``retry_after`` (which outlasts the test) and
+    without being sent to the others at ``leader_timeout``."""
+    init_cluster(tmp_path, protocol="hotstuff", n=4)
+    config = ClientConfig.from_cluster(tmp_path, timeout=40, retry_after=60)
+    with trio.fail_after(90):
+        async with running(tmp_path) as nodes, open_client(config) as client:
+            await client.submit_many([b"before %d" % i for i in range(10)])
+            await client.submit(b"names the leaders")
+            assert len(client._next_leaders) == 3
+            silent = client._next_leaders[0]
+            nodes.replicas[silent].byzantine = "silent"
+            receipts = await client.submit_many([b"during %d" % i for i in range(40)])
+            assert all(isinstance(r, Receipt) for r in receipts), receipts[:3]
+            assert client.stats["retries"] == 0 and client.stats["widened"] == 0
+            assert silent not in {r.header.proposer for r in receipts}  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("protocol", ["pbft", "raft"])

@@ -297,7 +297,7 @@ async def test_reply_routes_are_forgotten_when_answered_or_old(
                 await trio.sleep(0.05)
             # A route left unanswered is dropped at the next admission once it is too old.
             replica = nodes.replicas[1]
-            replica._routes[(b"nobody", 1)] = ((0,), -1e9)
+            replica._routes[(b"nobody", 1)] = ((0,), -1e9, False)
             monkeypatch.setattr(replica_module, "ROUTE_TTL_S", 60.0)
             async with open_client(ClientConfig.from_cluster(tmp_path)) as client:
                 await client.submit_many([b"after"])
@@ -309,14 +309,14 @@ def test_a_reply_goes_to_the_first_and_the_latest_connections_of_a_request() -> 
     copy) is answered on the first, and on the latest, up to ROUTE_FANOUT of them."""
     from bft.node.replica import ROUTE_FANOUT, merge_routes
 
-    route = ((1,), 0.0)
-    route = merge_routes(route, ((1,), 1.0))
-    assert route == ((1,), 1.0)
+    route = ((1,), 0.0, False)
+    route = merge_routes(route, ((1,), 1.0, False))
+    assert route == ((1,), 1.0, False)
     for number in range(2, 10):
-        route = merge_routes(route, ((number,), float(number)))
+        route = merge_routes(route, ((number,), float(number), number == 5))
         assert route[0][0] == 1 and route[0][-1] == number and len(route[0]) <= ROUTE_FANOUT
-    assert route == ((1, 2, 3, 9), 9.0)
-    assert merge_routes(route, ((2,), 10.0)) == ((1, 2, 3, 9), 10.0)
+    assert route == ((1, 2, 3, 9), 9.0, True)  # sent to this replica alone once: it answers
+    assert merge_routes(route, ((2,), 10.0, False)) == ((1, 2, 3, 9), 10.0, True)
 
 
 def test_garbage_collector_pauses_are_measured_per_generation() -> None:
