@@ -151,10 +151,10 @@ class ClientConfig:
     """In the modes with a stable leader (PBFT's primary, Raft's leader), send a new request to
     the replica that proposed the newest block this client verified, as PBFT's clients do; in
     HotStuff (whose leader changes every view), to the f+1 (at least three) leaders of the next
-    views that the newest answer names. The others receive it when that answer is not enough (a refusal,
-    evidence that does not verify), after ``leader_timeout``, or when none is connected. Every
-    other replica is then spared the admission of each request. ``False``, and before the
-    first verified block: to every replica at once."""
+    views that the newest answer names. The others receive it when that answer is not enough
+    (a refusal, evidence that does not verify), after ``leader_timeout``, or when none is
+    connected. Every other replica is then spared the admission of each request. ``False``,
+    and before the first verified block: to every replica at once."""
     leader_timeout: float = 1.0
     """How long a request sent to the leader alone waits for its receipt before it is sent to
     every replica (a leader that lost it, or that was replaced: the others then start their
