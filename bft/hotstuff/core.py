@@ -55,8 +55,11 @@ timeouts move views, never safety.
 Sync. A block whose parent is unknown waits while the parent is fetched (``FetchBlocks``) from
 peers, and is accepted only if it extends its verified justify QC. Committed blocks are fetched
 from peers' ledgers with the shared ``BlockRequest`` when gossip (``Status``) shows the replica
-behind, and accepted only with a valid certificate. A restarted replica starts from its ledger and
-its durable log (safety state and the blocks it voted for), then catches up from peers.
+behind, and accepted only with a valid certificate. The status goes to every peer each
+``status_interval`` ticks while the replica is not committing, or has recently timed out; an
+idle replica with nothing new sends it ever less often (``gossip_status``). A restarted replica
+starts from its ledger and its durable log (safety state and the blocks it voted for), then
+catches up from peers.
 
 Retransmission. Links drop and duplicate; until its block is certified, a replica re-sends what
 the others may need: the leader its proposal, a voter its vote, a replica that timed out its
@@ -114,6 +117,8 @@ COMMIT_WINDOW = 256
 VIEW_WINDOW = 1_000
 """Votes and timeouts are kept for views up to this far above the current one."""
 VERIFIED_CACHE = 1_024
+STATUS_BACKOFF = 16
+"""An idle replica with nothing new gossips its status at least once in this many intervals."""
 VIEW_TICKS_WEIGHT = 0.125
 """Weight of the newest view in the moving average of view lengths (``retransmit_gap``)."""
 
@@ -211,6 +216,12 @@ class HotStuffCore(CoreBase):
         self.claims: dict[int, int] = {}
         self.ledger_fetch: tuple[int, int] | None = None
         self.last_status_to: dict[int, int] = {}
+        # Status gossip: the tick it was last due, the gap to the next, what it said last.
+        self.status_at = -(self.replica % cfg.status_interval)
+        self.status_gap = cfg.status_interval
+        self.status_said: tuple[int, int, int, int] | None = None
+        self.statuses_sent = 0
+        self.timeout_at = -(10**9)  # the last tick this replica timed out or a TC moved it
 
         self.evidence: deque[tuple[Record, Record]] = deque(maxlen=cfg.evidence_kept)
         self.evidence_total = 0
@@ -405,13 +416,13 @@ class HotStuffCore(CoreBase):
     def tick(self) -> None:
         self.now += 1
         cfg = self.cfg
-        if not self.pending_work():
+        pending = self.pending_work()
+        if not pending:
             self.view_deadline = max(self.view_deadline, self.now + self.view_timeout())
         elif self.now >= self.view_deadline:
             self.local_timeout()
         self.retransmit()
-        if (self.now + self.replica) % cfg.status_interval == 0:
-            self.broadcast(self.status_message())
+        self.gossip_status(pending)
         if self.asked and self.now % cfg.fetch_timeout == 0:
             self.asked = {h: t for h, t in self.asked.items() if self.now - t < cfg.fetch_timeout}
         self.retry_fetches()
@@ -486,6 +497,7 @@ class HotStuffCore(CoreBase):
             return
         if by == "tc":
             self.consecutive_timeouts += 1
+            self.timeout_at = self.now
         elif by == "qc":
             self.consecutive_timeouts = 0
         if by != "tc" and view == self.view + 1:
@@ -1080,6 +1092,7 @@ class HotStuffCore(CoreBase):
             self.broadcast(self.refreshed_timeout())
             return
         timeout = self.make_timeout(view)
+        self.timeout_at = self.now
         self.my_timeout = timeout
         self.timeouts_sent += 1
         self.broadcast(timeout)
@@ -1206,6 +1219,43 @@ class HotStuffCore(CoreBase):
         self.send(peer, self.status_message())
 
     # ================================================================ sync
+
+    def gossip_status(self, pending: bool) -> None:
+        """The periodic status to every peer (anti-entropy: what a replica that missed messages,
+        restarted or was cut off needs to find out it is behind, and its peers that it is).
+
+        Every ``status_interval`` ticks, except:
+
+        * while blocks commit (one did within the interval, and no view timed out here within
+          two) it is not sent: proposals and votes carry the views and certificates, and a
+          replica left behind stops committing, so its own status goes out and its peers answer
+          it (``help_behind``). Views that time out keep it: with a silent leader in four,
+          eight seeded runs without it took 40-100 % more views and about twice the timeouts;
+        * an idle replica (no pending work) whose status has not changed since it last sent it
+          sends it half as often each time, down to one in :data:`STATUS_BACKOFF` intervals; any
+          change, or work arriving, brings the interval back.
+
+        All-to-all every 200 ms, it cost a 10-replica testbed ~6 % of its CPU under load and
+        half of what it burnt idle."""
+        base = self.cfg.status_interval
+        high_tc = self.high_tc
+        said = (self.ledger_height, self.view, self.high_qc.view, high_tc.view if high_tc else 0)
+        if pending or said != self.status_said:
+            self.status_gap = base
+        if self.now - self.status_at < self.status_gap:
+            return
+        self.status_at = self.now
+        if (
+            self.last_emit
+            and self.now - self.last_emit < base
+            and self.now - self.timeout_at > 2 * base
+        ):
+            return
+        self.broadcast(self.status_message())
+        self.statuses_sent += 1
+        if said == self.status_said and not pending:
+            self.status_gap = min(2 * self.status_gap, STATUS_BACKOFF * base)
+        self.status_said = said
 
     def status_message(self) -> StatusMessage:
         return StatusMessage(
@@ -1416,6 +1466,7 @@ class HotStuffCore(CoreBase):
                 "evidence": self.evidence_total,
                 "late_votes": self.late_votes,
                 "early_commit_votes": self.early_commit_votes,
+                "statuses_sent": self.statuses_sent,
                 "duplicates": self.duplicates,
                 "rejected": self.rejections.total,
             },

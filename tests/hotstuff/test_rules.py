@@ -7,6 +7,7 @@ commit votes, vote deduplication, equivocation evidence, and no second vote afte
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 
@@ -22,6 +23,7 @@ from bft.hotstuff import (
     CommitVotes,
     FetchBlocks,
     FetchedBlocks,
+    HotStuffBlock,
     HotStuffConfig,
     Proposal,
     SafetyState,
@@ -29,6 +31,7 @@ from bft.hotstuff import (
     Timeout,
     Vote,
 )
+from bft.hotstuff.core import STATUS_BACKOFF
 from crypto import Committee, Domain, QuorumCertificate
 from crypto.codec import CodecError
 from ledger import Block, verify_block
@@ -875,3 +878,81 @@ def test_next_leaders_are_those_of_the_current_view_and_the_views_after() -> Non
     scheduled = make_core(1)  # LEADERS: view v is led by v mod 3, so replica 3 never leads
     assert scheduled.next_leaders(3) == (1, 2, 0)
     assert scheduled.next_leaders(4) == (1, 2, 0)
+
+
+def _ticks_with_status(
+    d: Driver, ticks: int, each_tick: Callable[[int], None] | None = None
+) -> list[int]:
+    """Tick ``d`` ``ticks`` times; the ticks at which it broadcast its status."""
+    sent = []
+    for _ in range(ticks):
+        d.core.tick()
+        d.pump()
+        if each_tick is not None:
+            each_tick(d.core.now)
+        if d.sent(Status):
+            sent.append(d.core.now)
+        d.clear()
+    return sent
+
+
+def test_an_idle_replica_gossips_an_unchanged_status_ever_less_often() -> None:
+    """Idle and unchanged: the interval doubles after each status, up to STATUS_BACKOFF times
+    the configured one; anything new brings it back at once."""
+    d = driver()
+    base = CONFIG.status_interval
+    sent = _ticks_with_status(d, 1_000)
+    assert sent[0] <= base
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert gaps == [base, 2 * base, 4 * base, 8 * base, 16 * base, 16 * base]
+    assert STATUS_BACKOFF == 16
+    # A peer's status with a higher QC moves this replica to a later view: its own status
+    # goes at the next tick (an interval has passed since the last), not at the long gap's end.
+    d.step(0, Status(height=0, view=3, high_qc=QC2, high_tc=None))
+    assert d.core.view == 3
+    now = d.core.now
+    assert sent[-1] + base < now < sent[-1] + 16 * base
+    assert _ticks_with_status(d, 1) == [now + 1]
+    # Work waiting (a request) keeps the interval at its base however long nothing changes.
+    d.core.propose(Request.from_raw(tx(7)))
+    d.pump()
+    sent = _ticks_with_status(d, 8 * base)
+    assert [b - a for a, b in itertools.pairwise(sent)] == [base] * (len(sent) - 1)
+    assert len(sent) >= 7
+
+
+def test_a_replica_whose_blocks_commit_sends_no_periodic_status() -> None:
+    """While blocks reach the ledger every view, proposals and votes say what a status would;
+    once commits stop (or a view times out) the status goes out again."""
+    d = driver()
+    base = CONFIG.status_interval
+    blocks: dict[int, HotStuffBlock] = {}
+    justify = GENESIS
+    for view in range(1, 41):
+        sent = _ticks_with_status(d, 4)
+        assert not sent or view <= 6, (view, sent)  # only before the first commit
+        block = block_on(justify, view, txs=[tx(view)])
+        blocks[block.height] = block
+        d.step(leader(view), propose(block))
+        justify = qc_of(block)
+        for height in sorted(d.core.own_commits):
+            if height > d.core.ledger_height:
+                d.step(0, certificate_for(blocks[height]))
+    assert d.core.ledger_height >= 35
+    # No more proposals: the blocks on the highest chain wait, and a status goes within an
+    # interval of the last commit (the view times out later, and its timeout carries more).
+    quiet_from = d.core.last_emit
+    sent = _ticks_with_status(d, 2 * base)
+    assert sent and sent[0] <= quiet_from + base + 1
+
+
+def certificate_for(block: HotStuffBlock) -> CommitCertificate:
+    h = block.header.hash()
+    statement = block.header.commit_statement(h)
+    votes = [(i, KEYS[i].sign_digest(statement)) for i in (0, 1, 2)]
+    return CommitCertificate(
+        height=block.height,
+        view=block.view,
+        block_hash=h,
+        certificate=QuorumCertificate.from_votes(statement, votes, N),
+    )
