@@ -73,7 +73,7 @@ on its way.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -221,6 +221,7 @@ class HotStuffCore(CoreBase):
         self.status_gap = cfg.status_interval
         self.status_said: tuple[int, int, int, int] | None = None
         self.statuses_sent = 0
+        self.resends: Counter[str] = Counter()
         self.timeout_at = -(10**9)  # the last tick this replica timed out or a TC moved it
 
         self.evidence: deque[tuple[Record, Record]] = deque(maxlen=cfg.evidence_kept)
@@ -1415,7 +1416,10 @@ class HotStuffCore(CoreBase):
         as long), so lost messages do not stall it."""
         gap = self.retransmit_gap()
         now = self.now
-        if self.own_commits and now - self.commits_resent_at >= gap:
+        # Commit votes wait for the ledger to stall: certificates come in height order, one a
+        # view, and while the ledger grows the next is on its way (at n=10 under load, a fixed
+        # wait re-sent them to every peer in two views of five).
+        if self.own_commits and now - self.commits_resent_at >= gap and now - self.last_emit >= gap:
             since = now - gap
             stale = [
                 v
@@ -1427,19 +1431,23 @@ class HotStuffCore(CoreBase):
             if stale:
                 self.broadcast(CommitVotes(votes=tuple(stale[:MAX_COMMIT_VOTES])))
                 self.commits_resent_at = now
+                self.resends["commits"] += 1
         if now - max(self.view_entered, self.view_resent_at) < gap or not self.pending_work():
             return
         view = self.view
         if self.my_timeout is not None and self.my_timeout.view == view:
             self.broadcast(self.refreshed_timeout())
             self.view_resent_at = now
+            self.resends["timeout"] += 1
             return
         if self.my_proposal is not None and self.my_proposal.view == view:
             self.broadcast(self.my_proposal)
             self.view_resent_at = now
+            self.resends["proposal"] += 1
         if self.my_vote is not None and self.my_vote.view + 1 == view:
             self.send_vote()
             self.view_resent_at = now
+            self.resends["vote"] += 1
 
     # ================================================================ status
 
@@ -1467,6 +1475,7 @@ class HotStuffCore(CoreBase):
                 "late_votes": self.late_votes,
                 "early_commit_votes": self.early_commit_votes,
                 "statuses_sent": self.statuses_sent,
+                "resent": dict(self.resends),
                 "duplicates": self.duplicates,
                 "rejected": self.rejections.total,
             },

@@ -956,3 +956,44 @@ def certificate_for(block: HotStuffBlock) -> CommitCertificate:
         block_hash=h,
         certificate=QuorumCertificate.from_votes(statement, votes, N),
     )
+
+
+def test_commit_votes_are_not_sent_again_while_the_ledger_grows() -> None:
+    """Each certificate comes a few views after its block was decided (here three, views of 6
+    ticks, re-send gap 12): the ledger grows every view, so the commit votes waiting for the
+    next certificates are on their way and are not broadcast again. When the certificates stop
+    coming, they are, one gap after the last block reached the ledger."""
+    config = HotStuffConfig(
+        leaders=LEADERS, view_timeout=100, max_view_timeout=100, max_retransmit_interval=20
+    )
+    d = driver(config=config)
+    blocks: dict[int, HotStuffBlock] = {}
+    justify = GENESIS
+    resent: list[int] = []
+
+    def views(numbers: range, certify: bool) -> None:
+        nonlocal justify
+        for view in numbers:
+            for _ in range(6):
+                d.core.tick()
+                d.pump()
+                if d.sent(CommitVotes) and view > 12:  # once the gap has settled
+                    resent.append(d.core.now)
+                d.clear()
+            block = block_on(justify, view, txs=[tx(view)])
+            blocks[block.height] = block
+            d.step(leader(view), propose(block))
+            justify = qc_of(block)
+            waiting = sorted(h for h in d.core.own_commits if h > d.core.ledger_height)
+            if certify and len(waiting) >= 4:
+                d.step(0, certificate_for(blocks[waiting[0]]))
+            d.clear()
+
+    views(range(1, 41), certify=True)
+    assert d.core.retransmit_gap() == 12
+    assert d.core.ledger_height >= 30
+    assert resent == []
+    stalled_from = d.core.last_emit
+    views(range(41, 51), certify=False)
+    assert resent and resent[0] == stalled_from + 12
+    assert [b - a for a, b in itertools.pairwise(resent)] == [12] * (len(resent) - 1)
