@@ -67,7 +67,8 @@ timeout, a replica with uncertified commits its commit votes. It re-sends what h
 as long as its recent views took (a moving average of the views it left with a QC or a vote),
 never sooner than ``retransmit_interval`` ticks nor later than ``max_retransmit_interval``:
 a view slower than usual has likely lost a message, and re-sending sooner only repeats what is
-on its way.
+on its way. Commit votes also wait for the ledger to stop growing for as long (certificates come
+in height order, so while it grows the next is on its way).
 """
 
 from __future__ import annotations
@@ -422,7 +423,7 @@ class HotStuffCore(CoreBase):
             self.view_deadline = max(self.view_deadline, self.now + self.view_timeout())
         elif self.now >= self.view_deadline:
             self.local_timeout()
-        self.retransmit()
+        self.retransmit(pending)
         self.gossip_status(pending)
         if self.asked and self.now % cfg.fetch_timeout == 0:
             self.asked = {h: t for h, t in self.asked.items() if self.now - t < cfg.fetch_timeout}
@@ -1411,9 +1412,9 @@ class HotStuffCore(CoreBase):
         adaptive = math.ceil(2 * self.view_ticks)
         return max(cfg.retransmit_interval, min(cfg.max_retransmit_interval, adaptive))
 
-    def retransmit(self) -> None:
+    def retransmit(self, pending: bool) -> None:
         """Re-send our part of work unfinished for ``retransmit_gap`` ticks (and not re-sent for
-        as long), so lost messages do not stall it."""
+        as long), so lost messages do not stall it (``pending``: :meth:`pending_work`)."""
         gap = self.retransmit_gap()
         now = self.now
         # Commit votes wait for the ledger to stall: certificates come in height order, one a
@@ -1432,7 +1433,7 @@ class HotStuffCore(CoreBase):
                 self.broadcast(CommitVotes(votes=tuple(stale[:MAX_COMMIT_VOTES])))
                 self.commits_resent_at = now
                 self.resends["commits"] += 1
-        if now - max(self.view_entered, self.view_resent_at) < gap or not self.pending_work():
+        if now - max(self.view_entered, self.view_resent_at) < gap or not pending:
             return
         view = self.view
         if self.my_timeout is not None and self.my_timeout.view == view:
