@@ -15,6 +15,7 @@ from bft.core.ready import Ready
 from bft.hotstuff import (
     QC,
     TC,
+    CommitCertificate,
     HotStuffBlock,
     HotStuffConfig,
     HotStuffCore,
@@ -70,6 +71,19 @@ def qc_of(block: HotStuffBlock, signers: Iterable[int] = (0, 1, 2)) -> QC:
         statement, [(i, KEYS[i].sign_digest(statement)) for i in signers], N
     )
     return QC(view=header.view, height=header.height, block_hash=block_hash, votes=votes)
+
+
+def certificate_for(block: HotStuffBlock) -> CommitCertificate:
+    """The ledger certificate of ``block``: commit votes of replicas 0, 1 and 2."""
+    block_hash = block.header.hash()
+    statement = block.header.commit_statement(block_hash)
+    votes = [(i, KEYS[i].sign_digest(statement)) for i in (0, 1, 2)]
+    return CommitCertificate(
+        height=block.height,
+        view=block.view,
+        block_hash=block_hash,
+        certificate=QuorumCertificate.from_votes(statement, votes, N),
+    )
 
 
 def tc_of(view: int, high_qc: QC, signers: Iterable[int] = (0, 1, 2)) -> TC:

@@ -7,7 +7,6 @@ commit votes, vote deduplication, equivocation evidence, and no second vote afte
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 import pytest
 
@@ -47,6 +46,7 @@ from .chain import (
     Driver,
     N,
     block_on,
+    certificate_for,
     driver,
     leader,
     make_core,
@@ -880,16 +880,12 @@ def test_next_leaders_are_those_of_the_current_view_and_the_views_after() -> Non
     assert scheduled.next_leaders(4) == (1, 2, 0)
 
 
-def _ticks_with_status(
-    d: Driver, ticks: int, each_tick: Callable[[int], None] | None = None
-) -> list[int]:
+def _ticks_with_status(d: Driver, ticks: int) -> list[int]:
     """Tick ``d`` ``ticks`` times; the ticks at which it broadcast its status."""
     sent = []
     for _ in range(ticks):
         d.core.tick()
         d.pump()
-        if each_tick is not None:
-            each_tick(d.core.now)
         if d.sent(Status):
             sent.append(d.core.now)
         d.clear()
@@ -944,18 +940,6 @@ def test_a_replica_whose_blocks_commit_sends_no_periodic_status() -> None:
     quiet_from = d.core.last_emit
     sent = _ticks_with_status(d, 2 * base)
     assert sent and sent[0] <= quiet_from + base + 1
-
-
-def certificate_for(block: HotStuffBlock) -> CommitCertificate:
-    h = block.header.hash()
-    statement = block.header.commit_statement(h)
-    votes = [(i, KEYS[i].sign_digest(statement)) for i in (0, 1, 2)]
-    return CommitCertificate(
-        height=block.height,
-        view=block.view,
-        block_hash=h,
-        certificate=QuorumCertificate.from_votes(statement, votes, N),
-    )
 
 
 def test_commit_votes_are_not_sent_again_while_the_ledger_grows() -> None:
