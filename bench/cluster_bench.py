@@ -15,10 +15,15 @@ point then runs *phases*, each a fresh :mod:`bench.load_worker` process with its
   skipped by ``--quick``);
 * ``light``: closed loop with one request outstanding (and no client linger): the latency an
   unloaded cluster gives (p50/p95/p99);
-* ``sat``: closed loop with a large window: the throughput the cluster sustains;
+* ``sat``: closed loop with a large window: the throughput the cluster sustains. A closed
+  loop commits at most ``window / latency``, so a window too small for a cluster's commit
+  latency measures the load, not the cluster: the window starts at the profile's and doubles
+  while doubling raised the throughput by ``RAMP_GAIN`` or more (up to ``max_window``); the
+  point's figure is the median of ``repeats`` runs at the last window that paid;
 * ``open-<rate>``: open-loop runs at fractions of the ``sat`` throughput, latency counted from
-  each transaction's due time (no coordinated omission): the throughput-latency curve, and the
-  highest offered rate the cluster keeps up with (its saturation point).
+  each transaction's due time (no coordinated omission), with as many clients as the ``sat``
+  window needed: the throughput-latency curve, and the highest offered rate the cluster keeps
+  up with (its saturation point).
 
 Around every phase the benchmark reads CPU time of the replica and load processes from
 ``/proc/<pid>/stat`` and each replica's verbose status (protocol messages sent, bytes and frames
@@ -35,6 +40,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import selectors
 import shutil
@@ -59,6 +65,7 @@ from bft.testbed.verify import verify_cluster
 from ledger.store import LedgerStore
 
 from . import _report
+from .load_worker import PER_CLIENT_INFLIGHT
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -83,6 +90,7 @@ class Profile:
     sweep: float
     fractions: tuple[float, ...]
     window: int
+    """The closed loop's first window (requests outstanding)."""
     drain: float
     ns: tuple[int, ...]
     sizes: tuple[int, ...]
@@ -94,12 +102,16 @@ class Profile:
     sections: tuple[str, ...] = SECTIONS
     repeats: int = 1
     """Closed-loop phases per point; the point reports the median (a shared machine is noisy)."""
+    max_window: int = 0
+    """The closed loop's window doubles from ``window`` up to this (see :func:`run_point`);
+    0: no ramp."""
     """The sections run when ``--sections`` is not given."""
 
 
 PROFILES = {
     "quick": Profile(
         "quick", warm=0.0, light=0.8, sat=1.2, sweep=0.8, fractions=(0.5,), window=300,
+        max_window=600,
         drain=5.0, ns=(4,), sizes=(256,), batches=(), verify_seconds=0.1,
         pysyncobj_count=1500, pysyncobj_light_count=20, sections=("protocols", "baselines"),
     ),
@@ -107,7 +119,7 @@ PROFILES = {
         "default", warm=1.0, light=3.0, sat=5.0, sweep=4.0, fractions=(0.25, 0.5, 0.75, 1.0, 1.25),
         window=1000, drain=10.0, ns=(4, 7, 10), sizes=(32, 256, 4096),
         batches=((100, 0), (500, 0), (2000, 0), (500, 1)), verify_seconds=1.0,
-        pysyncobj_count=30000, pysyncobj_light_count=300, repeats=3,
+        pysyncobj_count=30000, pysyncobj_light_count=300, repeats=3, max_window=8000,
     ),
     "full": Profile(
         "full", warm=2.0, light=8.0, sat=12.0, sweep=8.0,
@@ -115,6 +127,7 @@ PROFILES = {
         ns=(4, 7, 10, 16), sizes=(32, 256, 1024, 4096),
         batches=((50, 0), (100, 0), (500, 0), (2000, 0), (500, 1), (500, 3)),
         verify_seconds=2.0, pysyncobj_count=100000, pysyncobj_light_count=1000, repeats=3,
+        max_window=16000,
     ),
 }  # fmt: skip
 
@@ -294,6 +307,8 @@ class Phase:
     window: int | None = None
     rate: float | None = None
     duration: float = 1.0
+    clients: int = 1
+    """Client objects in the load process (the closed loop adds what its window needs)."""
 
 
 def _link_totals(statuses: dict[int, dict[str, Any] | None]) -> dict[str, int]:
@@ -374,6 +389,7 @@ class PointRun:
         trio.run(self.bed.wait_ready, None, 60.0)
 
     def tag(self, kind: str) -> str:
+        """A phase's payload tag: no ``-`` (the ledger count takes the payload up to one)."""
         return f"p{self.index}{kind}"
 
     def run_phase(self, phase: Phase) -> dict[str, Any]:
@@ -386,6 +402,8 @@ class PointRun:
         ]  # fmt: skip
         if p.sign:
             cmd.append("--sign")
+        if phase.clients > 1:
+            cmd += ["--clients", str(phase.clients)]
         if phase.window is not None:
             cmd += ["--window", str(phase.window)]
         else:
@@ -496,8 +514,56 @@ class PointRun:
             self.bed.stop(timeout=5.0)
 
 
+RAMP_GAIN = 0.10
+"""A doubled closed-loop window must raise the throughput by this much to be kept."""
+
+
+def ramp_windows(profile: Profile) -> list[int]:
+    """The closed-loop windows a point may try, in order."""
+    windows = [profile.window]
+    while windows[-1] * 2 <= profile.max_window:
+        windows.append(windows[-1] * 2)
+    return windows
+
+
+def saturate(run: PointRun, profile: Profile, step: Callable[..., None]) -> tuple[int, list[float]]:
+    """The closed-loop phases of a point: the window ramp, then the repeats at the window it
+    settled on (the ``sat`` window, recorded in the results); that window and the acknowledged
+    rate of each run at it."""
+    key = run.point.key
+    windows = ramp_windows(profile)
+    tried: list[tuple[int, float]] = []
+    chosen = windows[0]
+    for window in windows:
+        step(f"{key}: closed loop, window {window:,}")
+        sat = run.run_phase(
+            Phase(run.tag(f"satw{window}"), "sat", window=window, duration=profile.sat)
+        )
+        tried.append((window, acked_rate(sat)))
+        if len(tried) > 1 and tried[-1][1] < (1 + RAMP_GAIN) * tried[-2][1]:
+            break  # the larger window did not pay: the cluster was saturated at the last one
+        chosen = window
+    step(f"{key}: closed loop settled on window {chosen:,}", skipped=len(windows) - len(tried))
+    rates = [rate for window, rate in tried if window == chosen]
+    for repeat in range(1, profile.repeats):
+        step(f"{key}: closed loop, window {chosen:,} ({repeat + 1})")
+        sat = run.run_phase(
+            Phase(
+                run.tag(f"satw{chosen}r{repeat + 1}"), "sat", window=chosen,
+                duration=profile.sat,
+            )
+        )  # fmt: skip
+        rates.append(acked_rate(sat))
+    run.results["sat_window"] = chosen
+    return chosen, rates
+
+
+def acked_rate(phase: dict[str, Any]) -> float:
+    return float(phase["acked_total"]) / (phase.get("last_ack_s") or phase["duration"])
+
+
 def run_point(
-    point: Point, profile: Profile, workdir: Path, index: int, step: Callable[[str], None]
+    point: Point, profile: Profile, workdir: Path, index: int, step: Callable[..., None]
 ) -> dict[str, Any]:
     """Every phase of ``point``; the results as a JSON-able dict (``error`` set on failure)."""
     run = PointRun(point, profile, workdir, index)
@@ -509,16 +575,7 @@ def run_point(
             run.run_phase(Phase(run.tag("warm"), "warm", window=100, duration=profile.warm))
         step(f"{point.key}: light load (window 1)")
         run.run_phase(Phase(run.tag("light"), "light", window=1, duration=profile.light))
-        rates = []
-        for repeat in range(profile.repeats):
-            step(f"{point.key}: closed loop, window {profile.window} ({repeat + 1})")
-            sat = run.run_phase(
-                Phase(
-                    run.tag(f"sat{repeat + 1}" if repeat else "sat"), "sat",
-                    window=profile.window, duration=profile.sat,
-                )
-            )  # fmt: skip
-            rates.append(sat["acked_total"] / (sat.get("last_ack_s") or sat["duration"]))
+        window, rates = saturate(run, profile, step)
         if point.sweep:
             reference = sorted(rates)[len(rates) // 2]
             for fraction in profile.fractions:
@@ -527,7 +584,7 @@ def run_point(
                 run.run_phase(
                     Phase(
                         run.tag(f"open{round(fraction * 100)}"), "open", rate=rate,
-                        duration=profile.sweep,
+                        duration=profile.sweep, clients=math.ceil(window / PER_CLIENT_INFLIGHT),
                     )
                 )  # fmt: skip
         step(f"{point.key}: verifying ledgers")
@@ -563,8 +620,10 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         light = by_kind["light"][0]
         summary["light_latency_ms"] = {k: light["latency_ms"][k] for k in ("p50", "p95", "p99")}
         summary["light_tps"] = light.get("committed_tps")
-    if "sat" in by_kind:
-        runs = sorted(by_kind["sat"], key=lambda ph: ph.get("committed_tps") or 0.0)
+    window = results.get("sat_window")
+    sat_runs = [ph for ph in by_kind.get("sat", []) if window is None or ph["window"] == window]
+    if sat_runs:
+        runs = sorted(sat_runs, key=lambda ph: ph.get("committed_tps") or 0.0)
         sat = runs[len(runs) // 2]  # the median run, with its own CPU, bytes and latency
         summary["sat_runs_tps"] = [ph.get("committed_tps") for ph in runs]
         for key in (
@@ -574,6 +633,12 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         ):  # fmt: skip
             summary[key] = sat.get(key)
         summary["sat_latency_ms"] = {k: sat["latency_ms"][k] for k in ("p50", "p95", "p99")}
+        summary["sat_window"] = sat["window"]
+        # Each window the ramp tried, with its first run's committed throughput (ledger count).
+        first: dict[int, float | None] = {}
+        for ph in by_kind.get("sat", []):
+            first.setdefault(ph["window"], ph.get("committed_tps"))
+        summary["window_ramp"] = [[w, tps] for w, tps in first.items()]
     curve = []
     for phase in sorted(by_kind.get("open", []), key=lambda ph: ph["offered_rate"]):
         first, second = phase.get("p50_halves_ms") or (None, None)
@@ -953,7 +1018,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "source": source_revision(),
         "points": [],
     }
-    phases_per_point = 4 + profile.repeats
+    phases_per_point = 4 + len(ramp_windows(profile)) + profile.repeats
     total = sum(phases_per_point + (len(profile.fractions) if pt.sweep else 0) for pt in points)
     total += 3 if "baselines" in sections else 0
     started = time.perf_counter()
@@ -968,13 +1033,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ) as progress:
             task = progress.add_task("starting", total=total)
 
-            def step(text: str) -> None:
+            def step(text: str, skipped: int = 0) -> None:
+                """Show ``text``; one step done, and ``skipped`` planned steps not needed."""
                 # A Ctrl-C (or SIGTERM) may land inside a library that turns it into an error;
                 # the flag makes the run stop at the next step all the same, through the
                 # clean-up that stops this run's replicas.
                 if interrupted:
                     raise KeyboardInterrupt
-                progress.update(task, description=text, advance=1)
+                progress.update(task, description=text, advance=1 + skipped)
 
             step("measuring Ed25519 verification and fsync")
             doc["load_average_start"] = load_average()
@@ -1001,16 +1067,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ),
                     None,
                 )  # fmt: skip
-                count = profile.pysyncobj_count
+                count, window = profile.pysyncobj_count, profile.window
                 if raft is not None:
-                    sat = next(p for p in raft["phases"].values() if p["kind"] == "sat")
-                    count = max(count, sat["ledger_committed"])
+                    # The same window as the Raft run it is compared with, and at least as
+                    # many commands as one of its closed-loop phases committed.
+                    window = raft.get("sat_window", window)
+                    count = max(
+                        [count]
+                        + [
+                            p["ledger_committed"] for p in raft["phases"].values()
+                            if p["kind"] == "sat" and p.get("window") == window
+                        ]
+                    )  # fmt: skip
                 doc["baselines"] = {
                     "pysyncobj": run_pysyncobj(
-                        count, profile.pysyncobj_light_count, 256, profile.window, workdir, step
+                        count, profile.pysyncobj_light_count, 256, window, workdir, step
                     ),
                     "etcd": run_etcd(
-                        count, profile.pysyncobj_light_count, 256, profile.window, workdir, step
+                        count, profile.pysyncobj_light_count, 256, window, workdir, step
                     ),
                 }
                 step("baselines done")

@@ -79,6 +79,9 @@ def test_cluster_benchmark_quick(protocol: str, tmp_path: Path) -> None:
     assert {p["kind"] for p in point["phases"].values()} == {"light", "sat", "open"}
     summary = point["summary"]
     assert summary["ledger_ok"]
+    # The closed loop tried both windows of the quick ramp and reports runs at one of them.
+    assert [w for w, _ in summary["window_ramp"]] == [300, 600]
+    assert summary["sat_window"] == point["sat_window"] in (300, 600)
     assert summary["committed_tps"] > 0
     assert summary["light_latency_ms"]["p50"] > 0
     assert summary["replica_cpu_per_1000"] > 0
@@ -93,3 +96,54 @@ def test_cluster_benchmark_quick(protocol: str, tmp_path: Path) -> None:
         assert "etcd" in report
     # The cluster directories are removed afterwards; no replica is left running.
     assert not list(tmp_path.glob("bft-cluster-bench-*"))
+
+
+class _ScriptedRun:
+    """Stands in for a point's cluster: each closed-loop phase acknowledges at the rate the
+    test gives its window (the ramp's decisions, without a cluster to make them slow)."""
+
+    def __init__(self, rates: dict[int, float]) -> None:
+        from bench import cluster_bench
+
+        self.rates = rates
+        self.point = cluster_bench.Point("scaling", "hotstuff", 10)
+        self.results: dict[str, object] = {"phases": {}}
+        self.windows: list[int] = []
+
+    def tag(self, kind: str) -> str:
+        return kind
+
+    def run_phase(self, phase: object) -> dict[str, object]:
+        window = phase.window  # type: ignore[attr-defined]
+        self.windows.append(window)
+        return {"acked_total": self.rates[window] * 5.0, "last_ack_s": 5.0, "duration": 5.0}
+
+
+@pytest.mark.parametrize(
+    ("rates", "tried", "kept"),
+    [
+        # Each doubling pays until 4,000 (+5 %): 2,000 is kept, and run twice more.
+        ({1000: 6000, 2000: 7600, 4000: 7980}, [1000, 2000, 4000], 2000),
+        # The first doubling does not pay: the profile's window is kept.
+        ({1000: 20000, 2000: 21000}, [1000, 2000], 1000),
+        # A larger window that commits less stops the ramp too.
+        ({1000: 20000, 2000: 15000}, [1000, 2000], 1000),
+        # Every doubling pays: the ramp stops at the profile's largest window.
+        ({1000: 5000, 2000: 8000, 4000: 12000, 8000: 16000}, [1000, 2000, 4000, 8000], 8000),
+    ],
+)
+def test_closed_loop_window_ramp(rates: dict[int, float], tried: list[int], kept: int) -> None:
+    from bench import cluster_bench
+
+    profile = cluster_bench.PROFILES["default"]
+    run = _ScriptedRun(rates)
+    skips: list[int] = []
+    window, runs = cluster_bench.saturate(
+        run,  # type: ignore[arg-type]
+        profile,
+        lambda text, skipped=0: skips.append(skipped),
+    )
+    assert window == kept == run.results["sat_window"]
+    assert run.windows == tried + [kept] * (profile.repeats - 1)
+    assert runs == [rates[kept]] * profile.repeats
+    assert sum(skips) == len(cluster_bench.ramp_windows(profile)) - len(tried)
