@@ -78,6 +78,9 @@ class CoreBase:
     def reply(self, reply: Reply) -> None:
         self._replies.append(reply)
 
+    def reply_all(self, replies: list[Reply]) -> None:
+        self._replies.extend(replies)
+
     def reject(self, sender: int, message: object, reason: str) -> None:
         self.rejections.record(sender, type(message).__name__, reason)
 

@@ -215,6 +215,64 @@ class ClientTable:
             self._entries -= len(evicted.committed)
             self.evicted += 1
 
+    def record_new(
+        self, positioned: Iterable[tuple[int, Request]], height: int
+    ) -> list[tuple[int, Request]]:
+        """Record, in order, each ``(position, request)`` of block ``height`` that is new when
+        its turn comes (a repeat of an earlier one is not), and return those: the same table
+        and answer as ``is_new`` then ``record`` for each, with the client looked up once per
+        run of its requests rather than once per request (a block's transactions come in runs
+        of one client's), and moved to the end of the eviction order once per run."""
+        clients = self._clients
+        window = self.window
+        trim_above = window + window // 4
+        recorded: list[tuple[int, Request]] = []
+        client: bytes | None = None
+        state: _Client | None = None
+        committed: dict[int, int] = {}
+        newest = False  # whether ``client`` is already last in the eviction order
+        for position, request in positioned:
+            if not 0 <= position <= _POSITION_MASK:
+                raise ValueError(
+                    f"position {position} exceeds a block's {MAX_BLOCK_TXS} transactions"
+                )
+            if request.client != client:
+                client = request.client
+                state = clients.get(client)
+                committed = state.committed if state is not None else {}
+                newest = False
+            seq = request.seq
+            if state is None:
+                state = clients[client] = _Client()
+                committed = state.committed
+                newest = True
+            elif seq in committed or seq <= state.max_seq - window:
+                continue
+            elif not newest:
+                clients.move_to_end(client)
+                newest = True
+            committed[seq] = height << _POSITION_BITS | position
+            self._entries += 1
+            if height > self.height:
+                self.height = height
+            if seq > state.max_seq:
+                state.max_seq = seq
+            if len(committed) > trim_above:
+                # Entries a window below the highest are answered "stale" whatever they hold.
+                floor = state.max_seq - window
+                size = len(committed)
+                committed = state.committed = {s: w for s, w in committed.items() if s > floor}
+                self._entries += len(committed) - size
+            recorded.append((position, request))
+            # The newest client (this one) is last in the order: never the one evicted.
+            while len(clients) > 1 and (
+                len(clients) > self.max_clients or self._entries > self.max_entries
+            ):
+                _, evicted = clients.popitem(last=False)
+                self._entries -= len(evicted.committed)
+                self.evicted += 1
+        return recorded
+
     @property
     def entries(self) -> int:
         """Places remembered, over all clients (bounded by ``max_entries``)."""

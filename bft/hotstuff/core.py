@@ -1026,7 +1026,6 @@ class HotStuffCore(CoreBase):
                 "with a certified one"
             )
         self.emit_committed(block)
-        ids = []
         if node is not None and node.block is not None and not node.malformed:
             # Decoded when the block entered the tree, one request per transaction, in order.
             positioned = list(enumerate(node.requests))
@@ -1037,14 +1036,12 @@ class HotStuffCore(CoreBase):
                     positioned.append((position, Request.from_raw(raw)))
                 except CodecError:
                     continue
-        for position, request in positioned:
-            if not self.clients.is_new(request.client, request.seq):
-                self.duplicates += 1  # the voting rule failed; the S3 checker reports it
-                continue
-            self.clients.record(request, height, position)
-            ids.append(request.id)
-            self.reply(Reply(request.client, request.seq, height, position))
-        self.mempool.remove(ids)
+        fresh = self.clients.record_new(positioned, height)
+        # A request committed before, or twice in this block: the voting rule failed (the S3
+        # checker reports it).
+        self.duplicates += len(positioned) - len(fresh)
+        self.reply_all([Reply(r.client, r.seq, height, position) for position, r in fresh])
+        self.mempool.remove([request.id for _, request in fresh])
         self.ledger_height, self.ledger_hash = height, block_hash
         self.last_emit = self.now
         self.decided_at.pop(height, None)

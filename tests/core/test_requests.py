@@ -320,3 +320,39 @@ def test_a_request_decodes_as_its_transaction_or_not_at_all(
             strict.seq,
             strict.is_signed,
         )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(1, 4), st.integers(1, 30)), max_size=12),
+        max_size=8,
+    ),
+    st.integers(1, 6),
+    st.integers(1, 4),
+    st.integers(1, 20),
+)
+def test_record_new_is_is_new_then_record(
+    blocks: list[list[tuple[int, int]]], window: int, max_clients: int, max_entries: int
+) -> None:
+    """A block's requests recorded at once (``record_new``, clients looked up per run) leave
+    the table - places, stale floors, eviction order and counts - as recording them one by one
+    after ``is_new`` does, and return the same requests, repeats within a block included."""
+    batched = ClientTable(window=window, max_clients=max_clients, max_entries=max_entries)
+    single = ClientTable(window=window, max_clients=max_clients, max_entries=max_entries)
+    for height, ids in enumerate(blocks, start=1):
+        positioned = [(position, req(c, s)) for position, (c, s) in enumerate(ids)]
+        expected = []
+        for position, request in positioned:
+            if single.is_new(request.client, request.seq):
+                single.record(request, height, position)
+                expected.append((position, request))
+        assert batched.record_new(positioned, height) == expected
+        assert batched.snapshot(len(blocks)) == single.snapshot(len(blocks))
+        assert (batched.entries, batched.evicted, batched.height, len(batched)) == (
+            single.entries, single.evicted, single.height, len(single),
+        )  # fmt: skip
+        for client in range(1, 6):
+            for seq in range(0, 32):
+                key = (b"c%d" % client, seq)
+                assert batched.status(*key) == single.status(*key)

@@ -981,3 +981,26 @@ def test_commit_votes_are_not_sent_again_while_the_ledger_grows() -> None:
     views(range(41, 51), certify=False)
     assert resent and resent[0] == stalled_from + 12
     assert [b - a for a, b in itertools.pairwise(resent)] == [12] * (len(resent) - 1)
+
+
+def test_a_request_repeated_in_a_committed_block_is_answered_once() -> None:
+    """Should a certified block hold a request twice (the voting rule refuses such a block, so
+    only a quorum that broke it could certify one), the ledger keeps the block as certified,
+    the client table records the first place, the client is answered once for it, and the
+    repeat is counted."""
+    d = driver()
+    block = block_on(GENESIS, 1, txs=[tx(1), tx(2), tx(1), tx(1, client=b"client-b")])
+    cert = certificate_for(block)
+    d.core.commit_block(
+        Block(header=block.header, txs=block.txs, certificate=cert.certificate), None
+    )
+    d.pump()
+    replies = [r for ready in d.readies for r in ready.replies]
+    assert replies == [
+        Reply(b"client-a", 1, 1, 0),
+        Reply(b"client-a", 2, 1, 1),
+        Reply(b"client-b", 1, 1, 3),
+    ]
+    assert d.core.duplicates == 1
+    assert [b.height for b in d.committed] == [1]
+    assert d.core.clients.status(b"client-a", 1)[1] == (1, 0)
