@@ -202,7 +202,9 @@ class HotStuffCore(CoreBase):
         # Commits and ledger certificates.
         self.decided_at: dict[int, bytes] = {}
         self.own_commits: dict[int, CommitVote] = {}
-        self.decided_tick: dict[int, int] = {}
+        # The tick our commit vote for a height was signed (early or at the decision): how
+        # long it has waited for its certificate (retransmit).
+        self.commit_vote_tick: dict[int, int] = {}
         self.fresh_certs: list[CommitCertificate] = []
         self.commit_votes: dict[int, dict[int, CommitVote]] = {}
         self.certs: dict[int, Certified] = {}
@@ -874,7 +876,6 @@ class HotStuffCore(CoreBase):
             node.decided = True
             self.decided_at[node.height] = node.hash
             signature = self.safety.sign_commit(node.view, node.height, node.hash)
-            self.decided_tick[node.height] = self.now
             self.own_commit_vote(
                 CommitVote(
                     height=node.height, view=node.view, block_hash=node.hash, signature=signature
@@ -921,6 +922,7 @@ class HotStuffCore(CoreBase):
         """Keep our commit vote for a height (to send, and to count), in place of an early one
         for another block there."""
         self.own_commits[vote.height] = vote
+        self.commit_vote_tick[vote.height] = self.now
         per_height = self.commit_votes.get(vote.height)
         if per_height is not None:
             earlier = per_height.get(self.replica)
@@ -1048,7 +1050,7 @@ class HotStuffCore(CoreBase):
         self.certs.pop(height, None)
         self.commit_votes.pop(height, None)
         self.own_commits.pop(height, None)
-        self.decided_tick.pop(height, None)
+        self.commit_vote_tick.pop(height, None)
         if node is None:
             node = Node(
                 hash=block_hash,
@@ -1424,7 +1426,7 @@ class HotStuffCore(CoreBase):
                 for h, v in sorted(self.own_commits.items())
                 if h > self.ledger_height
                 and h not in self.certs
-                and self.decided_tick.get(h, 0) <= since
+                and self.commit_vote_tick.get(h, now) <= since
             ]
             if stale:
                 self.broadcast(CommitVotes(votes=tuple(stale[:MAX_COMMIT_VOTES])))

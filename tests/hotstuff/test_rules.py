@@ -983,6 +983,40 @@ def test_commit_votes_are_not_sent_again_while_the_ledger_grows() -> None:
     assert [b - a for a, b in itertools.pairwise(resent)] == [12] * (len(resent) - 1)
 
 
+def test_a_commit_vote_goes_again_only_once_it_has_waited_the_gap() -> None:
+    """With no certificate coming, the commit votes re-sent are those signed (early, with a
+    vote, or at the decision) at least a re-send gap ago: one signed with the last vote is on
+    its way to the next leader and is not broadcast again at once."""
+    config = HotStuffConfig(
+        leaders=LEADERS, view_timeout=100, max_view_timeout=100, max_retransmit_interval=20
+    )
+    d = driver(config=config)
+    justify = GENESIS
+    signed: dict[int, tuple[CommitVote, int]] = {}  # height -> our vote, the tick it was signed
+    checked = 0
+    for view in range(1, 31):
+        for _ in range(6):
+            d.core.tick()
+            d.pump()
+            now, gap = d.core.now, d.core.retransmit_gap()
+            for message in d.sent(CommitVotes):
+                for vote in message.votes:
+                    assert now - signed[vote.height][1] >= gap, (view, vote.height)
+                due = [h for h, (_, t) in signed.items() if now - t >= gap]
+                assert [v.height for v in message.votes] == sorted(due)[: len(message.votes)]
+                checked += 1
+            d.clear()
+        block = block_on(justify, view, txs=[tx(view)])
+        d.step(leader(view), propose(block))
+        justify = qc_of(block)
+        for height, vote in d.core.own_commits.items():
+            if signed.get(height, (None, 0))[0] is not vote:
+                signed[height] = (vote, d.core.now)
+        d.clear()
+    assert checked >= 5
+    assert d.core.ledger_height == 0  # nothing certified: every vote kept waiting
+
+
 def test_a_request_repeated_in_a_committed_block_is_answered_once() -> None:
     """Should a certified block hold a request twice (the voting rule refuses such a block, so
     only a quorum that broke it could certify one), the ledger keeps the block as certified,
