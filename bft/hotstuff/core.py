@@ -67,8 +67,9 @@ timeout, a replica with uncertified commits its commit votes. It re-sends what h
 as long as its recent views took (a moving average of the views it left with a QC or a vote),
 never sooner than ``retransmit_interval`` ticks nor later than ``max_retransmit_interval``:
 a view slower than usual has likely lost a message, and re-sending sooner only repeats what is
-on its way. Commit votes also wait for the ledger to stop growing for as long (certificates come
-in height order, so while it grows the next is on its way).
+on its way. A commit vote's wait counts from when it was signed (early, with a vote, or at the
+decision), and commit votes also wait for the ledger to stop growing for as long (certificates
+come in height order, so while it grows the next is on its way).
 """
 
 from __future__ import annotations
