@@ -486,7 +486,7 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
         for proto in BFT:
             first, last = tps(find(doc, proto, ns[0])), tps(find(doc, proto, ns[-1]))
             if first and last:
-                add(f"- {proto}: n={ns[-1]} keeps {last / first:.0%} of its n={ns[0]} throughput.")
+                add(f"- {proto}: n={ns[-1]} keeps {last / first:.1%} of its n={ns[0]} throughput.")
         add("")
         if "scaling.png" in images:
             add(f"![scaling]({image_prefix}scaling.png)")
@@ -821,7 +821,7 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
     if ns_h:
         h4, h10 = tps(find(doc, "hotstuff", 4)), tps(find(doc, "hotstuff", 10))
         rows.append(
-            _target("hotstuff n=10 / n=4", ">= 50 %", ratio(h10, h4), lambda v: v >= 0.5, ".0%")
+            _target("hotstuff n=10 / n=4", ">= 50 %", ratio(h10, h4), lambda v: v >= 0.5, ".1%")
         )
     lines += table(["figure", "target", "measured", "met"], rows)
     add("")
