@@ -100,12 +100,12 @@ class Profile:
     pysyncobj_count: int
     pysyncobj_light_count: int
     sections: tuple[str, ...] = SECTIONS
+    """The sections run when ``--sections`` is not given."""
     repeats: int = 1
     """Closed-loop phases per point; the point reports the median (a shared machine is noisy)."""
     max_window: int = 0
-    """The closed loop's window doubles from ``window`` up to this (see :func:`run_point`);
+    """The closed loop's window doubles from ``window`` up to this (see :func:`saturate`);
     0: no ramp."""
-    """The sections run when ``--sections`` is not given."""
 
 
 PROFILES = {
@@ -635,10 +635,10 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         summary["sat_latency_ms"] = {k: sat["latency_ms"][k] for k in ("p50", "p95", "p99")}
         summary["sat_window"] = sat["window"]
         # Each window the ramp tried, with its first run's committed throughput (ledger count).
-        first: dict[int, float | None] = {}
+        first_at: dict[int, float | None] = {}
         for ph in by_kind.get("sat", []):
-            first.setdefault(ph["window"], ph.get("committed_tps"))
-        summary["window_ramp"] = [[w, tps] for w, tps in first.items()]
+            first_at.setdefault(ph["window"], ph.get("committed_tps"))
+        summary["window_ramp"] = [[w, tps] for w, tps in first_at.items()]
     curve = []
     for phase in sorted(by_kind.get("open", []), key=lambda ph: ph["offered_rate"]):
         first, second = phase.get("p50_halves_ms") or (None, None)
