@@ -203,15 +203,29 @@ class ClientTable:
             self.height = height
         if request.seq > state.max_seq:
             state.max_seq = request.seq
-        if len(committed) > self.window + self.window // 4:
-            # Entries a window below the highest are answered "stale" whatever they hold.
-            floor = state.max_seq - self.window
-            committed = state.committed = {s: w for s, w in committed.items() if s > floor}
         self._entries += len(committed) - size
-        while len(self._clients) > 1 and (
-            len(self._clients) > self.max_clients or self._entries > self.max_entries
+        if len(committed) > self.window + self.window // 4:
+            self._trim(state)
+        if len(self._clients) > self.max_clients or self._entries > self.max_entries:
+            self._evict()
+
+    def _trim(self, state: _Client) -> dict[int, int]:
+        """Forget a client's places a window below its highest (answered "stale" whatever they
+        hold); its new places."""
+        floor = state.max_seq - self.window
+        before = len(state.committed)
+        committed = state.committed = {s: w for s, w in state.committed.items() if s > floor}
+        self._entries += len(committed) - before
+        return committed
+
+    def _evict(self) -> None:
+        """Forget the clients least recently recorded until the table is within its limits
+        (never the last one, the newest: it was just recorded)."""
+        clients = self._clients
+        while len(clients) > 1 and (
+            len(clients) > self.max_clients or self._entries > self.max_entries
         ):
-            _, evicted = self._clients.popitem(last=False)
+            _, evicted = clients.popitem(last=False)
             self._entries -= len(evicted.committed)
             self.evicted += 1
 
@@ -258,19 +272,10 @@ class ClientTable:
             if seq > state.max_seq:
                 state.max_seq = seq
             if len(committed) > trim_above:
-                # Entries a window below the highest are answered "stale" whatever they hold.
-                floor = state.max_seq - window
-                size = len(committed)
-                committed = state.committed = {s: w for s, w in committed.items() if s > floor}
-                self._entries += len(committed) - size
+                committed = self._trim(state)
             recorded.append((position, request))
-            # The newest client (this one) is last in the order: never the one evicted.
-            while len(clients) > 1 and (
-                len(clients) > self.max_clients or self._entries > self.max_entries
-            ):
-                _, evicted = clients.popitem(last=False)
-                self._entries -= len(evicted.committed)
-                self.evicted += 1
+            if len(clients) > self.max_clients or self._entries > self.max_entries:
+                self._evict()
         return recorded
 
     @property
