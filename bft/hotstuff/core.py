@@ -1427,7 +1427,7 @@ class HotStuffCore(CoreBase):
                 for h, v in sorted(self.own_commits.items())
                 if h > self.ledger_height
                 and h not in self.certs
-                and self.commit_vote_tick.get(h, now) <= since
+                and self.commit_vote_tick.get(h, 0) <= since  # each has its tick
             ]
             if stale:
                 self.broadcast(CommitVotes(votes=tuple(stale[:MAX_COMMIT_VOTES])))
