@@ -758,10 +758,9 @@ class PbftCore(CoreBase):
     ) -> None:
         """Bookkeeping once a block's requests are in the executed state: the client table
         learns their places; they leave the pipeline and the pool, and so do ``settled`` (the
-        whole proposal, when the block left out requests ordered before)."""
-        record = self.clients.record
-        for position, request in enumerate(requests):
-            record(request, height, position)
+        whole proposal, when the block left out requests ordered before). A block holds only
+        requests new at its height (build_block), so each is recorded."""
+        self.clients.record_new(list(enumerate(requests)), height)
         ids = [r.id for r in (requests if settled is None else settled)]
         forget = self.in_flight.pop
         for rid in ids:
