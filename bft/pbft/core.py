@@ -851,8 +851,8 @@ class PbftCore(CoreBase):
             block_hash=self.cert_hash,
             signature=signature,
         )
-        for position, request in enumerate(requests):
-            self.reply(Reply(request.client, request.seq, block.height, position))
+        height = block.height
+        self.reply_all([Reply(r.client, r.seq, height, p) for p, r in enumerate(requests)])
 
     def make_stable(self, height: int) -> None:
         """A stable checkpoint at ``height``: collect the log below it, move the watermarks."""
