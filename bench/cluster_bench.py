@@ -694,6 +694,10 @@ def ed25519_verify_rate(seconds: float) -> dict[str, float]:
     return {"verify_per_s": round(count / elapsed, 1), "sign_us": round(sign_s * 1e6, 2)}
 
 
+SPEED_PROBE_S = 0.3
+"""Seconds of Ed25519 verification measured before each point (the machine's speed then)."""
+
+
 def fsync_latency(directory: Path, count: int = 200) -> dict[str, float]:
     """Milliseconds to fsync a 4 KiB append in ``directory`` (p50, p99), measured now: the
     floor under every commit, since a replica fsyncs its votes and its ledger."""
@@ -1047,7 +1051,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             doc["ed25519"] = ed25519_verify_rate(profile.verify_seconds)
             doc["fsync"] = fsync_latency(workdir, 50 if profile.name == "quick" else 300)
             for index, point in enumerate(points):
+                # The machine's speed before each point: a shared host's CPU can slow by a
+                # third within minutes, and a point run then is not comparable to the others.
+                speed = ed25519_verify_rate(SPEED_PROBE_S)["verify_per_s"]
                 result = run_point(point, profile, workdir, index, step)
+                result["ed25519_before"] = speed
                 doc["points"].append(result)
                 summary = result.get("summary", {})
                 light = summary.get("light_latency_ms", {})
@@ -1100,6 +1108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"cluster directories kept in {workdir}")
     doc["elapsed_s"] = round(time.perf_counter() - started, 1)
     doc["load_average_end"] = load_average()
+    doc["ed25519_end"] = ed25519_verify_rate(profile.verify_seconds)
     written = write_outputs(doc, out, plots=not args.no_plots)
     for path in written:
         console.print(f"wrote {path}")

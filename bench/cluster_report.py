@@ -94,6 +94,10 @@ def spread(values: Sequence[float | None] | None) -> str:
     return f"{min(runs):,.0f}-{max(runs):,.0f}"
 
 
+SLOW_POINT = 0.15
+"""A point whose Ed25519 rate before it was this far below the run's start ran slow."""
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or not b:
         return None
@@ -275,6 +279,13 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
             f"- measured in this run: fsync of a 4 KiB append p50 {fsync['p50_ms']:.2f} ms, "
             f"p99 {fsync['p99_ms']:.2f} ms; Ed25519 {ed['verify_per_s']:,.0f} verifications/s "
             f"on one core, {ed['sign_us']:.1f} us per signature"
+        )
+    end = doc.get("ed25519_end")
+    if ed and end:
+        add(
+            f"- Ed25519 verifications/s at the end {end['verify_per_s']:,.0f}, and before each "
+            f"point (*Checks*: a point more than {SLOW_POINT * 100:.0f} % below the start is "
+            "marked *slow*, its figures moved by the machine, not the code)"
         )
     loads = [doc.get("load_average_start"), doc.get("load_average_end")]
     if all(loads):
@@ -854,9 +865,14 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
     add("## Checks")
     add("")
     rows = []
+    start_rate = doc.get("ed25519", {}).get("verify_per_s")
     for r in doc["points"]:
         phases = r.get("phases", {})
         acked = sum(p.get("acked_total", 0) for p in phases.values())
+        speed = r.get("ed25519_before")
+        machine = fmt(speed)
+        if speed and start_rate and speed < (1 - SLOW_POINT) * start_rate:
+            machine += " **slow**"
         ledger = sum(p.get("ledger_committed", 0) for p in phases.values())
         v = r.get("verify", {})
         rows.append(
@@ -868,11 +884,20 @@ def render_markdown(doc: Doc, image_prefix: str = "", images: Sequence[str] = ()
                 if v.get("ok") and v.get("identical")
                 else ("ok (heights differ)" if v.get("ok") else "**FAILED**"),
                 "ok" if r.get("summary", {}).get("ledger_ok") else "**NO**",
+                machine,
                 r.get("error", ""),
             ]
         )
     lines += table(
-        ["point", "acknowledged", "in ledger", "ledgers verify", "ledger covers acks", "error"],
+        [
+            "point",
+            "acknowledged",
+            "in ledger",
+            "ledgers verify",
+            "ledger covers acks",
+            "Ed25519/s before",
+            "error",
+        ],
         rows,
     )
     add("")

@@ -88,8 +88,11 @@ def test_cluster_benchmark_quick(protocol: str, tmp_path: Path) -> None:
     assert summary["bytes_per_tx"] > 0
     assert summary["peak_memory_mb"] > 0
     assert doc["ed25519"]["verify_per_s"] > 0
+    # The machine's speed before the point and at the end, beside the one at the start.
+    assert point["ed25519_before"] > 0 and doc["ed25519_end"]["verify_per_s"] > 0
     report = (out / "report.md").read_text("utf-8")
     assert "## Headline" in report and "## Checks" in report
+    assert "Ed25519/s before" in report
     assert (out / "throughput_latency.png").stat().st_size > 0
     if protocol == "raft":
         assert doc["baselines"]["pysyncobj"]["throughput"]["succeeded"] > 0
