@@ -760,7 +760,7 @@ class PbftCore(CoreBase):
         learns their places; they leave the pipeline and the pool, and so do ``settled`` (the
         whole proposal, when the block left out requests ordered before). A block holds only
         requests new at its height (build_block), so each is recorded."""
-        self.clients.record_new(list(enumerate(requests)), height)
+        self.clients.record_new(enumerate(requests), height)
         ids = [r.id for r in (requests if settled is None else settled)]
         forget = self.in_flight.pop
         for rid in ids:
